@@ -1,0 +1,185 @@
+/* broker: connection setup and raw JetStream API requests. Holds no state
+ * of its own; every handle is owned by the caller. */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BROKER_MAX_SERVERS 16
+#define BROKER_PING_INTERVAL_MS 1000
+#define BROKER_MAX_PINGS_OUT 2
+#define BROKER_RECONNECT_WAIT_MS 250
+
+int broker_errno(natsStatus s)
+{
+        switch (s) {
+        case NATS_OK:
+                return 0;
+        case NATS_TIMEOUT:
+                return -ETIMEDOUT;
+        case NATS_NO_RESPONDERS:
+                return -ENXIO;
+        case NATS_NOT_FOUND:
+                return -ENOENT;
+        case NATS_NO_MEMORY:
+                return -ENOMEM;
+        case NATS_INVALID_ARG:
+                return -EINVAL;
+        case NATS_CONNECTION_CLOSED:
+        case NATS_CONNECTION_DISCONNECTED:
+        case NATS_NO_SERVER:
+                return -ENOTCONN;
+        case NATS_NOT_PERMITTED:
+        case NATS_CONNECTION_AUTH_FAILED:
+                return -EACCES;
+        default:
+                return -EIO;
+        }
+}
+
+/* Splits "a,b,c" into at most BROKER_MAX_SERVERS URLs (copies in buf). */
+static int split_servers(const char *servers, char *buf, size_t size, const char **urls)
+{
+        if (strlen(servers) >= size)
+                return -E2BIG;
+        strcpy(buf, servers);
+        int n = 0;
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                while (*tok == ' ')
+                        tok++;
+                if (*tok == '\0')
+                        continue;
+                if (n == BROKER_MAX_SERVERS)
+                        return -E2BIG;
+                urls[n++] = tok;
+        }
+        return n > 0 ? n : -EINVAL;
+}
+
+int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, size_t err_size)
+{
+        natsOptions *opts = NULL;
+        char buf[2048];
+        const char *urls[BROKER_MAX_SERVERS];
+        int n = split_servers(cfg->servers ? cfg->servers : BROKER_DEFAULT_URL, buf, sizeof buf, urls);
+        if (n < 0) {
+                snprintf(err, err_size, "invalid server list \"%s\"", cfg->servers);
+                return -EINVAL;
+        }
+
+        natsStatus s = natsOptions_Create(&opts);
+        if (s == NATS_OK)
+                s = natsOptions_SetServers(opts, urls, n);
+        if (s == NATS_OK && cfg->name)
+                s = natsOptions_SetName(opts, cfg->name);
+        if (s == NATS_OK && cfg->connect_timeout_ms > 0)
+                s = natsOptions_SetTimeout(opts, cfg->connect_timeout_ms);
+        if (s == NATS_OK && cfg->inbox_prefix)
+                s = natsOptions_SetCustomInboxPrefix(opts, cfg->inbox_prefix);
+        /* research/cnats.md pitfall 11: the default ping is 2 min x 2, far
+         * too slow to notice a frozen broker. */
+        if (s == NATS_OK)
+                s = natsOptions_SetPingInterval(opts, BROKER_PING_INTERVAL_MS);
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxPingsOut(opts, BROKER_MAX_PINGS_OUT);
+        if (s == NATS_OK && cfg->reconnect) {
+                s = natsOptions_SetMaxReconnect(opts, -1);
+                if (s == NATS_OK)
+                        s = natsOptions_SetReconnectWait(opts, BROKER_RECONNECT_WAIT_MS);
+        } else if (s == NATS_OK) {
+                s = natsOptions_SetAllowReconnect(opts, false);
+        }
+        if (s == NATS_OK && cfg->creds_file)
+                s = natsOptions_SetUserCredentialsFromFiles(opts, cfg->creds_file, NULL);
+        if (s != NATS_OK) {
+                snprintf(err, err_size, "invalid connection options: %s", natsStatus_GetText(s));
+                natsOptions_Destroy(opts);
+                return broker_errno(s);
+        }
+
+        s = natsConnection_Connect(nc, opts);
+        natsOptions_Destroy(opts);
+        if (s != NATS_OK) {
+                const char *text = nats_GetLastError(NULL);
+                snprintf(err, err_size, "%s%s%s", natsStatus_GetText(s), text && *text ? ": " : "",
+                         text ? text : "");
+                *nc = NULL;
+                return broker_errno(s);
+        }
+        return 0;
+}
+
+static void set_error(jsapi_error *err, int code, int err_code, const char *what, const char *detail)
+{
+        if (!err)
+                return;
+        err->code = code;
+        err->err_code = err_code;
+        snprintf(err->description, sizeof err->description, "%s%s", what, detail ? detail : "");
+}
+
+int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms,
+                  json_t **reply, jsapi_error *err)
+{
+        char *payload = NULL;
+        size_t len = 0;
+        natsMsg *msg = NULL;
+
+        *reply = NULL;
+        if (err)
+                memset(err, 0, sizeof *err);
+        if (body) {
+                payload = json_dumps(body, JSON_COMPACT);
+                if (!payload)
+                        return -ENOMEM;
+                len = strlen(payload);
+        }
+        natsStatus s = natsConnection_Request(&msg, nc, subject, payload, (int)len,
+                                              timeout_ms > 0 ? timeout_ms : BROKER_REQUEST_TIMEOUT_MS);
+        free(payload);
+        if (s != NATS_OK) {
+                set_error(err, 0, 0, natsStatus_GetText(s), NULL);
+                return broker_errno(s);
+        }
+
+        json_error_t jerr;
+        json_t *root = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, &jerr);
+        natsMsg_Destroy(msg);
+        if (!root || !json_is_object(root)) {
+                json_decref(root);
+                set_error(err, 0, 0, "malformed JetStream API reply: ", root ? "not an object" : jerr.text);
+                return -EPROTO;
+        }
+
+        json_t *e = json_object_get(root, "error");
+        if (e) {
+                json_t *d = json_object_get(e, "description");
+                set_error(err, (int)json_integer_value(json_object_get(e, "code")),
+                          (int)json_integer_value(json_object_get(e, "err_code")),
+                          json_is_string(d) ? json_string_value(d) : "unknown JetStream error", NULL);
+                json_decref(root);
+                return -EREMOTEIO;
+        }
+        *reply = root;
+        return 0;
+}
+
+int json_path_u64(const json_t *root, const char *path, uint64_t *out)
+{
+        char buf[128];
+        if (strlen(path) >= sizeof buf)
+                return -ENOENT;
+        strcpy(buf, path);
+        const json_t *cur = root;
+        for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok; tok = strtok_r(NULL, ".", &save)) {
+                cur = json_object_get(cur, tok);
+                if (!cur)
+                        return -ENOENT;
+        }
+        if (!json_is_integer(cur) || json_integer_value(cur) < 0)
+                return -ENOENT;
+        *out = (uint64_t)json_integer_value(cur);
+        return 0;
+}

@@ -1,0 +1,64 @@
+/* broker: connections to nats-server and raw JetStream API requests.
+ * Raw JSON requests ($JS.API.…) give exact control over what goes on the
+ * wire (PROTOCOL §2-§4 configs, §11.3 permitted subjects); cnats' own
+ * helpers are used only where their wire form is the contract's. */
+#pragma once
+
+#include <jansson.h>
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BROKER_DEFAULT_URL "nats://127.0.0.1:4222"
+#define BROKER_REQUEST_TIMEOUT_MS 5000
+
+typedef struct broker_config {
+        const char *servers;      /* one URL or a comma-separated list     */
+        const char *creds_file;   /* JWT + seed; NULL = no authentication  */
+        const char *inbox_prefix; /* NULL = cnats default "_INBOX"         */
+        const char *name;         /* connection name (advisory)            */
+        int64_t connect_timeout_ms;
+        bool reconnect;           /* reconnect forever once connected       */
+} broker_config;
+
+/* Connects. On failure returns a negative errno and writes a one-line
+ * reason into err (which never contains secrets). *nc owned by the caller:
+ * natsConnection_Destroy. */
+int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, size_t err_size);
+
+/* A JetStream API error: the reply's {"error":{code,err_code,description}},
+ * or a transport failure described in description (code/err_code 0). */
+typedef struct jsapi_error {
+        int code;     /* HTTP-like: 404, 400, 503 …                  */
+        int err_code; /* JetStream code: 10014, 10037, 10058, 10071 … */
+        char description[256];
+} jsapi_error;
+
+/* JetStream error codes the project relies on. */
+#define JS_ERR_CONSUMER_NOT_FOUND 10014
+#define JS_ERR_MSG_NOT_FOUND 10037
+#define JS_ERR_STREAM_NOT_FOUND 10059
+#define JS_ERR_STREAM_NAME_IN_USE 10058
+#define JS_ERR_WRONG_LAST_SEQUENCE 10071
+#define JS_ERR_WRONG_LAST_SEQUENCE_R 10164
+
+/* Sends body (compact JSON; NULL sends an empty payload) to subject and
+ * waits for the reply. Returns 0 with *reply owned by the caller
+ * (json_decref), or:
+ *   -EREMOTEIO  the API answered with an error (err filled),
+ *   -ETIMEDOUT  no reply in time,
+ *   -ENXIO      no responders (JetStream off, or no such API subject),
+ *   -EPROTO     the reply is not a JSON object,
+ *   -EIO/-ENOMEM other failures.
+ * err may be NULL. */
+int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms,
+                  json_t **reply, jsapi_error *err);
+
+/* Maps a cnats status to a negative errno (NATS_TIMEOUT -> -ETIMEDOUT,
+ * NATS_NO_RESPONDERS -> -ENXIO, NATS_NOT_FOUND -> -ENOENT, …). */
+int broker_errno(natsStatus s);
+
+/* Reads an integer (uint64 range) at a dotted path such as "state.last_seq"
+ * from a JSON reply. Returns 0 or -ENOENT. */
+int json_path_u64(const json_t *root, const char *path, uint64_t *out);

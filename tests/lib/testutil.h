@@ -1,0 +1,52 @@
+/* testutil: shared pieces of the integration tests: the broker fixture,
+ * running cotal-deliveryctl, and reading JetStream state back raw. */
+#pragma once
+
+#include "natsd.h"
+#include "proc.h"
+
+#include <check.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CTL_TIMEOUT_MS 20000
+
+/* The broker of the current test suite (started by tu_broker_setup). */
+extern natsd tu_broker;
+/* A plain (no auth) connection to it, made by tu_broker_setup. */
+extern natsConnection *tu_nc;
+
+/* Unchecked fixture: start nats-server, connect. Exits NATSD_SKIP if no
+ * nats-server is installed; fails hard if it cannot start. */
+void tu_broker_setup(void);
+void tu_broker_teardown(void);
+
+/* Runs cotal-deliveryctl (path from $COTAL_DELIVERYCTL) against tu_broker
+ * with --server added. args is NULL-terminated. Returns the exit status;
+ * *out / *err (may be NULL) get the output (owned). */
+int tu_ctl(char **out, char **err, const char *const *args);
+
+/* A JetStream API request that must get a JSON reply: returns it (owned).
+ * body (may be NULL) is stolen. */
+json_t *tu_api(const char *subject_fmt, const char *a, const char *b, json_t *body);
+/* STREAM.INFO config of name, or NULL if the stream does not exist. */
+json_t *tu_stream_config(const char *name);
+
+/* Asserts that every field of want (a JSON object literal) equals the
+ * same field of have; names the first differing field in the failure. */
+void tu_assert_fields(const json_t *want, const json_t *have, const char *what);
+
+/* Parses the single JSON document of a --json output line. */
+json_t *tu_parse_line(const char *line);
+/* Splits output into lines (owned array of owned strings). */
+size_t tu_lines(const char *s, char ***lines);
+void tu_lines_free(char **lines, size_t n);
+
+/* Publish to a KV key as a fixture would (no conditions). Returns the rev. */
+uint64_t tu_kv_put(const char *bucket, const char *key, const char *value);
+
+/* Runs the suite with CK_NOFORK (cnats threads do not survive fork) and
+ * returns the process exit status. */
+int tu_run(Suite *s);
