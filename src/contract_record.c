@@ -1016,6 +1016,19 @@ static void js_number(strbuf *b, double d)
         }
 }
 
+int contract_js_number(double d, char *buf, size_t size)
+{
+        strbuf b = { 0 };
+        char *out = NULL;
+
+        js_number(&b, d);
+        if (sb_finish(&b, &out) < 0)
+                return -ENOMEM;
+        int n = snprintf(buf, size, "%s", out);
+        free(out);
+        return n < 0 || (size_t)n >= size ? -ENOSPC : 0;
+}
+
 static void js_value(strbuf *b, const json_t *v, int depth);
 
 /* Array.prototype.join(","): null elements render as "". */

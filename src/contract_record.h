@@ -227,6 +227,12 @@ void contract_ctl_request_fini(contract_ctl_request *r);
  * empty), objects "[object Object]". *out owned by the caller. */
 int contract_js_string(const json_t *v, char **out);
 
+/* A number as JavaScript's String(n) renders it ("NaN", "2", "1.5",
+ * "1e+21", "-Infinity"): used where PROTOCOL quotes numbers "in JS
+ * rendering" (§10.2 shard error, §10.3 broker-gone message). 0 or
+ * -ENOSPC/-ENOMEM. */
+int contract_js_number(double d, char *buf, size_t size);
+
 /* {"ok":true,"data":<data>} — data borrowed (a reference is taken). */
 char *contract_ctl_reply_ok(json_t *data);
 /* {"ok":false,"error":"<text>"} */

@@ -4,6 +4,7 @@
 #include "contract_token.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,4 +182,121 @@ bool contract_is_token(const char *s)
                 if (!is_token_byte((unsigned char)*s))
                         return false;
         return true;
+}
+
+/* Value of a 0x/0o/0b literal's digits, rounded once to the nearest
+ * double as JavaScript does: the digits are re-packed into one hexadecimal
+ * string and handed to strtod, which rounds correctly. NaN if a digit is
+ * outside the radix. */
+static double radix_value(const char *p, size_t n, int radix)
+{
+        static const char hex[] = "0123456789abcdef";
+        int bits = radix == 16 ? 4 : radix == 8 ? 3 : 1;
+        size_t nbits = n * (size_t)bits;
+        size_t nhex = (nbits + 3) / 4;
+        char *buf;
+        double v;
+
+        if (n == 0)
+                return NAN;
+        buf = malloc(nhex + 3);
+        if (buf == NULL)
+                return NAN;
+        memcpy(buf, "0x", 2);
+        memset(buf + 2, '0', nhex);
+        buf[nhex + 2] = '\0';
+        /* Fill the nibbles from the least significant end. */
+        unsigned acc = 0;
+        int accbits = 0;
+        size_t pos = nhex;
+        for (size_t i = n; i-- > 0;) {
+                int c = (unsigned char)p[i], d;
+
+                if (c >= '0' && c <= '9')
+                        d = c - '0';
+                else if (c >= 'a' && c <= 'f')
+                        d = c - 'a' + 10;
+                else if (c >= 'A' && c <= 'F')
+                        d = c - 'A' + 10;
+                else
+                        d = radix;
+                if (d >= radix) {
+                        free(buf);
+                        return NAN;
+                }
+                acc |= (unsigned)d << accbits;
+                accbits += bits;
+                while (accbits >= 4) {
+                        buf[2 + --pos] = hex[acc & 0xF];
+                        acc >>= 4;
+                        accbits -= 4;
+                }
+        }
+        if (accbits > 0)
+                buf[2 + --pos] = hex[acc & 0xF];
+        v = strtod(buf, NULL);
+        free(buf);
+        return v;
+}
+
+/* ECMAScript StrDecimalLiteral: [+-] (Infinity | digits[.digits] | .digits)
+ * [e[+-]digits]. Returns true and the value if p[0..n) is exactly one. */
+static bool decimal_value(const char *p, size_t n, double *out)
+{
+        size_t i = 0, digits = 0;
+
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+                i++;
+        if (n - i == 8 && memcmp(p + i, "Infinity", 8) == 0) {
+                *out = p[0] == '-' ? -INFINITY : INFINITY;
+                return true;
+        }
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+                i++, digits++;
+        if (i < n && p[i] == '.') {
+                i++;
+                while (i < n && p[i] >= '0' && p[i] <= '9')
+                        i++, digits++;
+        }
+        if (digits == 0)
+                return false;
+        if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+                size_t exp_digits = 0;
+
+                i++;
+                if (i < n && (p[i] == '+' || p[i] == '-'))
+                        i++;
+                while (i < n && p[i] >= '0' && p[i] <= '9')
+                        i++, exp_digits++;
+                if (exp_digits == 0)
+                        return false;
+        }
+        if (i != n)
+                return false;
+        /* The grammar is a subset of strtod's, which rounds as JS does. */
+        char *buf = strndup(p, n);
+        if (buf == NULL)
+                return false;
+        *out = strtod(buf, NULL);
+        free(buf);
+        return true;
+}
+
+double contract_js_to_number(const char *s)
+{
+        size_t start, len;
+        double v;
+
+        if (s == NULL || contract_js_trim(s, strlen(s), &start, &len) < 0)
+                return NAN;
+        const char *p = s + start;
+        if (len == 0)
+                return 0;
+        if (len > 2 && p[0] == '0') {
+                int radix = p[1] == 'x' || p[1] == 'X' ? 16 : p[1] == 'o' || p[1] == 'O' ? 8
+                            : p[1] == 'b' || p[1] == 'B' ? 2 : 0;
+                if (radix)
+                        return radix_value(p + 2, len - 2, radix);
+        }
+        return decimal_value(p, len, &v) ? v : NAN;
 }

@@ -31,3 +31,9 @@ int contract_route_token(const char *s, size_t len, char **out);
 /* True if s (NUL-terminated) is already a fixed point of token(): non-empty
  * and only [A-Za-z0-9_-]. Real nkey ids always are. */
 bool contract_is_token(const char *s);
+
+/* JavaScript Number(s) (PROTOCOL §10.1/§10.2: the shard flags and
+ * COTAL_DELIVERY_BROKER_GONE_MS are read with it): JS-trimmed; "" -> 0;
+ * decimal with optional sign, fraction and exponent; "Infinity"; 0x/0o/0b
+ * integers without sign; anything else (including invalid UTF-8) -> NaN. */
+double contract_js_to_number(const char *s);

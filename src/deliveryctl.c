@@ -1,7 +1,7 @@
 /* cotal-deliveryctl: operator tool for a Cotal space's delivery plane:
  * provisioning (PROTOCOL §11.2), lease / ACL / membership inspection and
  * edits an operator needs. It never runs delivery itself. */
-#include "config.h"
+#include "build_config.h"
 #include "broker.h"
 #include "ctl.h"
 #include "log.h"

@@ -210,6 +210,11 @@ void kv_keys_free(char **keys, size_t n)
 
 int kv_keys(kv_bucket *kv, char ***keys_out, size_t *n_out)
 {
+        return kv_keys_matching(kv, ">", keys_out, n_out);
+}
+
+int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys_out, size_t *n_out)
+{
         char *api = NULL, *filter = NULL;
         char **keys = NULL;
         size_t n = 0, cap = 0;
@@ -221,10 +226,10 @@ int kv_keys(kv_bucket *kv, char ***keys_out, size_t *n_out)
                 api = NULL;
                 goto out;
         }
-        filter = contract_kv_subject(kv->bucket, ">");
+        filter = contract_kv_subject(kv->bucket, pattern);
         if (!filter)
                 goto out;
-        size_t prefix_len = strlen(filter) - 1; /* "$KV.<bucket>." */
+        size_t prefix_len = strlen(kv->bucket) + 5; /* "$KV.<bucket>." */
 
         /* The server pages subject details; ask again from the offset until
          * every subject is in (bounded by KV_LIST_MAX_KEYS). */

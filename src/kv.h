@@ -70,6 +70,9 @@ int kv_delete(kv_bucket *kv, const char *key, uint64_t last);
  * caller reads each to skip DEL/PURGE markers, §4.2 strategy b). *keys is
  * an owned array of owned strings: kv_keys_free. */
 int kv_keys(kv_bucket *kv, char ***keys, size_t *n);
+/* Only keys whose subject matches "$KV.<bucket>.<pattern>" (NATS
+ * wildcards, e.g. "team.*"). */
+int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys, size_t *n);
 void kv_keys_free(char **keys, size_t n);
 
 /* The bucket stream's last sequence (0 when empty). */

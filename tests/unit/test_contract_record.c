@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1395,6 +1396,75 @@ START_TEST(test_channel_arg)
 }
 END_TEST
 
+/* ---- contract_js_number: String(n) (PROTOCOL §10.2, §10.3) ------------- */
+
+static const real_case number_cases[] = {
+        { NAN, "NaN" },
+        { -NAN, "NaN" },
+        { 0.0, "0" },
+        { -0.0, "0" },
+        { 2.0, "2" },
+        { 1.0, "1" },
+        { 15.0, "15" },
+        { 15000.0, "15000" },
+        { 1.5, "1.5" },
+        { -2.5, "-2.5" },
+        { 2500 / 1000.0, "2.5" },  /* broker-gone ms / 1000 */
+        { 1e21, "1e+21" },
+        { -1e21, "-1e+21" },
+        { 1e20, "100000000000000000000" },
+        { 123456789012345680000.0, "123456789012345680000" },
+        { 1e-7, "1e-7" },
+        { 0.000001, "0.000001" },
+        { 0.1, "0.1" },
+        { 1.0 / 3.0, "0.3333333333333333" },
+        { 9007199254740991.0, "9007199254740991" },
+        { 4294967295.0, "4294967295" },
+        { INFINITY, "Infinity" },
+        { -INFINITY, "-Infinity" },
+};
+
+START_TEST(test_js_number)
+{
+        const real_case *c = &number_cases[_i];
+        char buf[64];
+
+        memset(buf, 'x', sizeof(buf));
+        ck_assert_int_eq(contract_js_number(c->v, buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, c->want);
+}
+END_TEST
+
+/* String(n) and the rendering of a JSON real agree. */
+START_TEST(test_js_number_matches_js_string)
+{
+        char buf[64];
+
+        ck_assert_int_eq(contract_js_number(real_cases[_i].v, buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, real_cases[_i].want);
+}
+END_TEST
+
+START_TEST(test_js_number_buffer)
+{
+        char buf[32];
+
+        /* "-Infinity" is 9 bytes: 10 fit with the NUL, 9 do not */
+        ck_assert_int_eq(contract_js_number(-INFINITY, buf, 10), 0);
+        ck_assert_str_eq(buf, "-Infinity");
+        ck_assert_int_lt(contract_js_number(-INFINITY, buf, 9), 0);
+        ck_assert_int_eq(contract_js_number(-INFINITY, buf, 9), -ENOSPC);
+        ck_assert_int_eq(contract_js_number(NAN, buf, 3), -ENOSPC);
+        ck_assert_int_eq(contract_js_number(NAN, buf, 4), 0);
+        ck_assert_str_eq(buf, "NaN");
+        ck_assert_int_eq(contract_js_number(1e20, buf, 21), -ENOSPC);
+        ck_assert_int_eq(contract_js_number(1e20, buf, 22), 0);
+        ck_assert_str_eq(buf, "100000000000000000000");
+        ck_assert_int_eq(contract_js_number(0.0, buf, 1), -ENOSPC);
+        ck_assert_int_eq(contract_js_number(2.0, NULL, 0), -ENOSPC);
+}
+END_TEST
+
 static Suite *record_suite(void)
 {
         Suite *s = suite_create("contract_record");
@@ -1439,6 +1509,9 @@ static Suite *record_suite(void)
         tcase_add_test(ctl_tc, test_replies);
         tcase_add_test(ctl_tc, test_error_texts);
         tcase_add_loop_test(ctl_tc, test_channel_arg, 0, N(arg_cases));
+        tcase_add_loop_test(ctl_tc, test_js_number, 0, N(number_cases));
+        tcase_add_loop_test(ctl_tc, test_js_number_matches_js_string, 0, N(real_cases));
+        tcase_add_test(ctl_tc, test_js_number_buffer);
 
         suite_add_tcase(s, dec);
         suite_add_tcase(s, codec);

@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,12 +314,156 @@ START_TEST(test_token_is_idempotent)
 }
 END_TEST
 
+/* ---- contract_js_to_number: JavaScript Number(s) (PROTOCOL §10.1/§10.2) -- */
+
+typedef struct number_case {
+        const char *in;
+        double want; /* the sign of a zero counts */
+} number_case;
+
+static const number_case number_cases[] = {
+        { "0x200000000000011", 144115188075855904.0 },
+        /* 2^60 + 17: rounds once to 2^60 (not twice) */
+        { "0b1000000000000000000000000000000000000000000000000000000010001", 1152921504606846976.0 },
+        { "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000", 0.0 },
+
+        /* empty or blank: 0 */
+        { "", 0.0 },
+        { "   ", 0.0 },
+        { "\t\n\r", 0.0 },
+        { " 0 ", 0.0 },
+        /* decimal */
+        { "0", 0.0 },
+        { "-0", -0.0 },
+        { " -0 ", -0.0 },
+        { "+0", 0.0 },
+        { "00", 0.0 },
+        { "0.0", 0.0 },
+        { "1", 1.0 },
+        { "2", 2.0 },
+        { "007", 7.0 },
+        { "1.5", 1.5 },
+        { "-1.5", -1.5 },
+        { "0.1", 0.1 },
+        { "1e0", 1.0 },
+        { "1E+2", 100.0 },
+        { "1e-3", 0.001 },
+        { "-1.5e2", -150.0 },
+        { ".5", 0.5 },
+        { "-.5", -0.5 },
+        { "5.", 5.0 },
+        { "5.e1", 50.0 },
+        { "+3", 3.0 },
+        { "15000", 15000.0 },
+        { "9007199254740993", 9007199254740992.0 }, /* nearest double */
+        { "1e400", INFINITY },
+        { "-1e400", -INFINITY },
+        { "1e-400", 0.0 },
+        { "-1e-400", -0.0 },
+        /* 0x / 0o / 0b integers, either letter case */
+        { "0x0", 0.0 },
+        { "0x1F", 31.0 },
+        { "0X1f", 31.0 },
+        { "0xffffffff", 4294967295.0 },
+        { "0o17", 15.0 },
+        { "0O17", 15.0 },
+        { "0b101", 5.0 },
+        { "0B11", 3.0 },
+        { " 0x10 ", 16.0 },
+        /* Infinity, signed or not */
+        { "Infinity", INFINITY },
+        { "-Infinity", -INFINITY },
+        { "+Infinity", INFINITY },
+        { " Infinity\n", INFINITY },
+        /* JS trim: NBSP and U+3000, BOM, U+2028 */
+        { "\xc2\xa0 7 \xe3\x80\x80", 7.0 },
+        { "\xef\xbb\xbf" "3", 3.0 },
+        { "\xe2\x80\xa8" "-2\xe2\x80\xa9", -2.0 },
+};
+
+START_TEST(test_js_to_number)
+{
+        const number_case *c = &number_cases[_i];
+        double v = contract_js_to_number(c->in);
+
+        ck_assert_msg(v == c->want, "Number(\"%s\") = %.17g, want %.17g", c->in, v, c->want);
+        ck_assert_msg(!signbit(v) == !signbit(c->want), "Number(\"%s\"): sign of %.17g", c->in,
+                      v);
+}
+END_TEST
+
+/* Number(s) is NaN. */
+static const char *const nan_cases[] = {
+        "abc",
+        "1a",
+        "a1",
+        "0x",
+        "0o",
+        "0b",
+        "0xG",
+        "0b102",
+        "0o8",
+        "-0x1",          /* no sign with a radix prefix */
+        "+0x1",
+        "0x-1",
+        "0x 1",
+        "00x1",
+        "0x1p3",         /* no hex floats */
+        "0x1.8",
+        "1e",
+        "1e+",
+        "1e-",
+        "e5",
+        ".e5",
+        ".",
+        "+",
+        "-",
+        "+-1",
+        "--1",
+        "..5",
+        "1.2.3",
+        "1,5",
+        "1_000",
+        "1 2",
+        "inf",
+        "-inf",
+        "infinity",
+        "INFINITY",
+        "Infinityx",
+        "nan",
+        "NaN",
+        "null",
+        "true",
+        "1\xc2\x85",      /* NEL is not trimmed */
+        "\xe2\x80\x8b" "1", /* nor is ZWSP */
+        "\xef\xbc\x91",    /* U+FF11 FULLWIDTH DIGIT ONE */
+        "\xff",            /* invalid UTF-8 */
+        " 1\xff",
+        "\xc3",            /* truncated UTF-8 */
+        "\xc0\xb1",        /* overlong '1' */
+};
+
+START_TEST(test_js_to_number_nan)
+{
+        double v = contract_js_to_number(nan_cases[_i]);
+
+        ck_assert_msg(isnan(v), "Number(\"%s\") = %.17g, want NaN", nan_cases[_i], v);
+}
+END_TEST
+
+START_TEST(test_js_to_number_null)
+{
+        ck_assert(isnan(contract_js_to_number(NULL)));
+}
+END_TEST
+
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static Suite *token_suite(void)
 {
         Suite *s = suite_create("contract_token");
         TCase *tc = tcase_create("token");
+        TCase *num = tcase_create("js_to_number");
 
         tcase_add_loop_test(tc, test_worked_examples, 0, N(worked_examples));
         tcase_add_loop_test(tc, test_every_js_space_is_trimmed, 0, N(js_spaces));
@@ -333,6 +478,11 @@ static Suite *token_suite(void)
         tcase_add_test(tc, test_is_token);
         tcase_add_test(tc, test_token_is_idempotent);
         suite_add_tcase(s, tc);
+
+        tcase_add_loop_test(num, test_js_to_number, 0, N(number_cases));
+        tcase_add_loop_test(num, test_js_to_number_nan, 0, N(nan_cases));
+        tcase_add_test(num, test_js_to_number_null);
+        suite_add_tcase(s, num);
         return s;
 }
 

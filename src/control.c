@@ -1,0 +1,608 @@
+/* control: PROTOCOL §8 durableJoin / durableLeave / listMemberships. */
+#include "control.h"
+
+#include "broker.h"
+#include "contract_channel.h"
+#include "contract_config.h"
+#include "contract_record.h"
+#include "contract_token.h"
+#include "jsack.h"
+#include "jspub.h"
+#include "kv.h"
+#include "kvstate.h"
+#include "log.h"
+#include "members.h"
+#include "pull.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONTROL_POLL_MS 500
+#define CATCHUP_BATCH 256            /* Appendix A */
+#define CATCHUP_FETCH_EXPIRES_MS 5000
+#define CATCHUP_INACTIVE_NS 30000000000LL
+#define CATCHUP_PUBACK_TIMEOUT_MS 10000
+
+struct control {
+        pthread_t thread;
+        natsSubscription *sub;
+        kv_bucket members;
+        kvstate st;
+        jspub pub;
+};
+
+/* ---- JetStream helpers ------------------------------------------------- */
+
+/* CHAT_<S> state.last_seq (the "frontier" of §8.6). */
+static int chat_frontier(daemon_ctx *d, uint64_t *seq)
+{
+        char api[300];
+        json_t *reply = NULL;
+        jsapi_error jerr;
+        snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", d->names.chat_stream);
+        int r = jsapi_request(d->nc, api, NULL, 0, &reply, &jerr);
+        if (r < 0)
+                return r;
+        *seq = 0;
+        (void)json_path_u64(reply, "state.last_seq", seq);
+        json_decref(reply);
+        return 0;
+}
+
+/* CONSUMER.INFO(CHAT_<S>, fanout).delivered.stream_seq, 0 if missing. */
+static uint64_t fanout_delivered(daemon_ctx *d)
+{
+        char api[300];
+        json_t *reply = NULL;
+        uint64_t seq = 0;
+        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
+        if (jsapi_request(d->nc, api, NULL, 0, &reply, NULL) == 0)
+                (void)json_path_u64(reply, "delivered.stream_seq", &seq);
+        json_decref(reply);
+        return seq;
+}
+
+static void delete_consumer(daemon_ctx *d, const char *name)
+{
+        char api[400];
+        json_t *reply = NULL;
+        snprintf(api, sizeof api, "$JS.API.CONSUMER.DELETE.%s.%s", d->names.chat_stream, name);
+        (void)jsapi_request(d->nc, api, NULL, 2000, &reply, NULL);
+        json_decref(reply);
+}
+
+/* The named ephemeral pull consumer of §3 (cu_… / chathist_…): deleted
+ * first (ignoring errors), then created on the extended subject the
+ * delivery credential holds. *pending gets num_pending. */
+static int create_probe_consumer(daemon_ctx *d, const char *name, const char *filter, uint64_t start_seq,
+                                 uint64_t *pending, char *err, size_t err_size)
+{
+        delete_consumer(d, name);
+        char api[1024];
+        snprintf(api, sizeof api, "$JS.API.CONSUMER.CREATE.%s.%s.%s", d->names.chat_stream, name, filter);
+        json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:b, s:I, s:s, s:I}}", "stream_name", d->names.chat_stream,
+                                 "config", "name", name, "filter_subject", filter, "ack_policy", "none",
+                                 "mem_storage", 1, "inactive_threshold", (json_int_t)CATCHUP_INACTIVE_NS,
+                                 "deliver_policy", "by_start_sequence", "opt_start_seq", (json_int_t)start_seq);
+        json_t *reply = NULL;
+        jsapi_error jerr;
+        int r = body ? jsapi_request(d->nc, api, body, 0, &reply, &jerr) : -ENOMEM;
+        json_decref(body);
+        if (r < 0) {
+                snprintf(err, err_size, "create consumer %s on %s: %s", name, d->names.chat_stream,
+                         r == -ENOMEM ? "out of memory" : jerr.description);
+                return r;
+        }
+        *pending = 0;
+        (void)json_path_u64(reply, "num_pending", pending);
+        json_decref(reply);
+        return 0;
+}
+
+/* ---- eviction probe (§8.6) --------------------------------------------- */
+
+static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_cursor)
+{
+        char *filter = contract_channel_filter(&d->names, channel);
+        char api[300], err[512];
+        json_t *reply = NULL;
+        jsapi_error jerr;
+        bool evicted = false;
+        if (!filter)
+                return false;
+        snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", d->names.chat_stream);
+        json_t *body = json_pack("{s:s}", "subjects_filter", filter);
+        int r = jsapi_request(d->nc, api, body, 0, &reply, &jerr);
+        json_decref(body);
+        if (r < 0) {
+                if (!(r == -EREMOTEIO && jerr.code == 404))
+                        log_warning("Eviction probe of %s on %s failed: %s; assuming nothing evicted", channel,
+                                    d->names.chat_stream, jerr.description);
+                free(filter);
+                return false;
+        }
+        json_int_t max_per_sender = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(json_object_get(reply, "state"), "subjects"), k, v)
+                if (json_integer_value(v) > max_per_sender)
+                        max_per_sender = json_integer_value(v);
+        json_decref(reply);
+        if (max_per_sender < CONTRACT_MAX_MSGS_PER_SUBJECT) {
+                free(filter);
+                return false;
+        }
+        /* The oldest retained message of the channel, through chathist_<D>. */
+        char *name = contract_chathist_consumer(d->id);
+        uint64_t pending = 0;
+        if (name && create_probe_consumer(d, name, filter, 1, &pending, err, sizeof err) == 0) {
+                pull_sub p;
+                natsMsg *m = NULL;
+                if (pull_start(&p, d->nc, d->inbox_prefix, d->names.chat_stream, name) == 0) {
+                        int n = pull_fetch(&p, &m, 1, CATCHUP_FETCH_EXPIRES_MS, CATCHUP_FETCH_EXPIRES_MS);
+                        jsack_meta meta;
+                        if (n == 1 && jsack_parse(natsMsg_GetReply(m), &meta))
+                                evicted = meta.stream_seq > join_cursor + 1;
+                        if (n == 1)
+                                natsMsg_Destroy(m);
+                        pull_stop(&p);
+                }
+                delete_consumer(d, name);
+        } else if (name) {
+                log_warning("Eviction probe of %s failed: %s; assuming nothing evicted", channel, err);
+        }
+        free(name);
+        free(filter);
+        return evicted;
+}
+
+/* ---- catch-up (§8.6) --------------------------------------------------- */
+
+/* Copies channel history (from, to] into owner's dinbox. 0 or -errno with
+ * err filled. */
+static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const char *channel, uint64_t from,
+                    uint64_t to, uint64_t gen, char *err, size_t err_size)
+{
+        if (to <= from)
+                return 0;
+        char *name = contract_catchup_consumer(owner, gen);
+        char *filter = contract_channel_filter(&d->names, channel);
+        char *dinbox = contract_dinbox_subject(&d->names, owner);
+        uint64_t pending = 0;
+        int r = name && filter && dinbox ? 0 : -ENOMEM;
+        if (r == 0)
+                r = create_probe_consumer(d, name, filter, from + 1, &pending, err, err_size);
+        pull_sub p = {0};
+        natsMsg **msgs = NULL;
+        if (r == 0 && (r = pull_start(&p, d->nc, d->inbox_prefix, d->names.chat_stream, name)) < 0)
+                snprintf(err, err_size, "%s", p.last_error);
+        if (r == 0 && !(msgs = calloc(CATCHUP_BATCH, sizeof *msgs)))
+                r = -ENOMEM;
+        jspub_reset(&c->pub);
+        size_t copied = 0;
+        bool done = false;
+        while (r == 0 && pending > 0 && !done) {
+                int want = pending < CATCHUP_BATCH ? (int)pending : CATCHUP_BATCH;
+                int n = 0;
+                /* Collect one batch (the fetch returns what is buffered). */
+                while (n < want) {
+                        int got = pull_fetch(&p, msgs + n, want - n, CATCHUP_FETCH_EXPIRES_MS,
+                                             CATCHUP_FETCH_EXPIRES_MS);
+                        if (got <= 0)
+                                break;
+                        n += got;
+                }
+                for (int i = 0; i < n; i++) {
+                        natsMsg *m = msgs[i];
+                        jsack_meta meta;
+                        contract_span sender, ch;
+                        contract_chat chat;
+                        if (!done && jsack_parse(natsMsg_GetReply(m), &meta)) {
+                                if (meta.stream_seq > to) {
+                                        done = true; /* past the fence: stop the whole catch-up */
+                                } else if (contract_chat_subject_parse(natsMsg_GetSubject(m), &sender, &ch) &&
+                                           contract_chat_decode(natsMsg_GetData(m) ? natsMsg_GetData(m) : "",
+                                                                (size_t)natsMsg_GetDataLength(m), &chat,
+                                                                NULL) == REC_OK) {
+                                        if (strlen(chat.from_id) == sender.len &&
+                                            memcmp(chat.from_id, sender.p, sender.len) == 0 &&
+                                            strcmp(chat.from_id, owner) != 0) {
+                                                char *id = contract_dedup_id(chat.id, owner, gen);
+                                                char *body = NULL;
+                                                size_t len = 0;
+                                                if (id && contract_entry_encode(natsMsg_GetData(m),
+                                                                                (size_t)natsMsg_GetDataLength(m), channel,
+                                                                                meta.stream_seq, REASON_DURABLE_CHANNEL,
+                                                                                gen, &body, &len) == 0) {
+                                                        (void)jspub_publish(&c->pub, dinbox, id, body, len);
+                                                        copied++;
+                                                }
+                                                free(id);
+                                                free(body);
+                                        }
+                                        contract_chat_fini(&chat);
+                                } else {
+                                        log_notice("Catch-up for %.64s on %s skipped malformed %s seq %" PRIu64, owner,
+                                                   channel, d->names.chat_stream, meta.stream_seq);
+                                }
+                        }
+                        natsMsg_Destroy(m);
+                        msgs[i] = NULL;
+                }
+                if (n < want)
+                        break; /* fewer than requested: stop (§8.6) */
+                pending -= (uint64_t)n;
+        }
+        if (r == 0 && jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS) > 0) {
+                snprintf(err, err_size, "catch-up copies not confirmed: %s", c->pub.last_error);
+                r = -EIO;
+        }
+        if (r == 0)
+                log_info("Catch-up for %.64s on %s generation %" PRIu64 ": %zu entries copied from (%" PRIu64
+                         ", %" PRIu64 "]",
+                         owner, channel, gen, copied, from, to);
+        free(msgs);
+        pull_stop(&p);
+        if (name)
+                delete_consumer(d, name);
+        free(name);
+        free(filter);
+        free(dinbox);
+        return r;
+}
+
+/* ---- operations -------------------------------------------------------- */
+
+static char *member_key_for(const char *channel, const char *owner)
+{
+        char *tok = NULL, *key = NULL;
+        if (contract_token(owner, strlen(owner), &tok) < 0)
+                return NULL;
+        (void)contract_member_key(channel, tok, &key);
+        free(tok);
+        return key;
+}
+
+static char *stale_text(const char *channel, const char *owner, double attempted, uint64_t stored)
+{
+        char num[40];
+        contract_js_number(attempted, num, sizeof num);
+        return contract_err_stale(channel, owner, num, stored);
+}
+
+/* §8.6 durableJoinFor. Returns the reply JSON (owned). */
+static char *join(daemon_ctx *d, struct control *c, const char *caller, const json_t *args)
+{
+        char *channel = NULL, *error = NULL, *reply = NULL;
+        if (contract_channel_arg("durableJoin", args, &channel, &error) < 0)
+                goto out;
+        contract_acl acl;
+        char why[200];
+        int a = kvstate_acl(&c->st, caller, &acl, why, sizeof why);
+        if (a == -ENOENT) {
+                error = contract_err_no_acl(caller);
+                goto out;
+        }
+        if (a < 0) {
+                error = strdup(c->st.last_error);
+                goto out;
+        }
+        if (!contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, channel)) {
+                error = contract_err_outside_acl(channel, &acl);
+                contract_acl_fini(&acl);
+                goto out;
+        }
+        contract_acl_fini(&acl);
+
+        char *key = member_key_for(channel, caller);
+        contract_member e;
+        uint64_t join_cursor = 0, gen = 0;
+        members_result mr;
+        int rr = key ? members_read(&c->members, key, &e, NULL) : -ENOMEM;
+        if (rr < 0 && rr != -ENOENT) {
+                error = strdup(rr == -ENOMEM ? "out of memory" : c->members.last_error);
+                free(key);
+                goto out;
+        }
+        bool exists = rr == 0;
+        bool open = exists && e.state == MEMBER_STATE_DURABLE_ACTIVE && !e.has_leave_cursor;
+        if (open && e.activated == MEMBER_ACTIVATED_TRUE) {
+                /* Idempotent re-join. */
+                reply = contract_ctl_reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation",
+                                                        (json_int_t)e.generation));
+                contract_member_fini(&e);
+                free(key);
+                goto out;
+        }
+        if (open) {
+                /* Retry of an unfinished activation: same window. */
+                join_cursor = e.join_cursor;
+                gen = e.generation;
+        } else {
+                if (chat_frontier(d, &join_cursor) < 0) {
+                        error = strdup("cannot read the chat stream's last sequence");
+                        if (exists)
+                                contract_member_fini(&e);
+                        free(key);
+                        goto out;
+                }
+                gen = (exists ? e.generation : 0) + 1;
+                contract_member next = {
+                        .channel = channel,
+                        .owner = (char *)caller,
+                        .state = MEMBER_STATE_DURABLE_ACTIVE,
+                        .join_cursor = join_cursor,
+                        .generation = gen,
+                        .activated = MEMBER_ACTIVATED_FALSE,
+                        .writer_identity = d->id,
+                        .updated_at = daemon_wall_ms(),
+                };
+                members_status st = members_commit(&c->members, key, &next, &mr);
+                if (st != MEMBERS_OK) {
+                        error = st == MEMBERS_STALE ? stale_text(channel, caller, (double)gen, mr.stored_generation)
+                                : st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(channel, caller)
+                                                          : strdup(mr.error);
+                        if (exists)
+                                contract_member_fini(&e);
+                        free(key);
+                        goto out;
+                }
+        }
+        if (exists)
+                contract_member_fini(&e);
+
+        uint64_t frontier = 0;
+        (void)chat_frontier(d, &frontier);
+        uint64_t delivered = fanout_delivered(d);
+        uint64_t fence = frontier > delivered ? frontier : delivered;
+        bool evicted = fence > join_cursor && evicted_since(d, channel, join_cursor);
+        char cerr[512] = "";
+        if (catch_up(d, c, caller, channel, join_cursor, fence, gen, cerr, sizeof cerr) < 0) {
+                error = strdup(cerr);
+                free(key);
+                goto out;
+        }
+        if (evicted) {
+                double expected = (double)gen;
+                members_status st = members_tombstone(&c->members, key, fence, d->id, &expected, daemon_wall_ms(), &mr);
+                if (st != MEMBERS_OK && st != MEMBERS_STALE) { /* a stale write means a newer rejoin won */
+                        error = st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(channel, caller) : strdup(mr.error);
+                        free(key);
+                        goto out;
+                }
+                reply = contract_ctl_reply_ok(json_pack(
+                        "{s:b, s:s, s:I}", "durable", 0, "reason",
+                        "activation catch-up window partially evicted by retention", "generation", (json_int_t)gen));
+        } else if (!members_activate(&c->members, key, gen, join_cursor, daemon_wall_ms())) {
+                reply = contract_ctl_reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
+                                                        "activation superseded by a concurrent leave or rejoin",
+                                                        "generation", (json_int_t)gen));
+        } else {
+                reply = contract_ctl_reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)gen));
+        }
+        log_info("durableJoin %s by %.64s: generation %" PRIu64 ", joinCursor %" PRIu64 ", fence %" PRIu64 "%s",
+                 channel, caller, gen, join_cursor, fence, evicted ? " (window partially evicted)" : "");
+        free(key);
+out:
+        if (!reply)
+                reply = contract_ctl_reply_error(error ? error : "internal error");
+        free(channel);
+        free(error);
+        return reply;
+}
+
+/* §8.3 durableLeave: no ACL check; a finite generation is required. */
+static char *leave(daemon_ctx *d, struct control *c, const char *caller, const json_t *args)
+{
+        char *channel = NULL, *error = NULL, *reply = NULL, *key = NULL;
+        if (contract_channel_arg("durableLeave", args, &channel, &error) < 0)
+                goto out;
+        const json_t *g = json_object_get(args, "generation");
+        if (!json_is_number(g)) {
+                error = strdup(CONTRACT_ERR_LEAVE_GENERATION);
+                goto out;
+        }
+        double generation = json_number_value(g);
+        key = member_key_for(channel, caller);
+        contract_member cur;
+        int rr = key ? members_read(&c->members, key, &cur, NULL) : -ENOMEM;
+        if (rr == -ENOENT) {
+                reply = contract_ctl_reply_ok(json_pack("{s:s, s:b}", "channel", channel, "alreadyLeft", 1));
+                goto out;
+        }
+        if (rr < 0) {
+                error = strdup(rr == -ENOMEM ? "out of memory" : c->members.last_error);
+                goto out;
+        }
+        contract_member_fini(&cur);
+        uint64_t frontier = 0;
+        if (chat_frontier(d, &frontier) < 0) {
+                error = strdup("cannot read the chat stream's last sequence");
+                goto out;
+        }
+        members_result mr;
+        members_status st = members_tombstone(&c->members, key, frontier, d->id, &generation, daemon_wall_ms(), &mr);
+        if (st == MEMBERS_STALE)
+                error = stale_text(channel, caller, generation, mr.stored_generation);
+        else if (st == MEMBERS_EXHAUSTED)
+                error = contract_err_cas_exhausted(channel, caller);
+        else if (st != MEMBERS_OK)
+                error = strdup(mr.error);
+        else {
+                reply = contract_ctl_reply_ok(json_pack("{s:s}", "channel", channel));
+                log_info("durableLeave %s by %.64s: leaveCursor %" PRIu64, channel, caller, frontier);
+        }
+out:
+        if (!reply)
+                reply = contract_ctl_reply_error(error ? error : "internal error");
+        free(channel);
+        free(error);
+        free(key);
+        return reply;
+}
+
+/* §8.3 listMemberships: the caller's readable open records. */
+static char *list(daemon_ctx *d, struct control *c, const char *caller)
+{
+        (void)d;
+        char **keys = NULL, *tok = NULL;
+        size_t n = 0;
+        if (contract_token(caller, strlen(caller), &tok) < 0 || kv_keys(&c->members, &keys, &n) < 0) {
+                free(tok);
+                return contract_ctl_reply_error(c->members.last_error[0] ? c->members.last_error : "cannot list");
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+                const char *ch, *ow;
+                size_t cl, ol;
+                if (!contract_member_key_parse(keys[i], &ch, &cl, &ow, &ol) || ol != strlen(tok) ||
+                    memcmp(ow, tok, ol) != 0)
+                        continue;
+                contract_member m;
+                if (members_read(&c->members, keys[i], &m, NULL) < 0)
+                        continue;
+                if (!m.has_leave_cursor)
+                        json_array_append_new(arr, json_pack("{s:s#, s:I, s:b}", "channel", ch, (int)cl, "generation",
+                                                             (json_int_t)m.generation, "activated",
+                                                             m.activated == MEMBER_ACTIVATED_TRUE));
+                contract_member_fini(&m);
+        }
+        kv_keys_free(keys, n);
+        free(tok);
+        return contract_ctl_reply_ok(json_pack("{s:o}", "memberships", arr));
+}
+
+/* ---- the §8.2 pipeline ------------------------------------------------- */
+
+static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
+{
+        const char *subject = natsMsg_GetSubject(m);
+        const char *reply_to = natsMsg_GetReply(m);
+        /* Step 1: reply binding — no reply, no action. */
+        if (!contract_reply_is_bound(subject, reply_to)) {
+                log_warning("! delivery endpoint: rejected delivery request on %s: reply target \"%.200s\" is not "
+                            "under the sender's own reply subtree",
+                            subject, reply_to && *reply_to ? reply_to : "(none)");
+                return;
+        }
+        contract_span service, sender;
+        if (!contract_ctl_subject_parse(subject, &service, &sender))
+                return;
+        char *caller = strndup(sender.p, sender.len);
+        if (!caller)
+                return;
+        contract_ctl_request req;
+        const char *data = natsMsg_GetData(m);
+        ctl_req_status st = contract_ctl_request_decode(data ? data : "", (size_t)natsMsg_GetDataLength(m), caller,
+                                                        &req);
+        char *reply = NULL;
+        switch (st) {
+        case CTL_REQ_OK: {
+                const char *op = json_string_value(req.op);
+                if (op && strcmp(op, "durableJoin") == 0)
+                        reply = join(d, c, caller, req.args);
+                else if (op && strcmp(op, "durableLeave") == 0)
+                        reply = leave(d, c, caller, req.args);
+                else if (op && strcmp(op, "listMemberships") == 0)
+                        reply = list(d, c, caller);
+                else {
+                        char *e = contract_err_unknown_op(req.op);
+                        reply = contract_ctl_reply_error(e ? e : "unsupported op");
+                        free(e);
+                }
+                break;
+        }
+        case CTL_REQ_SENDER_MISMATCH:
+                /* Step 3: nobody acts for another agent. */
+                log_warning("! delivery endpoint: rejected control request on %s: from %.64s does not match subject "
+                            "sender %.64s",
+                            subject, req.from_id ? req.from_id : "(none)", caller);
+                reply = contract_ctl_reply_error(CONTRACT_ERR_SENDER_MISMATCH);
+                break;
+        case CTL_REQ_NOMEM:
+                break;
+        default:
+                log_notice("Rejected malformed control request on %s: %s", subject, req.error);
+                reply = contract_ctl_reply_error(req.error[0] ? req.error : "malformed request");
+                break;
+        }
+        contract_ctl_request_fini(&req);
+        if (reply) {
+                natsStatus s = natsConnection_PublishString(d->nc, reply_to, reply);
+                if (s != NATS_OK)
+                        log_warning("Failed to reply on %.200s: %s", reply_to, natsStatus_GetText(s));
+        }
+        free(reply);
+        free(caller);
+}
+
+static void *control_thread(void *arg)
+{
+        daemon_ctx *d = arg;
+        struct control *c = d->control;
+        while (!atomic_load(&d->stopping)) {
+                natsMsg *m = NULL;
+                natsStatus s = natsSubscription_NextMsg(&m, c->sub, CONTROL_POLL_MS);
+                if (s == NATS_TIMEOUT)
+                        continue;
+                if (s != NATS_OK) {
+                        log_warning("ctl.delivery subscription: %s", natsStatus_GetText(s));
+                        daemon_backoff(d, 500);
+                        continue;
+                }
+                handle(d, c, m);
+                natsMsg_Destroy(m);
+        }
+        return NULL;
+}
+
+int control_start(daemon_ctx *d)
+{
+        struct control *c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        d->control = c;
+        int r = kv_bucket_init(&c->members, d->nc, d->names.members_bucket);
+        if (r == 0)
+                r = kvstate_init(&c->st, d->nc, &d->names);
+        if (r == 0 && (r = jspub_init(&c->pub, d->nc, d->inbox_prefix)) < 0)
+                log_error("Failed to set up catch-up publishing: %s", c->pub.last_error);
+        if (r == 0) {
+                natsStatus s = natsConnection_QueueSubscribeSync(&c->sub, d->nc, d->names.ctl_delivery_sub,
+                                                                 CONTRACT_CTL_QUEUE);
+                if (s != NATS_OK) {
+                        log_error("Failed to subscribe %s: %s", d->names.ctl_delivery_sub, natsStatus_GetText(s));
+                        r = broker_errno(s);
+                }
+        }
+        if (r == 0)
+                r = -pthread_create(&c->thread, NULL, control_thread, d);
+        if (r < 0) {
+                control_stop(d);
+                return r;
+        }
+        log_info("Serving %s (queue group %s)", d->names.ctl_delivery_sub, CONTRACT_CTL_QUEUE);
+        return 0;
+}
+
+void control_stop(daemon_ctx *d)
+{
+        struct control *c = d->control;
+        if (!c)
+                return;
+        if (c->thread)
+                pthread_join(c->thread, NULL);
+        if (c->sub) {
+                natsSubscription_Unsubscribe(c->sub);
+                natsSubscription_Destroy(c->sub);
+        }
+        jspub_fini(&c->pub);
+        kvstate_fini(&c->st);
+        kv_bucket_fini(&c->members);
+        free(c);
+        d->control = NULL;
+}

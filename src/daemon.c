@@ -1,0 +1,65 @@
+/* daemon: helpers shared by the daemon's modules (clocks, back-off, the
+ * consumer ensure of §3). */
+#include "daemon.h"
+
+#include "log.h"
+#include "provision.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int64_t daemon_mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t daemon_wall_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void daemon_backoff(daemon_ctx *d, int64_t ms)
+{
+        /* Bounded back-off in 50 ms steps so shutdown is never delayed. */
+        int64_t until = daemon_mono_ms() + ms;
+        while (!atomic_load(&d->stopping)) {
+                int64_t left = until - daemon_mono_ms();
+                if (left <= 0)
+                        return;
+                int64_t step = left < 50 ? left : 50;
+                struct timespec ts = {.tv_sec = 0, .tv_nsec = step * 1000000};
+                nanosleep(&ts, NULL);
+        }
+}
+
+int daemon_ensure_consumer(daemon_ctx *d, const char *stream, const json_t *consumer_config)
+{
+        const char *durable = json_string_value(json_object_get(consumer_config, "durable_name"));
+        char api[512];
+        /* §3: "Durable" alone gives the DURABLE.CREATE form, which the
+         * delivery credential holds for both CHAT and INBOX. */
+        snprintf(api, sizeof api, "$JS.API.CONSUMER.DURABLE.CREATE.%s.%s", stream, durable);
+        prov_report rep = {0};
+        int r = provision_consumer(d->nc, stream, consumer_config, api, &rep);
+        for (size_t i = 0; i < rep.n; i++) {
+                const prov_item *it = &rep.items[i];
+                char *details = json_dumps(it->details, JSON_COMPACT);
+                if (it->action == PROV_CREATED)
+                        log_notice("Created durable %s as PROTOCOL §3 specifies", it->name);
+                else if (it->action == PROV_CONFLICT)
+                        /* §3: never modify an existing one; bind it as it is. */
+                        log_warning("Durable %s differs from PROTOCOL §3 (%s); using it unchanged", it->name,
+                                    details ? details : "");
+                else if (it->action == PROV_FAILED)
+                        log_error("Failed to ensure durable %s: %s", it->name, details ? details : "");
+                free(details);
+        }
+        prov_report_fini(&rep);
+        return r == -EEXIST ? 0 : r;
+}

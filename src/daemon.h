@@ -1,0 +1,69 @@
+/* daemon: the one context of cotal-deliveryd. It owns the configuration,
+ * the connection, the lease, the workers and the counters; every module
+ * gets it passed explicitly. Threads: see README.md "Threading". The only
+ * state written from cnats' threads are the atomics under "link". */
+#pragma once
+
+#include "config.h"
+#include "contract_subject.h"
+#include "lease.h"
+
+#include <jansson.h>
+#include <nats/nats.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct fanout;
+struct reader;
+struct control;
+struct roster;
+
+/* What the daemon has done, for logs, sd_notify STATUS and diagnostics. */
+typedef struct daemon_counters {
+        atomic_ullong chat_handled;      /* chat messages acked by the fan-out */
+        atomic_ullong chat_malformed;    /* of those, dropped as malformed */
+        atomic_ullong entries_written;   /* inbox entries confirmed (incl. duplicates) */
+        atomic_ullong delivered;         /* dlv copies confirmed */
+        atomic_ullong dropped;           /* entries dropped by the reader (ACL, interval, malformed) */
+        atomic_ullong deferred;          /* entries nak'ed for later */
+        atomic_ullong terminated;        /* entries given up on */
+        atomic_ullong fanout_pauses;     /* E1: times the fan-out waited for the reader */
+} daemon_counters;
+
+typedef struct daemon {
+        config cfg;              /* owned */
+        contract_names names;    /* owned */
+        char *id;                /* <D>, owned */
+        char *inbox_prefix;      /* "_INBOX_<D>", owned */
+        natsConnection *nc;      /* main connection, owned */
+
+        /* link: written by cnats connection callbacks */
+        atomic_llong disconnected_since_ms; /* monotonic ms; 0 while connected */
+        atomic_bool link_closed;            /* the connection is closed for good */
+        atomic_ullong reconnects;
+
+        /* lifecycle */
+        atomic_bool stopping;    /* workers finish their batch and return */
+        atomic_int fatal;        /* a worker hit an unrecoverable error: exit 1 */
+
+        lease lease;             /* main thread only */
+        struct roster *roster;
+        struct control *control;
+        struct fanout *fanout;
+        struct reader *reader;
+        daemon_counters counters;
+} daemon_ctx;
+
+/* Monotonic / wall-clock milliseconds. */
+int64_t daemon_mono_ms(void);
+int64_t daemon_wall_ms(void);
+
+/* Sleeps up to ms, returning early once the daemon is stopping. Used only
+ * for bounded back-off after errors. */
+void daemon_backoff(daemon_ctx *d, int64_t ms);
+
+/* Ensures a durable consumer of PROTOCOL §3 exists: CONSUMER.INFO, create
+ * with exactly config when missing, never modify one that exists (a
+ * difference is logged). 0 or -errno; the caller logs failures. */
+int daemon_ensure_consumer(daemon_ctx *d, const char *stream, const json_t *consumer_config);

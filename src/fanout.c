@@ -1,0 +1,494 @@
+/* fanout: PROTOCOL §6 fan-out writer. One thread; handling is sequential
+ * in delivery order (§3), publishes are pipelined per batch and every
+ * chat message is acked only after all of its entries are confirmed. */
+#include "fanout.h"
+
+#include "broker.h"
+#include "contract_channel.h"
+#include "contract_config.h"
+#include "contract_record.h"
+#include "jsack.h"
+#include "jspub.h"
+#include "kvstate.h"
+#include "log.h"
+#include "pull.h"
+#include "roster.h"
+#include "strmap.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FANOUT_EXPIRES_MS 5000
+#define FANOUT_WAIT_MS 500
+#define FANOUT_PUBACK_TIMEOUT_MS 10000
+#define FANOUT_NAK_DELAY_MS 2000  /* §6.5 */
+#define FANOUT_LEAD_POLL_MS 100
+
+/* E1: entries written per owner that the reader has not acked yet. */
+typedef struct owner_backlog {
+        uint64_t *seqs; /* INBOX sequences, ascending */
+        size_t n, cap;
+} owner_backlog;
+
+/* What to do with one fetched chat message after the publish round. */
+typedef enum { PLAN_ACK, PLAN_NAK, PLAN_PUBLISHED } plan_kind;
+
+typedef struct plan {
+        plan_kind kind;
+        size_t first, count; /* jspub result indices */
+        uint64_t seq;
+} plan;
+
+/* One recipient's publish, remembered for the backlog bookkeeping. */
+typedef struct sent {
+        char *owner;
+} sent;
+
+struct fanout {
+        pthread_t thread;
+        pull_sub pull;
+        jspub pub;
+        kvstate st;
+        natsMsg **msgs;
+        plan *plans;
+        sent *sent;          /* parallel to jspub results */
+        size_t sent_cap;
+        strmap backlog;      /* owner -> owner_backlog */
+        uint64_t reader_floor;
+        bool paused;
+        bool bound;
+};
+
+static int ensure(daemon_ctx *d)
+{
+        json_t *cfg = contract_fanout_config(&d->names);
+        int r = cfg ? daemon_ensure_consumer(d, d->names.chat_stream, cfg) : -ENOMEM;
+        json_decref(cfg);
+        return r;
+}
+
+static int remember(struct fanout *f, long idx, const char *owner)
+{
+        if ((size_t)idx >= f->sent_cap) {
+                size_t ncap = f->sent_cap ? f->sent_cap * 2 : 1024;
+                while (ncap <= (size_t)idx)
+                        ncap *= 2;
+                sent *ns = realloc(f->sent, ncap * sizeof *ns);
+                if (!ns)
+                        return -ENOMEM;
+                memset(ns + f->sent_cap, 0, (ncap - f->sent_cap) * sizeof *ns);
+                f->sent = ns;
+                f->sent_cap = ncap;
+        }
+        free(f->sent[idx].owner);
+        f->sent[idx].owner = strdup(owner);
+        return f->sent[idx].owner ? 0 : -ENOMEM;
+}
+
+/* Publishes one dinbox entry (§5.2). Returns 0 or -errno. */
+static int publish_entry(daemon_ctx *d, struct fanout *f, const contract_chat *chat, const char *raw, size_t raw_len,
+                         const char *channel, uint64_t seq, const char *owner, contract_reason reason,
+                         uint64_t generation)
+{
+        char *subject = contract_dinbox_subject(&d->names, owner);
+        char *id = contract_dedup_id(chat->id, owner, generation);
+        char *body = NULL;
+        size_t len = 0;
+        int r = subject && id ? contract_entry_encode(raw, raw_len, channel, seq, reason, generation, &body, &len)
+                              : -ENOMEM;
+        if (r == 0) {
+                long idx = jspub_publish(&f->pub, subject, id, body, len);
+                r = idx < 0 ? (int)idx : remember(f, idx, owner);
+        }
+        free(subject);
+        free(id);
+        free(body);
+        return r;
+}
+
+/* §6.2: durable-class channel. */
+static int route_durable(daemon_ctx *d, struct fanout *f, const contract_chat *chat, const char *raw, size_t raw_len,
+                         const char *channel, uint64_t seq)
+{
+        contract_member *members = NULL;
+        size_t n = 0;
+        int r = kvstate_members_of(&f->st, channel, &members, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && r == 0; i++) {
+                const contract_member *m = &members[i];
+                if (strcmp(m->owner, chat->from_id) == 0)
+                        continue; /* never backstop the sender's own post */
+                if (!contract_member_eligible(m, seq))
+                        continue;
+                r = publish_entry(d, f, chat, raw, raw_len, channel, seq, m->owner, REASON_DURABLE_CHANNEL,
+                                  m->generation);
+        }
+        kvstate_members_free(members, n);
+        return r;
+}
+
+/* §6.3: any other class — live @mentions. */
+static int route_live(daemon_ctx *d, struct fanout *f, const contract_chat *chat, const char *raw, size_t raw_len,
+                      const char *channel, uint64_t seq)
+{
+        if (!json_is_array(chat->mentions))
+                return 0; /* [hardening] not an array: no mentions */
+        strmap done;
+        strmap_init(&done);
+        int r = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(chat->mentions, i, v) {
+                if (r < 0)
+                        break;
+                if (!json_is_string(v))
+                        continue;
+                char *owner = roster_resolve(d, json_string_value(v));
+                if (!owner || strcmp(owner, chat->from_id) == 0 || strmap_get(&done, owner)) {
+                        free(owner);
+                        continue;
+                }
+                contract_acl acl;
+                char why[200];
+                int a = kvstate_acl(&f->st, owner, &acl, why, sizeof why);
+                if (a == 0 && contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, channel)) {
+                        r = publish_entry(d, f, chat, raw, raw_len, channel, seq, owner, REASON_LIVE_MENTION, 0);
+                        if (r == 0)
+                                r = strmap_put(&done, owner, (void *)1);
+                } else if (a < 0 && a != -ENOENT) {
+                        r = a;
+                }
+                contract_acl_fini(&acl);
+                free(owner);
+        }
+        strmap_fini(&done);
+        return r;
+}
+
+/* Decides about one chat message; publishes its entries. */
+static plan handle(daemon_ctx *d, struct fanout *f, natsMsg *m)
+{
+        plan p = {.kind = PLAN_ACK};
+        const char *subject = natsMsg_GetSubject(m);
+        jsack_meta meta;
+        contract_span sender, chspan;
+        if (!jsack_parse(natsMsg_GetReply(m), &meta)) {
+                log_warning("Dropped chat delivery on %s: no JetStream metadata in reply subject", subject);
+                atomic_fetch_add(&d->counters.chat_malformed, 1);
+                return p;
+        }
+        p.seq = meta.stream_seq;
+        /* §6.1 step 1: unparseable subject -> ack. */
+        if (!contract_chat_subject_parse(subject, &sender, &chspan)) {
+                log_notice("Dropped chat message %s seq %" PRIu64 " on %s: not a chat subject", d->names.chat_stream,
+                           p.seq, subject);
+                atomic_fetch_add(&d->counters.chat_malformed, 1);
+                return p;
+        }
+        const char *raw = natsMsg_GetData(m);
+        size_t raw_len = (size_t)natsMsg_GetDataLength(m);
+        contract_chat chat;
+        rec_error err;
+        char why[256];
+        if (contract_chat_decode(raw ? raw : "", raw_len, &chat, &err) != REC_OK) {
+                log_warning("Dropped chat message %s seq %" PRIu64 " on %s: %s", d->names.chat_stream, p.seq,
+                            subject, rec_error_str(&err, why, sizeof why));
+                atomic_fetch_add(&d->counters.chat_malformed, 1);
+                return p;
+        }
+        /* §6.1 step 4: from.id must be the subject's sender. */
+        if (strlen(chat.from_id) != sender.len || memcmp(chat.from_id, sender.p, sender.len) != 0) {
+                log_warning("Dropped chat message %s seq %" PRIu64 " on %s: from.id %.64s is not the subject sender",
+                            d->names.chat_stream, p.seq, subject, chat.from_id);
+                atomic_fetch_add(&d->counters.chat_malformed, 1);
+                contract_chat_fini(&chat);
+                return p;
+        }
+        char *channel = strndup(chspan.p, chspan.len);
+        int r = channel ? kvstate_channel_is_durable(&f->st, channel) : -ENOMEM;
+        p.first = f->pub.n;
+        if (r == 1)
+                r = route_durable(d, f, &chat, raw, raw_len, channel, p.seq);
+        else if (r == 0)
+                r = route_live(d, f, &chat, raw, raw_len, channel, p.seq);
+        p.count = f->pub.n - p.first;
+        if (r < 0) {
+                /* §6.5: transient failure -> nak with delay, never terminate. */
+                log_warning("Failed to fan out %s seq %" PRIu64 " (channel %s): %s; retrying in %d ms",
+                            d->names.chat_stream, p.seq, channel ? channel : "?",
+                            f->st.last_error[0] ? f->st.last_error : strerror(-r), FANOUT_NAK_DELAY_MS);
+                p.kind = PLAN_NAK;
+        } else {
+                p.kind = PLAN_PUBLISHED;
+                log_debug("Fanned out %s seq %" PRIu64 " on %s to %zu recipients", d->names.chat_stream, p.seq,
+                          channel, p.count);
+        }
+        f->st.last_error[0] = '\0';
+        free(channel);
+        contract_chat_fini(&chat);
+        return p;
+}
+
+static void backlog_free(const char *key, void *value, void *arg)
+{
+        (void)key;
+        (void)arg;
+        owner_backlog *b = value;
+        if (b) {
+                free(b->seqs);
+                free(b);
+        }
+}
+
+static void backlog_add(struct fanout *f, const char *owner, uint64_t seq)
+{
+        owner_backlog *b = strmap_get(&f->backlog, owner);
+        if (!b) {
+                b = calloc(1, sizeof *b);
+                if (!b || strmap_put(&f->backlog, owner, b) < 0) {
+                        free(b);
+                        return;
+                }
+        }
+        if (b->n == b->cap) {
+                size_t ncap = b->cap ? b->cap * 2 : 64;
+                uint64_t *ns = realloc(b->seqs, ncap * sizeof *ns);
+                if (!ns)
+                        return;
+                b->seqs = ns;
+                b->cap = ncap;
+        }
+        b->seqs[b->n++] = seq;
+}
+
+typedef struct prune_ctx {
+        uint64_t floor;
+        size_t max;
+        const char *max_owner;
+} prune_ctx;
+
+static void prune_one(const char *key, void *value, void *arg)
+{
+        prune_ctx *c = arg;
+        owner_backlog *b = value;
+        size_t k = 0;
+        while (k < b->n && b->seqs[k] <= c->floor)
+                k++;
+        if (k) {
+                memmove(b->seqs, b->seqs + k, (b->n - k) * sizeof *b->seqs);
+                b->n -= k;
+        }
+        if (b->n > c->max) {
+                c->max = b->n;
+                c->max_owner = key;
+        }
+}
+
+/* Largest per-owner backlog after pruning at the reader's ack floor. */
+static size_t backlog_max(struct fanout *f, const char **owner)
+{
+        prune_ctx c = {.floor = f->reader_floor};
+        strmap_foreach(&f->backlog, prune_one, &c);
+        if (owner)
+                *owner = c.max_owner;
+        return c.max;
+}
+
+/* Reads the reader's ack floor (CONSUMER.INFO on INBOX_<S>/reader). */
+static int refresh_floor(daemon_ctx *d, struct fanout *f)
+{
+        char api[512];
+        json_t *reply = NULL;
+        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        jsapi_error jerr;
+        int r = jsapi_request(d->nc, api, NULL, 0, &reply, &jerr);
+        if (r < 0)
+                return r;
+        uint64_t floor = 0;
+        (void)json_path_u64(reply, "ack_floor.stream_seq", &floor);
+        json_decref(reply);
+        if (floor > f->reader_floor)
+                f->reader_floor = floor;
+        return 0;
+}
+
+/* E1: waits while some owner's unread backlog plus one more batch could
+ * pass the limit. Returns false if the daemon is stopping. */
+static bool wait_for_reader(daemon_ctx *d, struct fanout *f)
+{
+        size_t limit = (size_t)d->cfg.inbox_lead_limit;
+        size_t batch = (size_t)d->cfg.fanout_batch;
+        const char *owner = NULL;
+        size_t max = backlog_max(f, &owner);
+        while (max + batch > limit) {
+                if (atomic_load(&d->stopping))
+                        return false;
+                if (refresh_floor(d, f) == 0) {
+                        max = backlog_max(f, &owner);
+                        if (max + batch <= limit)
+                                break;
+                }
+                if (!f->paused) {
+                        f->paused = true;
+                        atomic_fetch_add(&d->counters.fanout_pauses, 1);
+                        log_notice("Fan-out paused: owner %.64s has %zu unread entries in %s (limit %zu, batch %zu); "
+                                   "waiting for the reader",
+                                   owner ? owner : "?", max, d->names.inbox_stream, limit, batch);
+                }
+                daemon_backoff(d, FANOUT_LEAD_POLL_MS);
+        }
+        if (f->paused) {
+                f->paused = false;
+                log_notice("Fan-out resumed: largest unread backlog in %s is %zu", d->names.inbox_stream, max);
+        }
+        return true;
+}
+
+static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
+{
+        (void)jspub_wait(&f->pub, FANOUT_PUBACK_TIMEOUT_MS);
+        char nak[64];
+        jsack_nak_delay(nak, sizeof nak, FANOUT_NAK_DELAY_MS);
+        for (int i = 0; i < n; i++) {
+                plan *p = &f->plans[i];
+                const char *ack = JSACK_ACK;
+                if (p->kind == PLAN_PUBLISHED) {
+                        for (size_t k = p->first; k < p->first + p->count; k++) {
+                                const jspub_result *res = jspub_result_at(&f->pub, k);
+                                if (res->state == JSPUB_TOO_LARGE) {
+                                        /* Poison: the entry can never be written. */
+                                        log_warning("Dropped entry of %s seq %" PRIu64 " for %.64s: %s",
+                                                    d->names.chat_stream, p->seq, f->sent[k].owner,
+                                                    f->pub.last_error);
+                                } else if (res->state != JSPUB_OK) {
+                                        ack = nak;
+                                }
+                        }
+                        if (ack != nak) {
+                                for (size_t k = p->first; k < p->first + p->count; k++) {
+                                        const jspub_result *res = jspub_result_at(&f->pub, k);
+                                        if (res->state == JSPUB_OK && !res->duplicate)
+                                                backlog_add(f, f->sent[k].owner, res->seq);
+                                }
+                                atomic_fetch_add(&d->counters.entries_written, p->count);
+                                atomic_fetch_add(&d->counters.chat_handled, 1);
+                        } else {
+                                log_warning("Failed to write entries of %s seq %" PRIu64 ": %s; retrying in %d ms",
+                                            d->names.chat_stream, p->seq, f->pub.last_error, FANOUT_NAK_DELAY_MS);
+                        }
+                } else if (p->kind == PLAN_NAK) {
+                        ack = nak;
+                } else {
+                        atomic_fetch_add(&d->counters.chat_handled, 1);
+                }
+                if (pull_ack(&f->pull, f->msgs[i], ack) < 0)
+                        log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
+                                    d->names.chat_stream, p->seq);
+                natsMsg_Destroy(f->msgs[i]);
+                f->msgs[i] = NULL;
+        }
+}
+
+static void *fanout_thread(void *arg)
+{
+        daemon_ctx *d = arg;
+        struct fanout *f = d->fanout;
+        int batch = d->cfg.fanout_batch;
+
+        while (!atomic_load(&d->stopping)) {
+                if (!f->bound) {
+                        if (ensure(d) < 0) {
+                                daemon_backoff(d, 1000);
+                                continue;
+                        }
+                        f->bound = true;
+                        log_notice("Re-bound durable %s/%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
+                }
+                if (!wait_for_reader(d, f))
+                        break;
+                int n = pull_fetch(&f->pull, f->msgs, batch, FANOUT_EXPIRES_MS, FANOUT_WAIT_MS);
+                if (n == -ENOENT) {
+                        /* §14.2 B6: the consumer was deleted: re-create it. */
+                        log_warning("Durable %s/%s is gone (%s); re-creating it", d->names.chat_stream,
+                                    CONTRACT_FANOUT_DURABLE, f->pull.last_error);
+                        f->bound = false;
+                        continue;
+                }
+                if (n < 0) {
+                        log_warning("Failed to fetch from %s/%s: %s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE,
+                                    f->pull.last_error);
+                        daemon_backoff(d, 250);
+                        continue;
+                }
+                jspub_reset(&f->pub);
+                int handled = 0;
+                for (; handled < n && !atomic_load(&d->stopping); handled++)
+                        f->plans[handled] = handle(d, f, f->msgs[handled]);
+                /* Stopping: give back what was not handled at once (§10.4). */
+                for (int i = handled; i < n; i++) {
+                        (void)pull_ack(&f->pull, f->msgs[i], JSACK_NAK);
+                        natsMsg_Destroy(f->msgs[i]);
+                        f->msgs[i] = NULL;
+                }
+                finish_batch(d, f, handled);
+        }
+        return NULL;
+}
+
+int fanout_start(daemon_ctx *d)
+{
+        struct fanout *f = calloc(1, sizeof *f);
+        if (!f)
+                return -ENOMEM;
+        strmap_init(&f->backlog);
+        f->msgs = calloc((size_t)d->cfg.fanout_batch, sizeof *f->msgs);
+        f->plans = calloc((size_t)d->cfg.fanout_batch, sizeof *f->plans);
+        d->fanout = f;
+        int r = !f->msgs || !f->plans ? -ENOMEM : 0;
+        if (r == 0 && (r = ensure(d)) < 0)
+                log_error("Failed to bind durable %s/%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
+        if (r == 0 && (r = pull_start(&f->pull, d->nc, d->inbox_prefix, d->names.chat_stream,
+                                      CONTRACT_FANOUT_DURABLE)) < 0)
+                log_error("Failed to subscribe for %s/%s: %s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE,
+                          f->pull.last_error);
+        if (r == 0 && (r = jspub_init(&f->pub, d->nc, d->inbox_prefix)) < 0)
+                log_error("Failed to set up inbox publishing: %s", f->pub.last_error);
+        if (r == 0 && (r = kvstate_init(&f->st, d->nc, &d->names)) < 0)
+                log_error("Failed to open KV buckets for the fan-out: %s", strerror(-r));
+        if (r == 0) {
+                f->bound = true;
+                r = -pthread_create(&f->thread, NULL, fanout_thread, d);
+        }
+        if (r < 0) {
+                fanout_stop(d);
+                return r;
+        }
+        log_info("Fan-out bound to %s/%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
+        return 0;
+}
+
+void fanout_stop(daemon_ctx *d)
+{
+        struct fanout *f = d->fanout;
+        if (!f)
+                return;
+        if (f->thread)
+                pthread_join(f->thread, NULL);
+        pull_stop(&f->pull);
+        jspub_fini(&f->pub);
+        kvstate_fini(&f->st);
+        for (size_t i = 0; i < f->sent_cap; i++)
+                free(f->sent[i].owner);
+        free(f->sent);
+        strmap_foreach(&f->backlog, backlog_free, NULL);
+        strmap_fini(&f->backlog);
+        free(f->msgs);
+        free(f->plans);
+        free(f);
+        d->fanout = NULL;
+}

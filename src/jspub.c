@@ -1,0 +1,202 @@
+/* jspub: JetStream publishes with per-message PubAcks (see jspub.h). */
+#include "jspub.h"
+
+#include "broker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HDR_MSG_ID "Nats-Msg-Id"
+#define HDR_STATUS "Status"
+/* How long a publish may wait for room in the in-flight window. */
+#define JSPUB_WINDOW_WAIT_MS 10000
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix)
+{
+        memset(j, 0, sizeof *j);
+        j->nc = nc;
+        j->round = 1;
+        natsInbox *uniq = NULL;
+        if (natsInbox_Create(&uniq) != NATS_OK)
+                return -ENOMEM;
+        const char *tail = strchr(uniq, '.');
+        int r = asprintf(&j->reply_prefix, "%s.pub.%s", inbox_prefix, tail ? tail + 1 : uniq);
+        natsInbox_Destroy(uniq);
+        if (r < 0) {
+                j->reply_prefix = NULL;
+                return -ENOMEM;
+        }
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s.>", j->reply_prefix);
+        /* At most JSPUB_MAX_INFLIGHT replies are ever pending, far below
+         * cnats' default per-subscription limit of 65536 messages. */
+        natsStatus s = natsConnection_SubscribeSync(&j->sub, nc, sub);
+        if (s != NATS_OK) {
+                snprintf(j->last_error, sizeof j->last_error, "subscribe %.200s: %s", sub, natsStatus_GetText(s));
+                jspub_fini(j);
+                return broker_errno(s);
+        }
+        return 0;
+}
+
+void jspub_fini(jspub *j)
+{
+        if (!j)
+                return;
+        if (j->sub) {
+                natsSubscription_Unsubscribe(j->sub);
+                natsSubscription_Destroy(j->sub);
+        }
+        free(j->reply_prefix);
+        free(j->results);
+        memset(j, 0, sizeof *j);
+}
+
+void jspub_reset(jspub *j)
+{
+        j->round++;
+        j->n = 0;
+        j->outstanding = 0;
+}
+
+const jspub_result *jspub_result_at(const jspub *j, size_t index)
+{
+        return index < j->n ? &j->results[index] : NULL;
+}
+
+/* Applies one PubAck (or status) to its result slot. */
+static void take_reply(jspub *j, natsMsg *m)
+{
+        const char *subject = natsMsg_GetSubject(m);
+        size_t plen = strlen(j->reply_prefix);
+        uint64_t round, index;
+        char tail;
+        if (strncmp(subject, j->reply_prefix, plen) != 0 ||
+            sscanf(subject + plen, ".%" SCNu64 ".%" SCNu64 "%c", &round, &index, &tail) != 2 ||
+            round != j->round || index >= j->n)
+                return; /* a late reply of an earlier round */
+        jspub_result *r = &j->results[index];
+        if (r->state != JSPUB_PENDING)
+                return;
+        j->outstanding--;
+
+        const char *status = NULL;
+        if (natsMsgHeader_Get(m, HDR_STATUS, &status) == NATS_OK && status) {
+                r->state = strcmp(status, "503") == 0 ? JSPUB_NO_STREAM : JSPUB_ERROR;
+                return;
+        }
+        json_t *ack = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+        json_t *err = json_object_get(ack, "error");
+        json_t *seq = json_object_get(ack, "seq");
+        if (err || !json_is_integer(seq)) {
+                r->state = JSPUB_ERROR;
+                r->err_code = (int)json_integer_value(json_object_get(err, "err_code"));
+                const char *d = json_string_value(json_object_get(err, "description"));
+                snprintf(j->last_error, sizeof j->last_error, "publish refused: %s (err_code %d)",
+                         d ? d : "malformed PubAck", r->err_code);
+        } else {
+                r->state = JSPUB_OK;
+                r->seq = (uint64_t)json_integer_value(seq);
+                r->duplicate = json_is_true(json_object_get(ack, "duplicate"));
+        }
+        json_decref(ack);
+}
+
+/* Takes replies until none is left pending or the deadline passes.
+ * Returns false on timeout. */
+static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
+{
+        while (j->outstanding > until_outstanding) {
+                int64_t left = deadline - mono_ms();
+                if (left <= 0)
+                        return false;
+                natsMsg *m = NULL;
+                natsStatus s = natsSubscription_NextMsg(&m, j->sub, left);
+                if (s == NATS_TIMEOUT)
+                        return false;
+                if (s != NATS_OK) {
+                        snprintf(j->last_error, sizeof j->last_error, "PubAck subscription: %s",
+                                 natsStatus_GetText(s));
+                        return false;
+                }
+                take_reply(j, m);
+                natsMsg_Destroy(m);
+        }
+        return true;
+}
+
+static long new_slot(jspub *j)
+{
+        if (j->n == j->cap) {
+                size_t ncap = j->cap ? j->cap * 2 : 256;
+                jspub_result *nr = realloc(j->results, ncap * sizeof *nr);
+                if (!nr)
+                        return -ENOMEM;
+                j->results = nr;
+                j->cap = ncap;
+        }
+        memset(&j->results[j->n], 0, sizeof *j->results);
+        return (long)j->n++;
+}
+
+long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char *data, size_t len)
+{
+        if (j->outstanding >= JSPUB_MAX_INFLIGHT)
+                (void)drain(j, JSPUB_MAX_INFLIGHT / 2, mono_ms() + JSPUB_WINDOW_WAIT_MS);
+        long idx = new_slot(j);
+        if (idx < 0)
+                return idx;
+        char reply[320];
+        snprintf(reply, sizeof reply, "%s.%" PRIu64 ".%ld", j->reply_prefix, j->round, idx);
+
+        natsMsg *m = NULL;
+        natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
+        if (s == NATS_OK && msg_id)
+                s = natsMsgHeader_Set(m, HDR_MSG_ID, msg_id);
+        if (s == NATS_OK)
+                s = natsConnection_PublishMsg(j->nc, m);
+        natsMsg_Destroy(m);
+        if (s == NATS_MAX_PAYLOAD) {
+                j->results[idx].state = JSPUB_TOO_LARGE;
+                snprintf(j->last_error, sizeof j->last_error, "%zu-byte message to %s exceeds max payload", len,
+                         subject);
+                return idx;
+        }
+        if (s != NATS_OK) {
+                /* Not sent (e.g. connection closed): report it as a
+                 * timeout so the caller retries the source message. */
+                j->results[idx].state = JSPUB_TIMEOUT;
+                snprintf(j->last_error, sizeof j->last_error, "publish to %s: %s", subject, natsStatus_GetText(s));
+                return idx;
+        }
+        j->outstanding++;
+        return idx;
+}
+
+size_t jspub_wait(jspub *j, int64_t timeout_ms)
+{
+        (void)drain(j, 0, mono_ms() + timeout_ms);
+        size_t bad = 0;
+        for (size_t i = 0; i < j->n; i++) {
+                if (j->results[i].state == JSPUB_PENDING) {
+                        j->results[i].state = JSPUB_TIMEOUT;
+                        snprintf(j->last_error, sizeof j->last_error, "no PubAck within %lld ms",
+                                 (long long)timeout_ms);
+                }
+                bad += j->results[i].state != JSPUB_OK;
+        }
+        j->outstanding = 0;
+        return bad;
+}

@@ -1,0 +1,61 @@
+/* jspub: pipelined JetStream publishes with a PubAck per message, spoken
+ * over core NATS: each publish carries Nats-Msg-Id and a reply subject
+ * under our own inbox prefix; the PubAcks are collected here, on the
+ * owning thread. Replaces js_PublishAsync, whose completion wait can block
+ * forever on a lost ack and whose handlers run on library threads
+ * (research/cnats.md pitfalls 5 and 8). One thread owns a jspub. */
+#pragma once
+
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JSPUB_MAX_INFLIGHT 4096
+
+typedef enum {
+        JSPUB_PENDING = 0,
+        JSPUB_OK,         /* stored (or a duplicate of a stored message) */
+        JSPUB_ERROR,      /* the stream refused it: err_code/description */
+        JSPUB_NO_STREAM,  /* no responders: no stream for the subject */
+        JSPUB_TIMEOUT,    /* no PubAck in time: maybe stored, maybe not */
+        JSPUB_TOO_LARGE,  /* over the connection's max payload: never sent */
+} jspub_state;
+
+typedef struct jspub_result {
+        jspub_state state;
+        bool duplicate;
+        uint64_t seq;
+        int err_code;
+} jspub_result;
+
+typedef struct jspub {
+        natsConnection *nc;      /* borrowed */
+        natsSubscription *sub;   /* owned: <prefix>.pub.<nuid>.> */
+        char *reply_prefix;      /* <prefix>.pub.<nuid> */
+        uint64_t round;          /* replies of older rounds are ignored */
+        jspub_result *results;   /* one per publish of this round */
+        size_t n, cap, outstanding;
+        char last_error[256];
+} jspub;
+
+int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix);
+void jspub_fini(jspub *j);
+
+/* Starts a new round: forgets all results (late PubAcks of the previous
+ * round are ignored from now on). */
+void jspub_reset(jspub *j);
+
+/* Publishes data to subject with Nats-Msg-Id msg_id (NULL: none). Returns
+ * the result index (>= 0) within this round, or a negative errno when it
+ * could not be sent at all (-EMSGSIZE: the result is JSPUB_TOO_LARGE and
+ * still gets an index — see jspub_result_at). Waits for PubAcks first when
+ * JSPUB_MAX_INFLIGHT are outstanding. */
+long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char *data, size_t len);
+
+/* Waits until every publish of this round is answered or timeout_ms has
+ * passed (the rest become JSPUB_TIMEOUT). Returns the number that did not
+ * end JSPUB_OK. */
+size_t jspub_wait(jspub *j, int64_t timeout_ms);
+
+const jspub_result *jspub_result_at(const jspub *j, size_t index);

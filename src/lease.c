@@ -1,0 +1,114 @@
+/* lease: PROTOCOL §9 acquire / mark ready / renew / release. */
+#include "lease.h"
+
+#include "contract_record.h"
+#include "contract_subject.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t wall_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int lease_init(lease *l, natsConnection *nc, const char *bucket, const char *holder)
+{
+        memset(l, 0, sizeof *l);
+        l->holder = strdup(holder);
+        if (!l->holder)
+                return -ENOMEM;
+        int r = kv_bucket_init(&l->kv, nc, bucket);
+        if (r < 0) {
+                free(l->holder);
+                l->holder = NULL;
+        }
+        return r;
+}
+
+void lease_fini(lease *l)
+{
+        if (!l)
+                return;
+        kv_bucket_fini(&l->kv);
+        free(l->holder);
+        memset(l, 0, sizeof *l);
+}
+
+/* Writes {holder, since:now, ready}; expect 0 = create, else CAS. */
+static int write_record(lease *l, bool ready, bool create)
+{
+        char *value = NULL;
+        if (contract_lease_encode(l->holder, wall_ms(), ready, &value) < 0)
+                return -ENOMEM;
+        uint64_t rev = 0;
+        int r = create ? kv_create(&l->kv, CONTRACT_LEASE_KEY, value, strlen(value), &rev)
+                       : kv_update(&l->kv, CONTRACT_LEASE_KEY, value, strlen(value), l->revision, &rev);
+        free(value);
+        if (r < 0) {
+                snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
+                return r;
+        }
+        l->revision = rev;
+        l->ready = ready;
+        l->last_write_ms = mono_ms();
+        return 0;
+}
+
+int lease_acquire(lease *l)
+{
+        int r = write_record(l, false, true);
+        if (r != -EEXIST)
+                return r;
+        /* B7: say who holds it, when the record is readable. */
+        kv_entry e;
+        if (kv_get(&l->kv, CONTRACT_LEASE_KEY, &e) == 0 && e.op == KV_OP_PUT) {
+                contract_lease cur;
+                if (contract_lease_decode(e.value ? e.value : "", e.len, &cur, NULL) == REC_OK) {
+                        snprintf(l->last_error, sizeof l->last_error,
+                                 "held by %.64s (revision %" PRIu64 ", ready=%s, last written %" PRId64 " ms ago)",
+                                 cur.holder, e.revision, cur.ready ? "true" : "false", wall_ms() - cur.since);
+                        contract_lease_fini(&cur);
+                } else {
+                        snprintf(l->last_error, sizeof l->last_error, "an unreadable record at revision %" PRIu64,
+                                 e.revision);
+                }
+        }
+        kv_entry_fini(&e);
+        return -EEXIST;
+}
+
+int lease_mark_ready(lease *l)
+{
+        return write_record(l, true, false);
+}
+
+int lease_renew(lease *l)
+{
+        return write_record(l, true, false);
+}
+
+int lease_release(lease *l)
+{
+        if (l->revision == 0)
+                return 0;
+        int r = kv_delete(&l->kv, CONTRACT_LEASE_KEY, l->revision);
+        if (r < 0)
+                snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
+        l->revision = 0;
+        l->ready = false;
+        return r;
+}

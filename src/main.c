@@ -1,0 +1,384 @@
+/* cotal-deliveryd: the Plane-3 durable-delivery daemon of one Cotal space.
+ * main() reads like PROTOCOL §10.2: arguments, creds, reachability,
+ * connect, lease, bind (control, fan-out, reader), ready, loop; teardown
+ * runs the same steps backwards. Signals are taken synchronously with
+ * sigtimedwait on this thread: no handler runs anywhere. */
+#include "build_config.h"
+#include "broker.h"
+#include "config.h"
+#include "contract_config.h"
+#include "contract_record.h"
+#include "control.h"
+#include "creds.h"
+#include "daemon.h"
+#include "fanout.h"
+#include "log.h"
+#include "notify.h"
+#include "reader.h"
+#include "roster.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROBE_TIMEOUT_MS 1000        /* §10.2 step 4 */
+#define WATCHDOG_PERIOD_MS 2000      /* §10.3 broker watchdog */
+#define MAIN_TICK_MS 100
+#define ROSTER_LOAD_TIMEOUT_MS 5000
+#define STATUS_PERIOD_MS 5000
+
+enum { EXIT_USAGE = 2 };
+
+/* cnats connection callbacks: they only record the link state. */
+static void on_disconnected(natsConnection *nc, void *arg)
+{
+        (void)nc;
+        daemon_ctx *d = arg;
+        int64_t zero = 0;
+        atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
+        log_warning("! delivery endpoint: disconnected from the broker; reconnecting");
+}
+
+static void on_reconnected(natsConnection *nc, void *arg)
+{
+        daemon_ctx *d = arg;
+        char url[256] = "";
+        natsConnection_GetConnectedUrl(nc, url, sizeof url);
+        atomic_store(&d->disconnected_since_ms, 0);
+        atomic_fetch_add(&d->reconnects, 1);
+        log_notice("Reconnected to %s", url);
+}
+
+static void on_closed(natsConnection *nc, void *arg)
+{
+        (void)nc;
+        daemon_ctx *d = arg;
+        int64_t zero = 0;
+        atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
+        atomic_store(&d->link_closed, true);
+}
+
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg)
+{
+        (void)nc;
+        (void)arg;
+        const char *text = NULL;
+        natsConnection_GetLastError(nc, &text);
+        log_warning("! delivery endpoint: %s%s%s (subscription %s)", natsStatus_GetText(err), text ? ": " : "",
+                    text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
+}
+
+/* §10.2 step 4: a fresh connection, 1000 ms, no reconnects. An
+ * authorization rejection still proves the broker is there. */
+static bool reachable(const daemon_ctx *d)
+{
+        natsConnection *probe = NULL;
+        char err[512];
+        broker_config bc = {
+                .servers = d->cfg.server,
+                .creds_file = d->cfg.creds,
+                .connect_timeout_ms = PROBE_TIMEOUT_MS,
+                .name = "cotal:delivery-probe",
+        };
+        int r = broker_connect(&bc, &probe, err, sizeof err);
+        if (probe) {
+                natsConnection_Close(probe);
+                natsConnection_Destroy(probe);
+        }
+        return r == 0 || r == -EACCES;
+}
+
+static int connect_main(daemon_ctx *d)
+{
+        natsOptions *opts = NULL;
+        char err[512];
+        const char *urls[16];
+        char buf[2048];
+        int n = 0;
+        snprintf(buf, sizeof buf, "%s", d->cfg.server);
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
+                urls[n++] = t;
+        natsStatus s = natsOptions_Create(&opts);
+        if (s == NATS_OK)
+                s = natsOptions_SetServers(opts, urls, n);
+        if (s == NATS_OK)
+                s = natsOptions_SetName(opts, "cotal:delivery");
+        if (s == NATS_OK)
+                s = natsOptions_SetCustomInboxPrefix(opts, d->inbox_prefix); /* §10.2 step 5 */
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxReconnect(opts, -1);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectWait(opts, 250);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectJitter(opts, 100, 1000);
+        if (s == NATS_OK)
+                s = natsOptions_SetPingInterval(opts, 1000);
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxPingsOut(opts, 2);
+        if (s == NATS_OK)
+                s = natsOptions_SetTimeout(opts, 2000);
+        if (s == NATS_OK)
+                s = natsOptions_SetDisconnectedCB(opts, on_disconnected, d);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectedCB(opts, on_reconnected, d);
+        if (s == NATS_OK)
+                s = natsOptions_SetClosedCB(opts, on_closed, d);
+        if (s == NATS_OK)
+                s = natsOptions_SetErrorHandler(opts, on_error, d);
+        if (s == NATS_OK && d->cfg.creds)
+                s = natsOptions_SetUserCredentialsFromFiles(opts, d->cfg.creds, NULL);
+        if (s == NATS_OK)
+                s = natsConnection_Connect(&d->nc, opts);
+        natsOptions_Destroy(opts);
+        if (s != NATS_OK) {
+                const char *text = nats_GetLastError(NULL);
+                snprintf(err, sizeof err, "%s%s%s", natsStatus_GetText(s), text ? ": " : "", text ? text : "");
+                log_error("Failed to connect to %s: %s", d->cfg.server, err);
+                d->nc = NULL;
+                return -EIO;
+        }
+        return 0;
+}
+
+/* §10.2 step 5: the streams and buckets the daemon relies on must exist. */
+static int check_streams(daemon_ctx *d)
+{
+        const char *streams[8] = {d->names.chat_stream, d->names.inbox_stream, d->names.dlv_stream};
+        char *kv[BUCKET_COUNT_] = {0};
+        int n = 3, r = 0;
+        for (int b = 0; b < BUCKET_COUNT_; b++)
+                streams[n++] = kv[b] = contract_bucket_stream(contract_bucket_name(&d->names, (contract_bucket)b));
+        for (int i = 0; i < n && r == 0; i++) {
+                char api[300];
+                json_t *reply = NULL;
+                jsapi_error jerr;
+                if (!streams[i]) {
+                        r = -ENOMEM;
+                        break;
+                }
+                snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", streams[i]);
+                r = jsapi_request(d->nc, api, NULL, 0, &reply, &jerr);
+                json_decref(reply);
+                if (r < 0)
+                        log_error("Stream %s is not usable: %s (provision the space first: cotal up, or "
+                                  "cotal-deliveryctl provision)",
+                                  streams[i], jerr.description);
+        }
+        for (int b = 0; b < BUCKET_COUNT_; b++)
+                free(kv[b]);
+        return r;
+}
+
+static void status_line(daemon_ctx *d, char *buf, size_t size)
+{
+        daemon_counters *c = &d->counters;
+        snprintf(buf, size,
+                 "lease held (ready); fanned out %llu messages into %llu entries; delivered %llu, dropped %llu, "
+                 "deferred %llu",
+                 (unsigned long long)atomic_load(&c->chat_handled),
+                 (unsigned long long)atomic_load(&c->entries_written),
+                 (unsigned long long)atomic_load(&c->delivered), (unsigned long long)atomic_load(&c->dropped),
+                 (unsigned long long)atomic_load(&c->deferred));
+}
+
+/* Stops the workers, releases the lease if still ours, closes. */
+static void teardown(daemon_ctx *d, bool release)
+{
+        atomic_store(&d->stopping, true);
+        reader_stop(d);
+        fanout_stop(d);
+        control_stop(d);
+        roster_stop(d);
+        if (release && d->lease.revision) {
+                int r = lease_release(&d->lease);
+                if (r == 0)
+                        log_info("Released the lease %s/%s", d->names.delivery_bucket, CONTRACT_LEASE_KEY);
+                else
+                        log_notice("Did not release the lease: %s", d->lease.last_error);
+        }
+        lease_fini(&d->lease);
+        if (d->nc) {
+                (void)natsConnection_FlushTimeout(d->nc, 1000); /* pending acks */
+                natsConnection_Close(d->nc);
+                natsConnection_Destroy(d->nc);
+                d->nc = NULL;
+        }
+}
+
+static int run(daemon_ctx *d, const sigset_t *signals)
+{
+        char line[512];
+        int64_t last_probe = daemon_mono_ms(), last_status = 0;
+        int64_t wd_ms = notify_watchdog_ms(), last_wd = 0;
+
+        for (;;) {
+                struct timespec tick = {.tv_sec = 0, .tv_nsec = MAIN_TICK_MS * 1000000L};
+                siginfo_t si;
+                int sig = sigtimedwait(signals, &si, &tick);
+                if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+                        log_notice("Received %s; shutting down", strsignal(sig));
+                        return 0;
+                }
+                if (atomic_load(&d->fatal))
+                        return 1;
+                int64_t now = daemon_mono_ms();
+
+                /* §9 renew: every 15 s; any failure ends the process. */
+                if (now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS) {
+                        int r = lease_renew(&d->lease);
+                        if (r < 0) {
+                                log_error("✗ delivery: lost the lease (%s) — exiting so the holder is single",
+                                          d->lease.last_error);
+                                d->lease.revision = 0;
+                                return 1;
+                        }
+                        log_debug("Renewed the lease, revision %llu", (unsigned long long)d->lease.revision);
+                }
+                /* §10.3 broker watchdog, from the connection's state. */
+                if (now - last_probe >= WATCHDOG_PERIOD_MS) {
+                        last_probe = now;
+                        int64_t since = atomic_load(&d->disconnected_since_ms);
+                        if (since && now - since > d->cfg.broker_gone_ms) {
+                                char n[40];
+                                contract_js_number((double)d->cfg.broker_gone_ms / 1000.0, n, sizeof n);
+                                log_error("✗ delivery: broker unreachable for >%ss — exiting (coupled to the broker)", n);
+                                return 1;
+                        }
+                }
+                /* WATCHDOG=1 only while the lease renews and the link is up. */
+                if (wd_ms && now - last_wd >= wd_ms / 2 && !atomic_load(&d->disconnected_since_ms) &&
+                    now - d->lease.last_write_ms < CONTRACT_LEASE_TTL_MS) {
+                        last_wd = now;
+                        notify_watchdog();
+                }
+                if (now - last_status >= STATUS_PERIOD_MS) {
+                        last_status = now;
+                        status_line(d, line, sizeof line);
+                        notify_status(line);
+                }
+        }
+}
+
+int main(int argc, char **argv)
+{
+        daemon_ctx d;
+        char err[1024];
+        memset(&d, 0, sizeof d);
+        log_setup("cotal-deliveryd: ", !isatty(STDERR_FILENO));
+
+        config_result cr = config_load(&d.cfg, argc, argv, err, sizeof err);
+        if (cr != CONFIG_OK) {
+                if (cr != CONFIG_EXIT_OK)
+                        fprintf(stderr, "%s\n", err);
+                config_fini(&d.cfg);
+                return cr == CONFIG_EXIT_OK ? 0 : cr == CONFIG_USAGE ? EXIT_USAGE : 1;
+        }
+        log_set_max_level(d.cfg.log_level);
+
+        /* Signals are blocked in every thread (cnats' included, which
+         * inherit the mask) and taken with sigtimedwait in run(). */
+        sigset_t signals;
+        sigemptyset(&signals);
+        sigaddset(&signals, SIGTERM);
+        sigaddset(&signals, SIGINT);
+        sigaddset(&signals, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &signals, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        int code = 1;
+        /* §10.2 step 3: identity from the creds, or E3's generated id. */
+        if (d.cfg.no_auth) {
+                d.id = creds_generate_id();
+        } else {
+                int r = creds_identity(d.cfg.creds, &d.id, err, sizeof err);
+                if (r < 0) {
+                        if (r == -ENOENT && d.cfg.creds_defaulted)
+                                fprintf(stderr,
+                                        "delivery: no scoped creds at %s. Launch via `cotal setup`/`cotal go` (the setup "
+                                        "helper mints + writes it), or pass --creds <file>; for a standalone dev run "
+                                        "against an open broker use --no-auth.\n",
+                                        d.cfg.creds);
+                        else
+                                fprintf(stderr, "delivery: %s\n", err);
+                        goto out;
+                }
+        }
+        if (!d.id || asprintf(&d.inbox_prefix, "_INBOX_%s", d.id) < 0) {
+                d.inbox_prefix = NULL;
+                goto out;
+        }
+        if (contract_names_init(&d.names, d.cfg.space, strlen(d.cfg.space)) < 0)
+                goto out;
+        if (nats_Open(-1) != NATS_OK)
+                goto out;
+
+        /* Step 4: reachability. */
+        if (!reachable(&d)) {
+                fprintf(stderr, "✗ delivery: can't reach NATS at %s. Run: cotal up\n", d.cfg.server);
+                goto out_nats;
+        }
+        /* Step 5: connect, check the space, open the presence watch. */
+        if (connect_main(&d) < 0 || check_streams(&d) < 0)
+                goto out_conn;
+        log_info("Connected to %s as %s (space %s, token %s)", d.cfg.server, d.id, d.cfg.space, d.names.token);
+        if (roster_start(&d, ROSTER_LOAD_TIMEOUT_MS) < 0)
+                goto out_conn;
+
+        /* Step 6: the lease, create-if-absent, never retried in-process. */
+        if (lease_init(&d.lease, d.nc, d.names.delivery_bucket, d.id) < 0)
+                goto out_conn;
+        int r = lease_acquire(&d.lease);
+        if (r < 0) {
+                fprintf(stderr, "✗ delivery: a live lease already exists for shard 0 — another delivery daemon is "
+                                "running. Not binding.\n");
+                log_error("Failed to acquire lease %s/%s: %s", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
+                          r == -EEXIST ? d.lease.last_error : d.lease.kv.last_error);
+                goto out_conn;
+        }
+        log_info("Acquired lease %s/%s at revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
+                 (unsigned long long)d.lease.revision);
+
+        /* Step 7: ctl.delivery, then the fan-out, then the reader. A bind
+         * failure releases the lease before exiting. */
+        if (control_start(&d) < 0 || fanout_start(&d) < 0 || reader_start(&d) < 0) {
+                teardown(&d, true);
+                goto out_nats;
+        }
+        /* Step 8: flush, then mark ready (a failure here is left to the
+         * next renew, §9). */
+        (void)natsConnection_FlushTimeout(d.nc, 2000);
+        if (lease_mark_ready(&d.lease) < 0)
+                log_warning("Failed to mark the lease ready: %s; the next renew will", d.lease.last_error);
+        /* Step 9. */
+        printf("✓ delivery daemon up (space %s) — stop with: cotal down\n", d.cfg.space);
+        fflush(stdout);
+        notify_ready("lease held (ready); fan-out and reader bound");
+        log_info("Ready: lease %s/%s revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
+                 (unsigned long long)d.lease.revision);
+
+        code = run(&d, &signals);
+        notify_stopping(code == 0 ? "stopping" : "stopping after a failure");
+        teardown(&d, true);
+        goto out_nats;
+
+out_conn:
+        roster_stop(&d);
+        lease_fini(&d.lease);
+        if (d.nc) {
+                natsConnection_Close(d.nc);
+                natsConnection_Destroy(d.nc);
+                d.nc = NULL;
+        }
+out_nats:
+        nats_CloseAndWait(2000);
+out:
+        contract_names_fini(&d.names);
+        free(d.id);
+        free(d.inbox_prefix);
+        config_fini(&d.cfg);
+        return code;
+}

@@ -1,0 +1,179 @@
+/* pull: JetStream pull-consumer protocol over core NATS (see pull.h). */
+#include "pull.h"
+
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HDR_STATUS "Status"
+#define HDR_DESCRIPTION "Description"
+/* A request whose expiry passed this long ago without a 408 was lost
+ * (server restart, reconnect): issue a new one. */
+#define PULL_LOST_GRACE_MS 1000
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream,
+               const char *consumer)
+{
+        memset(p, 0, sizeof *p);
+        p->nc = nc;
+        natsInbox *uniq = NULL;
+        if (natsInbox_Create(&uniq) != NATS_OK)
+                return -ENOMEM;
+        const char *tail = strchr(uniq, '.');
+        int r1 = asprintf(&p->inbox, "%s.pull.%s", inbox_prefix, tail ? tail + 1 : uniq);
+        natsInbox_Destroy(uniq);
+        int r2 = asprintf(&p->next_subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, consumer);
+        p->stream = strdup(stream);
+        p->consumer = strdup(consumer);
+        if (r1 < 0 || r2 < 0 || !p->stream || !p->consumer) {
+                if (r1 < 0)
+                        p->inbox = NULL;
+                if (r2 < 0)
+                        p->next_subject = NULL;
+                pull_stop(p);
+                return -ENOMEM;
+        }
+        natsStatus s = natsConnection_SubscribeSync(&p->sub, nc, p->inbox);
+        if (s != NATS_OK) {
+                snprintf(p->last_error, sizeof p->last_error, "subscribe %s: %s", p->inbox, natsStatus_GetText(s));
+                pull_stop(p);
+                return broker_errno(s);
+        }
+        return 0;
+}
+
+void pull_stop(pull_sub *p)
+{
+        if (!p)
+                return;
+        if (p->sub) {
+                natsSubscription_Unsubscribe(p->sub);
+                natsSubscription_Destroy(p->sub);
+        }
+        free(p->stream);
+        free(p->consumer);
+        free(p->next_subject);
+        free(p->inbox);
+        memset(p, 0, sizeof *p);
+}
+
+static int send_request(pull_sub *p, int batch, int64_t expires_ms)
+{
+        char body[96];
+        int n = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", batch,
+                         (long long)expires_ms * 1000000LL);
+        natsStatus s = natsConnection_PublishRequest(p->nc, p->next_subject, p->inbox, body, n);
+        if (s != NATS_OK) {
+                snprintf(p->last_error, sizeof p->last_error, "pull request on %s: %s", p->next_subject,
+                         natsStatus_GetText(s));
+                return broker_errno(s);
+        }
+        p->open = true;
+        p->requested = batch;
+        p->received = 0;
+        p->deadline_ms = mono_ms() + expires_ms + PULL_LOST_GRACE_MS;
+        return 0;
+}
+
+typedef enum {
+        PULL_DELIVERY,
+        PULL_HEARTBEAT,
+        PULL_DONE,  /* 404 no messages, 408 request expired */
+        PULL_ERROR, /* other 409s: the request is over; back off */
+        PULL_GONE,  /* consumer or stream missing */
+} pull_reply;
+
+static pull_reply classify(pull_sub *p, natsMsg *m)
+{
+        const char *status = NULL, *desc = NULL;
+        if (natsMsgHeader_Get(m, HDR_STATUS, &status) != NATS_OK || !status)
+                return PULL_DELIVERY;
+        (void)natsMsgHeader_Get(m, HDR_DESCRIPTION, &desc);
+        if (strcmp(status, "100") == 0)
+                return PULL_HEARTBEAT;
+        if (strcmp(status, "404") == 0 || strcmp(status, "408") == 0)
+                return PULL_DONE;
+        if (strcmp(status, "503") == 0) {
+                snprintf(p->last_error, sizeof p->last_error, "no responders for %s", p->next_subject);
+                return PULL_GONE;
+        }
+        if (strcmp(status, "409") == 0 && desc && strstr(desc, "Consumer Deleted")) {
+                snprintf(p->last_error, sizeof p->last_error, "consumer %s/%s deleted", p->stream, p->consumer);
+                return PULL_GONE;
+        }
+        snprintf(p->last_error, sizeof p->last_error, "pull %s/%s: status %s %s", p->stream, p->consumer, status,
+                 desc ? desc : "");
+        return PULL_ERROR;
+}
+
+int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t wait_ms)
+{
+        int count = 0;
+        if (max <= 0 || max > PULL_MAX_BATCH)
+                return -EINVAL;
+        int64_t deadline = mono_ms() + wait_ms;
+
+        while (count < max) {
+                int64_t now = mono_ms();
+                if (p->open && now > p->deadline_ms)
+                        p->open = false; /* lost: never answered */
+                if (!p->open && count == 0) {
+                        int r = send_request(p, max, expires_ms);
+                        if (r < 0)
+                                return r;
+                }
+                /* Wait for the first delivery; after it, only drain. */
+                int64_t wait = count == 0 ? deadline - now : 0;
+                if (count == 0 && wait <= 0)
+                        break;
+                if (count == 0 && p->open && p->deadline_ms - now < wait)
+                        wait = p->deadline_ms - now > 0 ? p->deadline_ms - now : 1;
+                natsMsg *m = NULL;
+                natsStatus s = natsSubscription_NextMsg(&m, p->sub, wait);
+                if (s == NATS_TIMEOUT)
+                        break;
+                if (s != NATS_OK) {
+                        snprintf(p->last_error, sizeof p->last_error, "pull %s/%s: %s", p->stream, p->consumer,
+                                 natsStatus_GetText(s));
+                        for (int i = 0; i < count; i++)
+                                natsMsg_Destroy(msgs[i]);
+                        return broker_errno(s);
+                }
+                pull_reply c = classify(p, m);
+                if (c == PULL_DELIVERY) {
+                        msgs[count++] = m;
+                        if (p->open && ++p->received >= p->requested)
+                                p->open = false;
+                        continue;
+                }
+                natsMsg_Destroy(m);
+                if (c == PULL_HEARTBEAT)
+                        continue;
+                p->open = false;
+                if (c == PULL_GONE)
+                        return count > 0 ? count : -ENOENT; /* hand over what we have first */
+                if (c == PULL_ERROR)
+                        return count > 0 ? count : -EAGAIN;
+        }
+        return count;
+}
+
+int pull_ack(pull_sub *p, natsMsg *m, const char *payload)
+{
+        const char *reply = natsMsg_GetReply(m);
+        if (!reply || !*reply)
+                return -EINVAL;
+        natsStatus s = natsConnection_Publish(p->nc, reply, payload, (int)strlen(payload));
+        return broker_errno(s);
+}

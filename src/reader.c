@@ -1,0 +1,302 @@
+/* reader: PROTOCOL §7 trusted reader, table rows 1-9. */
+#include "reader.h"
+
+#include "contract_channel.h"
+#include "contract_config.h"
+#include "contract_record.h"
+#include "jsack.h"
+#include "jspub.h"
+#include "kvstate.h"
+#include "log.h"
+#include "pull.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READER_MAX_REDELIVERIES 10 /* §7, Appendix A */
+#define READER_NAK_DELAY_MS 2000
+#define READER_EXPIRES_MS 5000
+#define READER_WAIT_MS 500
+#define READER_PUBACK_TIMEOUT_MS 10000
+
+typedef enum {
+        DECIDE_ACK,      /* dropped or not a real entry */
+        DECIDE_NAK,      /* retry after the delay */
+        DECIDE_TERM,
+        DECIDE_TRANSFER, /* published: ack or retry after the round */
+} decision;
+
+typedef struct verdict {
+        decision what;
+        long pub;         /* jspub index when TRANSFER */
+        uint64_t delivered;
+        uint64_t seq;     /* INBOX stream sequence */
+        char *owner;      /* owned, for the give-up log line */
+        char *msg_id;     /* owned */
+} verdict;
+
+struct reader {
+        pthread_t thread;
+        pull_sub pull;
+        jspub pub;
+        kvstate st;
+        natsMsg **msgs;
+        verdict *v;
+        bool bound;
+};
+
+static int ensure(daemon_ctx *d)
+{
+        json_t *cfg = contract_reader_config(&d->names);
+        int r = cfg ? daemon_ensure_consumer(d, d->names.inbox_stream, cfg) : -ENOMEM;
+        json_decref(cfg);
+        return r;
+}
+
+static verdict drop(daemon_ctx *d, verdict v, const char *fmt_reason, const char *owner, const char *channel)
+{
+        log_notice("Dropped %s entry seq %" PRIu64 " for owner %.64s on channel %.128s: %s", d->names.inbox_stream,
+                   v.seq, owner, channel ? channel : "?", fmt_reason);
+        atomic_fetch_add(&d->counters.dropped, 1);
+        v.what = DECIDE_ACK;
+        return v;
+}
+
+static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
+{
+        verdict v = {.what = DECIDE_ACK, .pub = -1};
+        const char *subject = natsMsg_GetSubject(m);
+        jsack_meta meta;
+        if (!jsack_parse(natsMsg_GetReply(m), &meta)) {
+                log_warning("Dropped inbox delivery on %s: no JetStream metadata in reply subject", subject);
+                return v;
+        }
+        v.delivered = meta.delivered;
+        v.seq = meta.stream_seq;
+
+        /* Row 1: not cotal.<x>.dinbox.<owner>. */
+        contract_span ospan;
+        if (!contract_dinbox_subject_parse(subject, &ospan))
+                return drop(d, v, "not a dinbox subject", "?", NULL);
+        char *owner = strndup(ospan.p, ospan.len);
+        if (!owner) {
+                v.what = DECIDE_NAK;
+                return v;
+        }
+        /* Rows 2 and 2a: malformed entries are dropped. */
+        contract_entry e;
+        rec_error err;
+        char why[256];
+        const char *data = natsMsg_GetData(m);
+        if (contract_entry_decode(data ? data : "", (size_t)natsMsg_GetDataLength(m), &e, &err) != REC_OK) {
+                v = drop(d, v, rec_error_str(&err, why, sizeof why), owner, NULL);
+                free(owner);
+                return v;
+        }
+        /* Rows 3-4: the owner's current ACL, read fresh. */
+        contract_acl acl;
+        int a = kvstate_acl(&r->st, owner, &acl, why, sizeof why);
+        if (a < 0 && a != -ENOENT) {
+                /* A read failure is not "unknown": retry, no ceiling. */
+                log_warning("Failed to read ACL of %.64s for %s seq %" PRIu64 ": %s; retrying in %d ms", owner,
+                            d->names.inbox_stream, v.seq, r->st.last_error, READER_NAK_DELAY_MS);
+                v.what = DECIDE_NAK;
+        } else if (a == -ENOENT) {
+                if (v.delivered >= READER_MAX_REDELIVERIES) {
+                        log_warning("! delivery endpoint: plane-3 reader: gave up on entry for unknown owner %s after "
+                                    "%" PRIu64 " redeliveries",
+                                    owner, v.delivered);
+                        v.what = DECIDE_TERM;
+                } else {
+                        log_info("Deferred %s entry seq %" PRIu64 " for unknown owner %.64s (%s), delivery %" PRIu64,
+                                 d->names.inbox_stream, v.seq, owner, why, v.delivered);
+                        v.what = DECIDE_NAK;
+                }
+        } else if (!contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, e.channel)) {
+                /* Row 5: revoked or narrowed. */
+                v = drop(d, v, "channel not in the owner's read ACL", owner, e.channel);
+        } else {
+                bool eligible = true;
+                if (e.reason == REASON_DURABLE_CHANNEL) {
+                        /* Row 6: membership interval, read fresh. */
+                        contract_member mem;
+                        int mr = kvstate_member(&r->st, e.channel, owner, &mem, NULL);
+                        if (mr < 0 && mr != -ENOENT) {
+                                log_warning("Failed to read membership %s/%.64s for %s seq %" PRIu64
+                                            ": %s; retrying in %d ms",
+                                            e.channel, owner, d->names.inbox_stream, v.seq, r->st.last_error,
+                                            READER_NAK_DELAY_MS);
+                                v.what = DECIDE_NAK;
+                                eligible = false;
+                        } else if (mr == -ENOENT || !contract_member_eligible(&mem, e.seq)) {
+                                v = drop(d, v, mr == -ENOENT ? "no membership record"
+                                                             : "chat seq outside the membership interval",
+                                         owner, e.channel);
+                                eligible = false;
+                        }
+                        contract_member_fini(&mem);
+                }
+                if (eligible) {
+                        /* Rows 7-9: transfer; ack after the PubAck. */
+                        char *subject_dlv = contract_dlv_subject(&d->names, owner);
+                        char *id = contract_dedup_id(e.msg_id, owner, e.generation);
+                        char *body = NULL;
+                        size_t len = 0;
+                        if (subject_dlv && id && contract_deliver_body(&e, &body, &len) == 0) {
+                                v.pub = jspub_publish(&r->pub, subject_dlv, id, body, len);
+                                v.what = v.pub >= 0 ? DECIDE_TRANSFER : DECIDE_NAK;
+                                v.msg_id = strdup(e.msg_id);
+                        } else {
+                                v.what = DECIDE_NAK;
+                        }
+                        free(subject_dlv);
+                        free(id);
+                        free(body);
+                }
+        }
+        contract_acl_fini(&acl);
+        contract_entry_fini(&e);
+        v.owner = owner;
+        return v;
+}
+
+static void finish_batch(daemon_ctx *d, struct reader *r, int n)
+{
+        (void)jspub_wait(&r->pub, READER_PUBACK_TIMEOUT_MS);
+        char nak[64];
+        jsack_nak_delay(nak, sizeof nak, READER_NAK_DELAY_MS);
+        for (int i = 0; i < n; i++) {
+                verdict *v = &r->v[i];
+                decision final = v->what;
+                if (v->what == DECIDE_TRANSFER) {
+                        const jspub_result *res = jspub_result_at(&r->pub, (size_t)v->pub);
+                        if (res && res->state == JSPUB_OK) {
+                                final = DECIDE_ACK;
+                                atomic_fetch_add(&d->counters.delivered, 1);
+                                log_debug("Delivered %s seq %" PRIu64 " to %s.dlv.%.64s", d->names.inbox_stream,
+                                          v->seq, d->names.prefix, v->owner);
+                        } else if (v->delivered >= READER_MAX_REDELIVERIES) {
+                                /* Row 7. */
+                                log_warning("! delivery endpoint: plane-3 reader: gave up transferring %s for %s after "
+                                            "%" PRIu64 " redeliveries",
+                                            v->msg_id ? v->msg_id : "?", v->owner, v->delivered);
+                                final = DECIDE_TERM;
+                        } else {
+                                /* Row 8. */
+                                log_warning("Failed to transfer %s seq %" PRIu64 " to dlv.%.64s: %s; retrying in %d ms",
+                                            d->names.inbox_stream, v->seq, v->owner, r->pub.last_error,
+                                            READER_NAK_DELAY_MS);
+                                final = DECIDE_NAK;
+                        }
+                }
+                const char *ack = JSACK_ACK;
+                if (final == DECIDE_NAK) {
+                        ack = nak;
+                        atomic_fetch_add(&d->counters.deferred, 1);
+                } else if (final == DECIDE_TERM) {
+                        ack = JSACK_TERM;
+                        atomic_fetch_add(&d->counters.terminated, 1);
+                }
+                if (pull_ack(&r->pull, r->msgs[i], ack) < 0)
+                        log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
+                                    d->names.inbox_stream, v->seq);
+                natsMsg_Destroy(r->msgs[i]);
+                r->msgs[i] = NULL;
+                free(v->owner);
+                free(v->msg_id);
+                memset(v, 0, sizeof *v);
+        }
+}
+
+static void *reader_thread(void *arg)
+{
+        daemon_ctx *d = arg;
+        struct reader *r = d->reader;
+        int batch = d->cfg.reader_batch;
+
+        while (!atomic_load(&d->stopping)) {
+                if (!r->bound) {
+                        if (ensure(d) < 0) {
+                                daemon_backoff(d, 1000);
+                                continue;
+                        }
+                        r->bound = true;
+                        log_notice("Re-bound durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+                }
+                int n = pull_fetch(&r->pull, r->msgs, batch, READER_EXPIRES_MS, READER_WAIT_MS);
+                if (n == -ENOENT) {
+                        log_warning("Durable %s/%s is gone (%s); re-creating it", d->names.inbox_stream,
+                                    CONTRACT_READER_DURABLE, r->pull.last_error);
+                        r->bound = false;
+                        continue;
+                }
+                if (n < 0) {
+                        log_warning("Failed to fetch from %s/%s: %s", d->names.inbox_stream, CONTRACT_READER_DURABLE,
+                                    r->pull.last_error);
+                        daemon_backoff(d, 250);
+                        continue;
+                }
+                jspub_reset(&r->pub);
+                int handled = 0;
+                for (; handled < n && !atomic_load(&d->stopping); handled++)
+                        r->v[handled] = decide(d, r, r->msgs[handled]);
+                for (int i = handled; i < n; i++) {
+                        (void)pull_ack(&r->pull, r->msgs[i], JSACK_NAK);
+                        natsMsg_Destroy(r->msgs[i]);
+                        r->msgs[i] = NULL;
+                }
+                finish_batch(d, r, handled);
+        }
+        return NULL;
+}
+
+int reader_start(daemon_ctx *d)
+{
+        struct reader *r = calloc(1, sizeof *r);
+        if (!r)
+                return -ENOMEM;
+        r->msgs = calloc((size_t)d->cfg.reader_batch, sizeof *r->msgs);
+        r->v = calloc((size_t)d->cfg.reader_batch, sizeof *r->v);
+        d->reader = r;
+        int rc = !r->msgs || !r->v ? -ENOMEM : 0;
+        if (rc == 0 && (rc = ensure(d)) < 0)
+                log_error("Failed to bind durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        if (rc == 0 && (rc = pull_start(&r->pull, d->nc, d->inbox_prefix, d->names.inbox_stream,
+                                        CONTRACT_READER_DURABLE)) < 0)
+                log_error("Failed to subscribe for %s/%s: %s", d->names.inbox_stream, CONTRACT_READER_DURABLE,
+                          r->pull.last_error);
+        if (rc == 0 && (rc = jspub_init(&r->pub, d->nc, d->inbox_prefix)) < 0)
+                log_error("Failed to set up deliver publishing: %s", r->pub.last_error);
+        if (rc == 0 && (rc = kvstate_init(&r->st, d->nc, &d->names)) < 0)
+                log_error("Failed to open KV buckets for the reader: %s", strerror(-rc));
+        if (rc == 0) {
+                r->bound = true;
+                rc = -pthread_create(&r->thread, NULL, reader_thread, d);
+        }
+        if (rc < 0) {
+                reader_stop(d);
+                return rc;
+        }
+        log_info("Reader bound to %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        return 0;
+}
+
+void reader_stop(daemon_ctx *d)
+{
+        struct reader *r = d->reader;
+        if (!r)
+                return;
+        if (r->thread)
+                pthread_join(r->thread, NULL);
+        pull_stop(&r->pull);
+        jspub_fini(&r->pub);
+        kvstate_fini(&r->st);
+        free(r->msgs);
+        free(r->v);
+        free(r);
+        d->reader = NULL;
+}

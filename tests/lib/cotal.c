@@ -1,0 +1,400 @@
+/* cotal: daemon-test fixtures on the real broker. */
+#include "cotal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t wall_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void co_provision(const char *space)
+{
+        const char *args[] = {"--space", space, "provision", NULL};
+        char *out = NULL, *err = NULL;
+        int st = tu_ctl(&out, &err, args);
+        ck_assert_msg(st == 0, "provision %s: %s", space, err);
+        free(out);
+        free(err);
+}
+
+uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *data, size_t len)
+{
+        natsMsg *m = NULL;
+        ck_assert(natsMsg_Create(&m, subject, NULL, data, (int)len) == NATS_OK);
+        if (msg_id)
+                natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
+        jsCtx *js = NULL;
+        ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_PublishMsg(&pa, js, m, NULL, &jerr);
+        ck_assert_msg(s == NATS_OK, "publish on %s failed: %s (%d)", subject, natsStatus_GetText(s), (int)jerr);
+        uint64_t seq = pa->Sequence;
+        jsPubAck_Destroy(pa);
+        jsCtx_Destroy(js);
+        natsMsg_Destroy(m);
+        return seq;
+}
+
+uint64_t co_chat(const char *space, const char *sender, const char *channel, const char *id, const char *extra)
+{
+        char subject[512], body[4096];
+        snprintf(subject, sizeof subject, "cotal.%s.chat.%s.%s", space, sender, channel);
+        snprintf(body, sizeof body,
+                 "{\"id\":\"%s\",\"ts\":%lld,\"space\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"agent\"},"
+                 "\"channel\":\"%s\",\"parts\":[{\"kind\":\"text\",\"text\":\"hello %s\"}]%s%s}",
+                 id, (long long)wall_ms(), space, sender, channel, id, extra ? "," : "", extra ? extra : "");
+        return co_publish_raw(subject, id, body, strlen(body));
+}
+
+static void kv_write(const char *bucket, const char *key, const char *value, const char *op)
+{
+        char subject[512];
+        snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key);
+        natsMsg *m = NULL;
+        ck_assert(natsMsg_Create(&m, subject, NULL, value, value ? (int)strlen(value) : 0) == NATS_OK);
+        if (op)
+                natsMsgHeader_Set(m, "KV-Operation", op);
+        jsCtx *js = NULL;
+        natsConnection_JetStream(&js, tu_nc, NULL);
+        natsStatus s = js_PublishMsg(NULL, js, m, NULL, NULL);
+        ck_assert_msg(s == NATS_OK, "KV write %s: %s", subject, natsStatus_GetText(s));
+        jsCtx_Destroy(js);
+        natsMsg_Destroy(m);
+}
+
+void co_acl(const char *space, const char *owner, const char *allow)
+{
+        char bucket[256], value[4096];
+        snprintf(bucket, sizeof bucket, "cotal_acl_%s", space);
+        snprintf(value, sizeof value, "{\"allowSubscribe\":%s,\"revision\":1,\"updatedAt\":%lld}", allow,
+                 (long long)wall_ms());
+        kv_write(bucket, owner, value, NULL);
+}
+
+void co_acl_delete(const char *space, const char *owner)
+{
+        char bucket[256];
+        snprintf(bucket, sizeof bucket, "cotal_acl_%s", space);
+        kv_write(bucket, owner, NULL, "DEL");
+}
+
+void co_member(const char *space, const char *channel, const char *owner, uint64_t join_cursor, uint64_t gen,
+               int64_t leave_cursor)
+{
+        char bucket[256], key[512], value[2048], leave[64] = "";
+        snprintf(bucket, sizeof bucket, "cotal_members_%s", space);
+        snprintf(key, sizeof key, "%s/%s", channel, owner);
+        if (leave_cursor >= 0)
+                snprintf(leave, sizeof leave, ",\"leaveCursor\":%lld", (long long)leave_cursor);
+        snprintf(value, sizeof value,
+                 "{\"channel\":\"%s\",\"owner\":\"%s\",\"state\":\"%s\",\"joinCursor\":%llu,\"generation\":%llu,"
+                 "\"activated\":true,\"writerIdentity\":\"UFIXTURE\",\"updatedAt\":%lld%s}",
+                 channel, owner, leave_cursor >= 0 ? "live-confirmed" : "durable-active",
+                 (unsigned long long)join_cursor, (unsigned long long)gen, (long long)wall_ms(), leave);
+        kv_write(bucket, key, value, NULL);
+}
+
+void co_presence(const char *space, const char *id, const char *name)
+{
+        char bucket[256], value[1024];
+        snprintf(bucket, sizeof bucket, "cotal_presence_%s", space);
+        snprintf(value, sizeof value,
+                 "{\"card\":{\"id\":\"%s\",\"name\":\"%s\",\"kind\":\"agent\"},\"status\":\"idle\",\"ts\":%lld}", id,
+                 name, (long long)wall_ms());
+        kv_write(bucket, id, value, NULL);
+}
+
+void co_msg_fini(co_msg *m)
+{
+        free(m->subject);
+        free(m->msg_id);
+        json_decref(m->body);
+        memset(m, 0, sizeof *m);
+}
+
+static size_t b64_decode(const char *in, unsigned char *out)
+{
+        static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        unsigned acc = 0;
+        int bits = 0;
+        size_t o = 0;
+        for (; *in && *in != '='; in++) {
+                const char *p = strchr(tbl, *in);
+                if (!p)
+                        continue;
+                acc = (acc << 6) | (unsigned)(p - tbl);
+                bits += 6;
+                if (bits >= 8) {
+                        bits -= 8;
+                        out[o++] = (unsigned char)((acc >> bits) & 0xff);
+                }
+        }
+        return o;
+}
+
+bool co_msg_get(const char *stream, uint64_t seq, co_msg *out)
+{
+        memset(out, 0, sizeof *out);
+        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", stream, "", json_pack("{s:I}", "seq", (json_int_t)seq));
+        json_t *msg = json_object_get(r, "message");
+        if (!msg) {
+                json_decref(r);
+                return false;
+        }
+        out->seq = seq;
+        out->subject = strdup(json_string_value(json_object_get(msg, "subject")));
+        const char *data = json_string_value(json_object_get(msg, "data"));
+        const char *hdrs = json_string_value(json_object_get(msg, "hdrs"));
+        if (data) {
+                unsigned char *buf = malloc(strlen(data) + 1);
+                size_t n = b64_decode(data, buf);
+                out->body = json_loadb((const char *)buf, n, 0, NULL);
+                free(buf);
+        }
+        if (hdrs) {
+                unsigned char *buf = calloc(1, strlen(hdrs) + 1);
+                b64_decode(hdrs, buf);
+                const char *h = strstr((const char *)buf, "Nats-Msg-Id:");
+                if (h) {
+                        h += 12;
+                        while (*h == ' ')
+                                h++;
+                        out->msg_id = strndup(h, strcspn(h, "\r\n"));
+                }
+                free(buf);
+        }
+        json_decref(r);
+        return true;
+}
+
+static uint64_t state_field(const char *stream, const char *field, const char *filter)
+{
+        json_t *body = filter ? json_pack("{s:s}", "subjects_filter", filter) : NULL;
+        json_t *r = tu_api("$JS.API.STREAM.INFO.%s%s", stream, "", body);
+        json_t *state = json_object_get(r, "state");
+        uint64_t v = 0;
+        if (filter) {
+                const char *k;
+                json_t *c;
+                json_object_foreach(json_object_get(state, "subjects"), k, c)
+                        v += (uint64_t)json_integer_value(c);
+        } else {
+                v = (uint64_t)json_integer_value(json_object_get(state, field));
+        }
+        json_decref(r);
+        return v;
+}
+
+uint64_t co_last_seq(const char *stream)
+{
+        return state_field(stream, "last_seq", NULL);
+}
+
+uint64_t co_messages(const char *stream, const char *filter)
+{
+        return filter ? state_field(stream, NULL, filter) : state_field(stream, "messages", NULL);
+}
+
+size_t co_msgs_on(const char *stream, const char *subject, co_msg **out)
+{
+        uint64_t last = co_last_seq(stream);
+        size_t n = 0;
+        co_msg *v = NULL;
+        for (uint64_t seq = 1; seq <= last; seq++) {
+                co_msg m;
+                if (!co_msg_get(stream, seq, &m))
+                        continue;
+                if (subject && strcmp(m.subject, subject) != 0) {
+                        co_msg_fini(&m);
+                        continue;
+                }
+                v = realloc(v, (n + 1) * sizeof *v);
+                v[n++] = m;
+        }
+        *out = v;
+        return n;
+}
+
+void co_msgs_free(co_msg *m, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                co_msg_fini(&m[i]);
+        free(m);
+}
+
+json_t *co_request(const char *space, const char *agent, const char *body, const char *reply, const char *listen,
+                   int64_t timeout_ms)
+{
+        char subject[512], own_reply[700];
+        snprintf(subject, sizeof subject, "cotal.%s.ctl.delivery.%s", space, agent);
+        if (!reply) {
+                natsInbox *uniq = NULL;
+                natsInbox_Create(&uniq);
+                snprintf(own_reply, sizeof own_reply, "%s.reply.%s", subject, strchr(uniq, '.') + 1);
+                natsInbox_Destroy(uniq);
+                reply = own_reply;
+        }
+        natsSubscription *sub = NULL;
+        ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, listen ? listen : reply) == NATS_OK);
+        ck_assert(natsConnection_PublishRequest(tu_nc, subject, reply, body, (int)strlen(body)) == NATS_OK);
+        natsConnection_Flush(tu_nc);
+        natsMsg *m = NULL;
+        json_t *j = NULL;
+        if (natsSubscription_NextMsg(&m, sub, timeout_ms) == NATS_OK) {
+                j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+                ck_assert_msg(j != NULL, "reply is not JSON");
+                natsMsg_Destroy(m);
+        }
+        natsSubscription_Destroy(sub);
+        return j;
+}
+
+void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra, char *const *env)
+{
+        const char *bin = getenv("COTAL_DELIVERYD");
+        ck_assert_msg(bin, "COTAL_DELIVERYD is not set");
+        char *argv[40];
+        int n = 0;
+        argv[n++] = (char *)bin;
+        argv[n++] = "--space";
+        argv[n++] = (char *)space;
+        argv[n++] = "--server";
+        argv[n++] = tu_broker.url;
+        argv[n++] = "--no-auth";
+        argv[n++] = "--log-level";
+        argv[n++] = "debug";
+        for (int i = 0; extra && extra[i] && n < 39; i++)
+                argv[n++] = (char *)extra[i];
+        argv[n] = NULL;
+        memset(dm, 0, sizeof *dm);
+        ck_assert_int_eq(proc_spawn(&dm->p, argv, env), 0);
+}
+
+static bool ready_or_exited(void *arg)
+{
+        co_daemon *dm = arg;
+        if (proc_wait(&dm->p, 0) == 0)
+                return true; /* exited */
+        char *out = proc_stdout(&dm->p);
+        bool ready = strstr(out, "delivery daemon up") != NULL;
+        free(out);
+        return ready;
+}
+
+bool co_daemon_wait_ready(co_daemon *dm, int64_t timeout_ms)
+{
+        if (!test_wait_until(ready_or_exited, dm, timeout_ms) || dm->p.pid == 0)
+                return false;
+        char *err = proc_stderr(&dm->p);
+        const char *at = strstr(err, " as U");
+        if (at)
+                snprintf(dm->id, sizeof dm->id, "%.56s", at + 4);
+        free(err);
+        return true;
+}
+
+bool co_daemon_start(co_daemon *dm, const char *space, const char *const *extra)
+{
+        co_daemon_spawn(dm, space, extra, NULL);
+        bool ok = co_daemon_wait_ready(dm, DAEMON_READY_TIMEOUT_MS);
+        if (!ok)
+                co_daemon_dump(dm);
+        return ok;
+}
+
+int co_daemon_stop(co_daemon *dm)
+{
+        if (dm->p.pid > 0) {
+                proc_signal(&dm->p, SIGTERM);
+                if (proc_wait(&dm->p, 15000) < 0) {
+                        co_daemon_dump(dm);
+                        proc_signal(&dm->p, SIGKILL);
+                        proc_wait(&dm->p, 5000);
+                }
+        }
+        return dm->p.status;
+}
+
+void co_daemon_dump(const co_daemon *dm)
+{
+        char *err = proc_stderr(&dm->p), *out = proc_stdout(&dm->p);
+        fprintf(stderr, "---- daemon stdout ----\n%s---- daemon stderr ----\n%s----\n", out, err);
+        free(err);
+        free(out);
+}
+
+typedef struct count_ctx {
+        const char *stream, *subject;
+        uint64_t want, seen;
+} count_ctx;
+
+static bool enough(void *arg)
+{
+        count_ctx *c = arg;
+        c->seen = c->subject ? co_messages(c->stream, c->subject) : co_last_seq(c->stream);
+        return c->seen >= c->want;
+}
+
+uint64_t co_wait_count(const char *stream, const char *subject, uint64_t want, int64_t timeout_ms)
+{
+        count_ctx c = {stream, subject, want, 0};
+        (void)test_wait_until(enough, &c, timeout_ms);
+        return c.seen;
+}
+
+int co_count_id(const char *stream, const char *subject, const char *id)
+{
+        co_msg *m = NULL;
+        size_t n = co_msgs_on(stream, subject, &m);
+        int c = 0;
+        for (size_t i = 0; i < n; i++)
+                c += m[i].msg_id && strcmp(m[i].msg_id, id) == 0;
+        co_msgs_free(m, n);
+        return c;
+}
+
+typedef struct id_ctx {
+        const char *stream, *subject, *id;
+} id_ctx;
+
+static bool has_id(void *arg)
+{
+        id_ctx *c = arg;
+        return co_count_id(c->stream, c->subject, c->id) > 0;
+}
+
+bool co_wait_id(const char *stream, const char *subject, const char *id, int64_t timeout_ms)
+{
+        id_ctx c = {stream, subject, id};
+        return test_wait_until(has_id, &c, timeout_ms);
+}
+
+typedef struct ack_ctx {
+        const char *stream, *consumer;
+        uint64_t seq;
+} ack_ctx;
+
+static bool acked(void *arg)
+{
+        ack_ctx *c = arg;
+        json_t *r = tu_api("$JS.API.CONSUMER.INFO.%s.%s", c->stream, c->consumer, NULL);
+        uint64_t floor = (uint64_t)json_integer_value(
+                json_object_get(json_object_get(r, "ack_floor"), "stream_seq"));
+        json_decref(r);
+        return floor >= c->seq;
+}
+
+bool co_wait_acked(const char *stream, const char *consumer, uint64_t seq, int64_t timeout_ms)
+{
+        ack_ctx c = {stream, consumer, seq};
+        return test_wait_until(acked, &c, timeout_ms);
+}

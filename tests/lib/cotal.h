@@ -1,0 +1,88 @@
+/* cotal: fixtures for daemon tests, acting as agents, the provisioner and
+ * operators would on the real broker (tu_broker): chat publishes, ACL,
+ * membership and presence records, control requests, stream read-back,
+ * and the daemon process itself. */
+#pragma once
+
+#include "testutil.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ALICE "UAQGWOEVJKMIO4WXSYOTLARXYOZTCXFK67JASEH6AFFFYK6FOPSKQCAD"
+#define BOB "UDI36ZKVNUM5WMO4QQ6HDQU7F4OH2RCXOJRX6GAIOS5SKVNNSKCDNLJA"
+#define CAROL "UCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROL"
+#define DAEMON_READY_TIMEOUT_MS 20000
+
+/* Provisions space (must succeed). */
+void co_provision(const char *space);
+
+/* Publishes a chat message from sender on channel, as an agent does
+ * (JetStream, Nats-Msg-Id = id). extra: more JSON members to merge into
+ * the body (e.g. "\"mentions\":[\"bob\"]"), or NULL. Returns the CHAT seq. */
+uint64_t co_chat(const char *space, const char *sender, const char *channel, const char *id, const char *extra);
+/* Publishes raw bytes on a subject through JetStream (poison tests). */
+uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *data, size_t len);
+
+/* Fixture records. */
+void co_acl(const char *space, const char *owner, const char *allow_json_array);
+void co_acl_delete(const char *space, const char *owner);
+void co_member(const char *space, const char *channel, const char *owner, uint64_t join_cursor, uint64_t gen,
+               int64_t leave_cursor /* < 0: none */);
+void co_presence(const char *space, const char *id, const char *name);
+
+/* A stored message read back by STREAM.MSG.GET. */
+typedef struct co_msg {
+        char *subject;
+        char *msg_id;   /* Nats-Msg-Id header, or NULL */
+        json_t *body;   /* parsed data, or NULL if not JSON */
+        uint64_t seq;
+} co_msg;
+void co_msg_fini(co_msg *m);
+/* Reads seq of stream; false if there is no such message. */
+bool co_msg_get(const char *stream, uint64_t seq, co_msg *out);
+/* state.last_seq / state.messages of a stream. */
+uint64_t co_last_seq(const char *stream);
+uint64_t co_messages(const char *stream, const char *subject_filter);
+
+/* Every message of stream whose subject equals subject (read by seq). Owned
+ * array; co_msgs_free. */
+size_t co_msgs_on(const char *stream, const char *subject, co_msg **out);
+void co_msgs_free(co_msg *m, size_t n);
+
+/* Sends a control request on cotal.<space>.ctl.delivery.<agent> with reply
+ * subject reply (NULL: "<subject>.reply.<random>"), listening on listen
+ * (NULL: the reply subject) for timeout_ms. Returns the reply JSON (owned)
+ * or NULL when nothing came. */
+json_t *co_request(const char *space, const char *agent, const char *body, const char *reply, const char *listen,
+                   int64_t timeout_ms);
+
+/* The daemon under test. */
+typedef struct co_daemon {
+        proc p;
+        char id[64];
+} co_daemon;
+
+/* Starts cotal-deliveryd --no-auth for space with extra args (NULL-ended,
+ * may be NULL) and waits until it prints its ready line. Returns true when
+ * ready; false if it exited or timed out (p.status tells). */
+bool co_daemon_start(co_daemon *dm, const char *space, const char *const *extra);
+/* Spawns without waiting. */
+void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra, char *const *env);
+bool co_daemon_wait_ready(co_daemon *dm, int64_t timeout_ms);
+/* SIGTERM and wait; returns the exit status. */
+int co_daemon_stop(co_daemon *dm);
+/* Dumps the daemon's stderr to ours (for failures). */
+void co_daemon_dump(const co_daemon *dm);
+
+/* Waits until stream has at least want messages (state.messages filtered by
+ * subject, or last_seq when subject is NULL) or timeout. Returns the last
+ * value seen. */
+uint64_t co_wait_count(const char *stream, const char *subject, uint64_t want, int64_t timeout_ms);
+
+/* How many messages on subject in stream carry Nats-Msg-Id id. */
+int co_count_id(const char *stream, const char *subject, const char *id);
+/* Waits until a message with that id is on subject; true if it came. */
+bool co_wait_id(const char *stream, const char *subject, const char *id, int64_t timeout_ms);
+/* Waits until consumer's ack floor (stream seq) reaches seq. */
+bool co_wait_acked(const char *stream, const char *consumer, uint64_t seq, int64_t timeout_ms);
