@@ -663,6 +663,16 @@ int contract_acl_encode(const contract_acl *a, char **out)
 
 /* ---- membership record (§4.4) ------------------------------------------ */
 
+/* An optional string: absent/null is fine (*out NULL), a wrong type is
+ * not. */
+static rec_status opt_string(const json_t *obj, const char *name, json_t **out, rec_error *err)
+{
+        *out = NULL;
+        if (field_get(obj, name) == NULL)
+                return REC_OK;
+        return need_string(obj, name, name, false, out, err);
+}
+
 rec_status contract_member_decode(const char *data, size_t len, contract_member *out,
                                   rec_error *err)
 {
@@ -676,9 +686,15 @@ rec_status contract_member_decode(const char *data, size_t len, contract_member 
         st = parse_object(data, len, CONTRACT_MAX_RECORD_BYTES, false, &root, NULL, err);
         if (st != REC_OK)
                 return st;
-        if ((st = need_string(root, "channel", "channel", false, &channel, err)) != REC_OK ||
-            (st = need_string(root, "owner", "owner", true, &owner, err)) != REC_OK ||
-            (st = need_string(root, "state", "state", false, &state, err)) != REC_OK)
+        /* §4.4 [hardening]: a record is unreadable when it is not an object
+         * or lacks an integer joinCursor or generation; owner is needed too,
+         * as it becomes a subject token and part of a header. The other
+         * fields are optional for reading (records written by other tools
+         * may lack the diagnostic ones), but must have the right type when
+         * present. */
+        if ((st = need_string(root, "owner", "owner", true, &owner, err)) != REC_OK ||
+            (st = opt_string(root, "channel", &channel, err)) != REC_OK ||
+            (st = opt_string(root, "state", &state, err)) != REC_OK)
                 goto fail;
         if ((st = get_uint(root, "joinCursor", "joinCursor", true, false, 0, NULL,
                            &out->join_cursor, err)) != REC_OK ||
@@ -689,25 +705,25 @@ rec_status contract_member_decode(const char *data, size_t len, contract_member 
                            &out->generation, err)) != REC_OK ||
             (st = get_bool(root, "activated", "activated", false, &present, &activated, err)) !=
                     REC_OK ||
-            (st = need_string(root, "writerIdentity", "writerIdentity", false, &writer, err)) !=
-                    REC_OK ||
-            (st = get_uint(root, "updatedAt", "updatedAt", true, false, 0, NULL, &v, err)) !=
+            (st = opt_string(root, "writerIdentity", &writer, err)) != REC_OK ||
+            (st = get_uint(root, "updatedAt", "updatedAt", false, false, 0, NULL, &v, err)) !=
                     REC_OK)
                 goto fail;
         out->updated_at = (int64_t)v;
         out->activated = !present ? MEMBER_ACTIVATED_ABSENT
                          : activated ? MEMBER_ACTIVATED_TRUE
                                      : MEMBER_ACTIVATED_FALSE;
+        /* A missing state is an "odd state" (§8.6), as upstream reads it. */
         if (json_str_is(state, "durable-active"))
                 out->state = MEMBER_STATE_DURABLE_ACTIVE;
         else if (json_str_is(state, "live-confirmed"))
                 out->state = MEMBER_STATE_LIVE_CONFIRMED;
         else
                 out->state = MEMBER_STATE_OTHER;
-        if ((st = copy_string(channel, &out->channel, err)) != REC_OK ||
+        if ((channel && (st = copy_string(channel, &out->channel, err)) != REC_OK) ||
             (st = copy_string(owner, &out->owner, err)) != REC_OK ||
-            (st = copy_string(state, &out->state_raw, err)) != REC_OK ||
-            (st = copy_string(writer, &out->writer_identity, err)) != REC_OK)
+            (state && (st = copy_string(state, &out->state_raw, err)) != REC_OK) ||
+            (writer && (st = copy_string(writer, &out->writer_identity, err)) != REC_OK))
                 goto fail;
         json_decref(root);
         return REC_OK;
@@ -750,8 +766,11 @@ int contract_member_encode(const contract_member *m, char **out)
         obj = json_object();
         if (obj == NULL)
                 return -ENOMEM;
-        /* Field order of the §4.4 examples. */
-        r = set_str(obj, "channel", m->channel);
+        /* Field order of the §4.4 examples. The daemon always sets channel
+         * and writerIdentity; a record read without them keeps them absent
+         * (§4.2: omit, never null). */
+        if (m->channel)
+                r = set_str(obj, "channel", m->channel);
         if (r == 0)
                 r = set_str(obj, "owner", m->owner);
         if (r == 0)
@@ -763,7 +782,7 @@ int contract_member_encode(const contract_member *m, char **out)
         if (r == 0 && m->activated != MEMBER_ACTIVATED_ABSENT)
                 r = set_new(obj, "activated",
                             json_boolean(m->activated == MEMBER_ACTIVATED_TRUE));
-        if (r == 0)
+        if (r == 0 && m->writer_identity)
                 r = set_str(obj, "writerIdentity", m->writer_identity);
         if (r == 0)
                 r = set_uint(obj, "updatedAt", m->updated_at);

@@ -140,27 +140,30 @@ typedef enum {
 
 /* All strings owned, freed by contract_member_fini. */
 typedef struct contract_member {
-        char *channel;
+        char *channel;             /* NULL if the record has none */
         char *owner;               /* no CR/LF/NUL (it goes into a header) */
         contract_member_state state;
-        char *state_raw;           /* the stored state string              */
+        char *state_raw;           /* the stored state string, or NULL     */
         uint64_t join_cursor;
         bool has_leave_cursor;
         uint64_t leave_cursor;
         uint64_t generation;       /* >= 1 */
         contract_activated activated; /* optional boolean                  */
-        char *writer_identity;
-        int64_t updated_at;
+        char *writer_identity;     /* NULL if the record has none */
+        int64_t updated_at;        /* 0 if the record has none */
 } contract_member;
 
-/* Required: channel, owner, state (strings), joinCursor, generation,
- * updatedAt (integers), writerIdentity (string). Optional: leaveCursor
- * (integer), activated (boolean). A record that fails is unreadable (§4.4
- * [hardening]) and treated as absent by every algorithm. */
+/* Required: owner (string without CR/LF/NUL), joinCursor and generation
+ * (integers) — the §4.4 [hardening] readability rule. Optional, but
+ * type-checked when present: channel, state, writerIdentity (strings),
+ * updatedAt, leaveCursor (integers), activated (boolean). A missing state
+ * is MEMBER_STATE_OTHER with state_raw NULL; missing strings are NULL. A
+ * record that fails is unreadable and treated as absent everywhere. */
 rec_status contract_member_decode(const char *data, size_t len, contract_member *out, rec_error *err);
 void contract_member_fini(contract_member *m);
-/* Writes every set field (state from state, not state_raw; activated only
- * if not ABSENT; leaveCursor only if has_leave_cursor). */
+/* Writes every set field (state from state, not state_raw; channel and
+ * writerIdentity only if non-NULL; activated only if not ABSENT;
+ * leaveCursor only if has_leave_cursor). */
 int contract_member_encode(const contract_member *m, char **out);
 
 /* §4.4 durableEligible: seq > joinCursor AND (no leaveCursor OR

@@ -239,8 +239,9 @@ static void print_member(const ctl_ctx *c, const char *key, uint64_t rev, const 
         char leave[24] = "-";
         if (m->has_leave_cursor)
                 snprintf(leave, sizeof leave, "%" PRIu64, m->leave_cursor);
-        printf("%-20s %-56s %-15s gen=%-4" PRIu64 " join=%-8" PRIu64 " leave=%-8s activated=%s\n", m->channel,
-               m->owner, m->state_raw, m->generation, m->join_cursor, leave,
+        printf("%-20s %-56s %-15s gen=%-4" PRIu64 " join=%-8" PRIu64 " leave=%-8s activated=%s\n",
+               m->channel ? m->channel : "-", m->owner, m->state_raw ? m->state_raw : "-", m->generation,
+               m->join_cursor, leave,
                m->activated == MEMBER_ACTIVATED_TRUE ? "true" : m->activated == MEMBER_ACTIVATED_FALSE ? "false" : "-");
 }
 

@@ -262,13 +262,13 @@ static const variant variants[] = {
         /* ---- membership record (§4.4) ---- */
         RAW(dec_member, MEMBER1_JSON, REC_OK),
         RAW(dec_member, MEMBER2_JSON, REC_OK),
-        V(dec_member, MEMBER2_JSON, "channel", NULL, REC_E_MISSING, "channel"),
+        V(dec_member, MEMBER2_JSON, "channel", NULL, REC_OK, ""), /* optional when reading */
         V(dec_member, MEMBER2_JSON, "owner", NULL, REC_E_MISSING, "owner"),
-        V(dec_member, MEMBER2_JSON, "state", NULL, REC_E_MISSING, "state"),
+        V(dec_member, MEMBER2_JSON, "state", NULL, REC_OK, ""), /* optional when reading */
         V(dec_member, MEMBER2_JSON, "joinCursor", NULL, REC_E_MISSING, "joinCursor"),
         V(dec_member, MEMBER2_JSON, "generation", NULL, REC_E_MISSING, "generation"),
-        V(dec_member, MEMBER2_JSON, "writerIdentity", NULL, REC_E_MISSING, "writerIdentity"),
-        V(dec_member, MEMBER2_JSON, "updatedAt", NULL, REC_E_MISSING, "updatedAt"),
+        V(dec_member, MEMBER2_JSON, "writerIdentity", NULL, REC_OK, ""), /* optional when reading */
+        V(dec_member, MEMBER2_JSON, "updatedAt", NULL, REC_OK, ""), /* optional when reading */
         V(dec_member, MEMBER2_JSON, "owner", "null", REC_E_MISSING, "owner"),
         V(dec_member, MEMBER2_JSON, "joinCursor", "null", REC_E_MISSING, "joinCursor"),
         V(dec_member, MEMBER2_JSON, "leaveCursor", NULL, REC_OK, ""),
@@ -832,12 +832,16 @@ START_TEST(test_member_encode_errors)
         m = good;
         m.owner = (char *)"U\r\n";
         ck_assert_int_eq(contract_member_encode(&m, &out), -EINVAL);
+        /* A record read without channel / writerIdentity is written back
+         * without them: omitted, never null (§4.2). */
         m = good;
         m.writer_identity = NULL;
-        ck_assert_int_eq(contract_member_encode(&m, &out), -EINVAL);
-        m = good;
         m.channel = NULL;
-        ck_assert_int_eq(contract_member_encode(&m, &out), -EINVAL);
+        ck_assert_int_eq(contract_member_encode(&m, &out), 0);
+        ck_assert_ptr_null(strstr(out, "writerIdentity"));
+        ck_assert_ptr_null(strstr(out, "channel"));
+        ck_assert_ptr_null(strstr(out, "null"));
+        free(out);
         m = good;
         m.updated_at = -1;
         ck_assert_int_eq(contract_member_encode(&m, &out), -EINVAL);
