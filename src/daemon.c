@@ -38,6 +38,34 @@ void daemon_backoff(daemon_ctx *d, int64_t ms)
         }
 }
 
+void daemon_shut_link(daemon_ctx *d)
+{
+        bool expected = false;
+        if (d->nc && atomic_compare_exchange_strong(&d->link_shut, &expected, true))
+                natsConnection_Close(d->nc);
+}
+
+void daemon_join(daemon_ctx *d, pthread_t thread)
+{
+        struct timespec until;
+        int64_t left = d->join_deadline_ms - daemon_mono_ms();
+        clock_gettime(CLOCK_REALTIME, &until);
+        if (left > 0) {
+                until.tv_sec += left / 1000;
+                until.tv_nsec += (left % 1000) * 1000000;
+                if (until.tv_nsec >= 1000000000) {
+                        until.tv_sec++;
+                        until.tv_nsec -= 1000000000;
+                }
+        }
+        if (left > 0 && pthread_timedjoin_np(thread, NULL, &until) == 0)
+                return;
+        log_warning("Shutdown deadline passed with work in flight; closing the connection (unacked work is "
+                    "redelivered)");
+        daemon_shut_link(d);
+        pthread_join(thread, NULL);
+}
+
 int daemon_ensure_consumer(daemon_ctx *d, const char *stream, const json_t *consumer_config)
 {
         const char *durable = json_string_value(json_object_get(consumer_config, "durable_name"));

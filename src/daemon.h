@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,6 +47,8 @@ typedef struct daemon {
         /* lifecycle */
         atomic_bool stopping;    /* workers finish their batch and return */
         atomic_int fatal;        /* a worker hit an unrecoverable error: exit 1 */
+        int64_t join_deadline_ms; /* monotonic; see daemon_join */
+        atomic_bool link_shut;   /* the connection was closed to unblock workers */
 
         lease lease;             /* main thread only */
         struct roster *roster;
@@ -62,6 +65,14 @@ int64_t daemon_wall_ms(void);
 /* Sleeps up to ms, returning early once the daemon is stopping. Used only
  * for bounded back-off after errors. */
 void daemon_backoff(daemon_ctx *d, int64_t ms);
+
+/* Joins a worker thread by d->join_deadline_ms. Past it, the connection
+ * is closed so every blocking cnats call returns, then the join completes:
+ * shutdown is bounded even when the broker does not answer. */
+void daemon_join(daemon_ctx *d, pthread_t thread);
+
+/* Closes the connection (once) so blocked calls return. */
+void daemon_shut_link(daemon_ctx *d);
 
 /* Ensures a durable consumer of PROTOCOL §3 exists: CONSUMER.INFO, create
  * with exactly config when missing, never modify one that exists (a

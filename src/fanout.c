@@ -14,6 +14,7 @@
 #include "pull.h"
 #include "roster.h"
 #include "strmap.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -60,12 +61,57 @@ struct fanout {
         strmap backlog;      /* owner -> owner_backlog */
         uint64_t reader_floor;
         bool paused;
-        bool bound;
+        /* Where a re-created durable must resume: the lowest CHAT seq not
+         * yet acked (nak'ed ones included), else the last acked + 1. */
+        uint64_t acked_through;
+        uint64_t *naked;     /* seqs nak'ed and not acked since */
+        size_t n_naked, cap_naked;
 };
 
-static int ensure(daemon_ctx *d)
+static uint64_t resume_seq(const struct fanout *f)
+{
+        uint64_t from = f->acked_through + 1;
+        for (size_t i = 0; i < f->n_naked; i++)
+                if (f->naked[i] < from)
+                        from = f->naked[i];
+        return from;
+}
+
+static void note_outcome(struct fanout *f, uint64_t seq, bool acked)
+{
+        for (size_t i = 0; i < f->n_naked; i++)
+                if (f->naked[i] == seq) {
+                        f->naked[i] = f->naked[--f->n_naked];
+                        break;
+                }
+        if (acked) {
+                if (seq > f->acked_through)
+                        f->acked_through = seq;
+                return;
+        }
+        if (f->n_naked == f->cap_naked) {
+                size_t ncap = f->cap_naked ? f->cap_naked * 2 : 64;
+                uint64_t *nn = realloc(f->naked, ncap * sizeof *nn);
+                if (!nn)
+                        return;
+                f->naked = nn;
+                f->cap_naked = ncap;
+        }
+        f->naked[f->n_naked++] = seq;
+}
+
+/* §3: the exact config on first creation. When the durable disappears
+ * while we run (§14.2 B6), "deliver new" would silently skip what was
+ * published in between, so the re-created durable starts at the first
+ * message not yet acked instead; anything handled twice collapses on its
+ * dedup id. */
+static int ensure(daemon_ctx *d, struct fanout *f, bool rearm)
 {
         json_t *cfg = contract_fanout_config(&d->names);
+        if (cfg && rearm && f->acked_through + f->n_naked > 0) {
+                json_object_set_new(cfg, "deliver_policy", json_string("by_start_sequence"));
+                json_object_set_new(cfg, "opt_start_seq", json_integer((json_int_t)resume_seq(f)));
+        }
         int r = cfg ? daemon_ensure_consumer(d, d->names.chat_stream, cfg) : -ENOMEM;
         json_decref(cfg);
         return r;
@@ -386,6 +432,8 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                 } else {
                         atomic_fetch_add(&d->counters.chat_handled, 1);
                 }
+                if (p->seq)
+                        note_outcome(f, p->seq, ack != nak);
                 if (pull_ack(&f->pull, f->msgs[i], ack) < 0)
                         log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
                                     d->names.chat_stream, p->seq);
@@ -394,50 +442,52 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
         }
 }
 
+static int rebind(daemon_ctx *d, void *self)
+{
+        struct fanout *f = self;
+        int r = ensure(d, f, true);
+        if (r == 0)
+                log_notice("Re-bound durable %s/%s (resuming at seq %" PRIu64 ")", d->names.chat_stream,
+                           CONTRACT_FANOUT_DURABLE, resume_seq(f));
+        return r;
+}
+
+static bool before_fetch(daemon_ctx *d, void *self)
+{
+        return wait_for_reader(d, self);
+}
+
+static void handle_at(daemon_ctx *d, void *self, int i)
+{
+        struct fanout *f = self;
+        f->plans[i] = handle(d, f, f->msgs[i]);
+}
+
+static void finish(daemon_ctx *d, void *self, int n)
+{
+        finish_batch(d, self, n);
+}
+
 static void *fanout_thread(void *arg)
 {
         daemon_ctx *d = arg;
         struct fanout *f = d->fanout;
-        int batch = d->cfg.fanout_batch;
-
-        while (!atomic_load(&d->stopping)) {
-                if (!f->bound) {
-                        if (ensure(d) < 0) {
-                                daemon_backoff(d, 1000);
-                                continue;
-                        }
-                        f->bound = true;
-                        log_notice("Re-bound durable %s/%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
-                }
-                if (!wait_for_reader(d, f))
-                        break;
-                int n = pull_fetch(&f->pull, f->msgs, batch, FANOUT_EXPIRES_MS, FANOUT_WAIT_MS);
-                if (n == -ENOENT) {
-                        /* §14.2 B6: the consumer was deleted: re-create it. */
-                        log_warning("Durable %s/%s is gone (%s); re-creating it", d->names.chat_stream,
-                                    CONTRACT_FANOUT_DURABLE, f->pull.last_error);
-                        f->bound = false;
-                        continue;
-                }
-                if (n < 0) {
-                        log_warning("Failed to fetch from %s/%s: %s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE,
-                                    f->pull.last_error);
-                        daemon_backoff(d, 250);
-                        continue;
-                }
-                jspub_reset(&f->pub);
-                int handled = 0;
-                for (; handled < n && !atomic_load(&d->stopping); handled++)
-                        f->plans[handled] = handle(d, f, f->msgs[handled]);
-                /* Stopping: give back what was not handled at once (§10.4). */
-                for (int i = handled; i < n; i++) {
-                        (void)pull_ack(&f->pull, f->msgs[i], JSACK_NAK);
-                        natsMsg_Destroy(f->msgs[i]);
-                        f->msgs[i] = NULL;
-                }
-                finish_batch(d, f, handled);
-        }
-        return NULL;
+        worker w = {
+                .stream = d->names.chat_stream,
+                .durable = CONTRACT_FANOUT_DURABLE,
+                .pull = &f->pull,
+                .pub = &f->pub,
+                .msgs = f->msgs,
+                .batch = d->cfg.fanout_batch,
+                .expires_ms = FANOUT_EXPIRES_MS,
+                .wait_ms = FANOUT_WAIT_MS,
+                .self = f,
+                .rebind = rebind,
+                .before_fetch = before_fetch,
+                .handle = handle_at,
+                .finish = finish,
+        };
+        return worker_run(d, &w);
 }
 
 int fanout_start(daemon_ctx *d)
@@ -450,7 +500,7 @@ int fanout_start(daemon_ctx *d)
         f->plans = calloc((size_t)d->cfg.fanout_batch, sizeof *f->plans);
         d->fanout = f;
         int r = !f->msgs || !f->plans ? -ENOMEM : 0;
-        if (r == 0 && (r = ensure(d)) < 0)
+        if (r == 0 && (r = ensure(d, f, false)) < 0)
                 log_error("Failed to bind durable %s/%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
         if (r == 0 && (r = pull_start(&f->pull, d->nc, d->inbox_prefix, d->names.chat_stream,
                                       CONTRACT_FANOUT_DURABLE)) < 0)
@@ -460,10 +510,8 @@ int fanout_start(daemon_ctx *d)
                 log_error("Failed to set up inbox publishing: %s", f->pub.last_error);
         if (r == 0 && (r = kvstate_init(&f->st, d->nc, &d->names)) < 0)
                 log_error("Failed to open KV buckets for the fan-out: %s", strerror(-r));
-        if (r == 0) {
-                f->bound = true;
+        if (r == 0)
                 r = -pthread_create(&f->thread, NULL, fanout_thread, d);
-        }
         if (r < 0) {
                 fanout_stop(d);
                 return r;
@@ -478,7 +526,7 @@ void fanout_stop(daemon_ctx *d)
         if (!f)
                 return;
         if (f->thread)
-                pthread_join(f->thread, NULL);
+                daemon_join(d, f->thread);
         pull_stop(&f->pull);
         jspub_fini(&f->pub);
         kvstate_fini(&f->st);
@@ -487,6 +535,7 @@ void fanout_stop(daemon_ctx *d)
         free(f->sent);
         strmap_foreach(&f->backlog, backlog_free, NULL);
         strmap_fini(&f->backlog);
+        free(f->naked);
         free(f->msgs);
         free(f->plans);
         free(f);

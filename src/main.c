@@ -185,15 +185,22 @@ static void status_line(daemon_ctx *d, char *buf, size_t size)
                  (unsigned long long)atomic_load(&c->deferred));
 }
 
-/* Stops the workers, releases the lease if still ours, closes. */
-static void teardown(daemon_ctx *d, bool release)
+#define RELEASE_TIMEOUT_MS 1000
+
+/* Stops the workers (bounded by the shutdown timeout; with the broker gone
+ * the link is closed first), releases the lease if still ours, closes. */
+static void teardown(daemon_ctx *d, bool release, bool broker_gone)
 {
         atomic_store(&d->stopping, true);
+        d->join_deadline_ms = daemon_mono_ms() + d->cfg.shutdown_timeout_ms;
+        if (broker_gone)
+                daemon_shut_link(d);
         reader_stop(d);
         fanout_stop(d);
         control_stop(d);
         roster_stop(d);
-        if (release && d->lease.revision) {
+        if (release && d->lease.revision && !atomic_load(&d->link_shut)) {
+                d->lease.kv.timeout_ms = RELEASE_TIMEOUT_MS;
                 int r = lease_release(&d->lease);
                 if (r == 0)
                         log_info("Released the lease %s/%s", d->names.delivery_bucket, CONTRACT_LEASE_KEY);
@@ -202,12 +209,15 @@ static void teardown(daemon_ctx *d, bool release)
         }
         lease_fini(&d->lease);
         if (d->nc) {
-                (void)natsConnection_FlushTimeout(d->nc, 1000); /* pending acks */
+                if (!atomic_load(&d->link_shut))
+                        (void)natsConnection_FlushTimeout(d->nc, RELEASE_TIMEOUT_MS); /* pending acks */
                 natsConnection_Close(d->nc);
                 natsConnection_Destroy(d->nc);
                 d->nc = NULL;
         }
 }
+
+enum { RUN_STOPPED = 0, RUN_FAILED = 1, RUN_BROKER_GONE = 2 };
 
 static int run(daemon_ctx *d, const sigset_t *signals)
 {
@@ -246,7 +256,7 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                                 char n[40];
                                 contract_js_number((double)d->cfg.broker_gone_ms / 1000.0, n, sizeof n);
                                 log_error("✗ delivery: broker unreachable for >%ss — exiting (coupled to the broker)", n);
-                                return 1;
+                                return RUN_BROKER_GONE;
                         }
                 }
                 /* WATCHDOG=1 only while the lease renews and the link is up. */
@@ -345,7 +355,7 @@ int main(int argc, char **argv)
         /* Step 7: ctl.delivery, then the fan-out, then the reader. A bind
          * failure releases the lease before exiting. */
         if (control_start(&d) < 0 || fanout_start(&d) < 0 || reader_start(&d) < 0) {
-                teardown(&d, true);
+                teardown(&d, true, false);
                 goto out_nats;
         }
         /* Step 8: flush, then mark ready (a failure here is left to the
@@ -360,12 +370,15 @@ int main(int argc, char **argv)
         log_info("Ready: lease %s/%s revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                  (unsigned long long)d.lease.revision);
 
-        code = run(&d, &signals);
+        int outcome = run(&d, &signals);
+        code = outcome == RUN_STOPPED ? 0 : 1;
         notify_stopping(code == 0 ? "stopping" : "stopping after a failure");
-        teardown(&d, true);
+        teardown(&d, true, outcome == RUN_BROKER_GONE);
         goto out_nats;
 
 out_conn:
+        atomic_store(&d.stopping, true); /* the roster thread may be running */
+        d.join_deadline_ms = daemon_mono_ms() + d.cfg.shutdown_timeout_ms;
         roster_stop(&d);
         lease_fini(&d.lease);
         if (d.nc) {

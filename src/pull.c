@@ -4,6 +4,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,25 @@ static pull_reply classify(pull_sub *p, natsMsg *m)
         return PULL_ERROR;
 }
 
+/* A request went unanswered past its expiry. On nats-server 2.9 a pull
+ * request for a consumer that no longer exists gets no reply at all (no
+ * 503: JetStream's API import swallows it), so ask: -ENOENT when the
+ * consumer or its stream is gone, 0 otherwise. */
+static int check_exists(pull_sub *p)
+{
+        char api[512];
+        json_t *reply = NULL;
+        jsapi_error jerr;
+        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", p->stream, p->consumer);
+        int r = jsapi_request(p->nc, api, NULL, 0, &reply, &jerr);
+        json_decref(reply);
+        if (r == -EREMOTEIO && (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
+                snprintf(p->last_error, sizeof p->last_error, "consumer %s/%s not found", p->stream, p->consumer);
+                return -ENOENT;
+        }
+        return 0; /* exists, or unknown (e.g. disconnected): just ask again */
+}
+
 int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t wait_ms)
 {
         int count = 0;
@@ -126,8 +146,11 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
 
         while (count < max) {
                 int64_t now = mono_ms();
-                if (p->open && now > p->deadline_ms)
+                if (p->open && now > p->deadline_ms) {
                         p->open = false; /* lost: never answered */
+                        if (count == 0 && check_exists(p) < 0)
+                                return -ENOENT;
+                }
                 if (!p->open && count == 0) {
                         int r = send_request(p, max, expires_ms);
                         if (r < 0)

@@ -9,6 +9,7 @@
 #include "kvstate.h"
 #include "log.h"
 #include "pull.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -46,7 +47,6 @@ struct reader {
         kvstate st;
         natsMsg **msgs;
         verdict *v;
-        bool bound;
 };
 
 static int ensure(daemon_ctx *d)
@@ -212,46 +212,45 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
         }
 }
 
+static int rebind(daemon_ctx *d, void *self)
+{
+        (void)self;
+        int r = ensure(d);
+        if (r == 0)
+                log_notice("Re-bound durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        return r;
+}
+
+static void decide_at(daemon_ctx *d, void *self, int i)
+{
+        struct reader *r = self;
+        r->v[i] = decide(d, r, r->msgs[i]);
+}
+
+static void finish(daemon_ctx *d, void *self, int n)
+{
+        finish_batch(d, self, n);
+}
+
 static void *reader_thread(void *arg)
 {
         daemon_ctx *d = arg;
         struct reader *r = d->reader;
-        int batch = d->cfg.reader_batch;
-
-        while (!atomic_load(&d->stopping)) {
-                if (!r->bound) {
-                        if (ensure(d) < 0) {
-                                daemon_backoff(d, 1000);
-                                continue;
-                        }
-                        r->bound = true;
-                        log_notice("Re-bound durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
-                }
-                int n = pull_fetch(&r->pull, r->msgs, batch, READER_EXPIRES_MS, READER_WAIT_MS);
-                if (n == -ENOENT) {
-                        log_warning("Durable %s/%s is gone (%s); re-creating it", d->names.inbox_stream,
-                                    CONTRACT_READER_DURABLE, r->pull.last_error);
-                        r->bound = false;
-                        continue;
-                }
-                if (n < 0) {
-                        log_warning("Failed to fetch from %s/%s: %s", d->names.inbox_stream, CONTRACT_READER_DURABLE,
-                                    r->pull.last_error);
-                        daemon_backoff(d, 250);
-                        continue;
-                }
-                jspub_reset(&r->pub);
-                int handled = 0;
-                for (; handled < n && !atomic_load(&d->stopping); handled++)
-                        r->v[handled] = decide(d, r, r->msgs[handled]);
-                for (int i = handled; i < n; i++) {
-                        (void)pull_ack(&r->pull, r->msgs[i], JSACK_NAK);
-                        natsMsg_Destroy(r->msgs[i]);
-                        r->msgs[i] = NULL;
-                }
-                finish_batch(d, r, handled);
-        }
-        return NULL;
+        worker w = {
+                .stream = d->names.inbox_stream,
+                .durable = CONTRACT_READER_DURABLE,
+                .pull = &r->pull,
+                .pub = &r->pub,
+                .msgs = r->msgs,
+                .batch = d->cfg.reader_batch,
+                .expires_ms = READER_EXPIRES_MS,
+                .wait_ms = READER_WAIT_MS,
+                .self = r,
+                .rebind = rebind,
+                .handle = decide_at,
+                .finish = finish,
+        };
+        return worker_run(d, &w);
 }
 
 int reader_start(daemon_ctx *d)
@@ -273,10 +272,8 @@ int reader_start(daemon_ctx *d)
                 log_error("Failed to set up deliver publishing: %s", r->pub.last_error);
         if (rc == 0 && (rc = kvstate_init(&r->st, d->nc, &d->names)) < 0)
                 log_error("Failed to open KV buckets for the reader: %s", strerror(-rc));
-        if (rc == 0) {
-                r->bound = true;
+        if (rc == 0)
                 rc = -pthread_create(&r->thread, NULL, reader_thread, d);
-        }
         if (rc < 0) {
                 reader_stop(d);
                 return rc;
@@ -291,7 +288,7 @@ void reader_stop(daemon_ctx *d)
         if (!r)
                 return;
         if (r->thread)
-                pthread_join(r->thread, NULL);
+                daemon_join(d, r->thread);
         pull_stop(&r->pull);
         jspub_fini(&r->pub);
         kvstate_fini(&r->st);

@@ -217,7 +217,7 @@ void roster_stop(daemon_ctx *d)
         struct roster *r = d->roster;
         if (!r)
                 return;
-        pthread_join(r->thread, NULL); /* d->stopping is set by the caller */
+        daemon_join(d, r->thread); /* d->stopping is set by the caller */
         kv_watch_stop(&r->watch);
         clear(r);
         strmap_fini(&r->entries);

@@ -1,0 +1,52 @@
+/* worker: the shared fetch / handle / finish loop of the fan-out and the
+ * reader. */
+#include "worker.h"
+
+#include "jsack.h"
+#include "log.h"
+
+#include <errno.h>
+
+#define WORKER_REBIND_BACKOFF_MS 1000
+#define WORKER_FETCH_BACKOFF_MS 250
+
+void *worker_run(daemon_ctx *d, worker *w)
+{
+        bool bound = true;
+        while (!atomic_load(&d->stopping)) {
+                if (!bound) {
+                        if (w->rebind(d, w->self) < 0) {
+                                daemon_backoff(d, WORKER_REBIND_BACKOFF_MS);
+                                continue;
+                        }
+                        bound = true;
+                }
+                if (w->before_fetch && !w->before_fetch(d, w->self))
+                        break;
+                int n = pull_fetch(w->pull, w->msgs, w->batch, w->expires_ms, w->wait_ms);
+                if (n == -ENOENT) {
+                        log_warning("Durable %s/%s is gone (%s); re-creating it", w->stream, w->durable,
+                                    w->pull->last_error);
+                        bound = false;
+                        continue;
+                }
+                if (n < 0) {
+                        log_warning("Failed to fetch from %s/%s: %s", w->stream, w->durable, w->pull->last_error);
+                        daemon_backoff(d, WORKER_FETCH_BACKOFF_MS);
+                        continue;
+                }
+                jspub_reset(w->pub);
+                int handled = 0;
+                for (; handled < n && !atomic_load(&d->stopping); handled++)
+                        w->handle(d, w->self, handled);
+                /* Stopping: give back at once what was not handled, so a
+                 * successor does not wait for ack_wait (§10.4). */
+                for (int i = handled; i < n; i++) {
+                        (void)pull_ack(w->pull, w->msgs[i], JSACK_NAK);
+                        natsMsg_Destroy(w->msgs[i]);
+                        w->msgs[i] = NULL;
+                }
+                w->finish(d, w->self, handled);
+        }
+        return NULL;
+}

@@ -1,0 +1,33 @@
+/* worker: the loop both delivery workers run (PROTOCOL §3: handling is
+ * sequential in delivery order, batching is allowed): bind the durable,
+ * fetch a batch, handle each message in order, hand back what was not
+ * handled when stopping, finish the batch (wait for PubAcks, ack). A
+ * durable that disappears is re-created (§14.2 B6). */
+#pragma once
+
+#include "daemon.h"
+#include "jspub.h"
+#include "pull.h"
+
+#include <stdbool.h>
+
+typedef struct worker {
+        const char *stream, *durable; /* borrowed */
+        pull_sub *pull;               /* borrowed, started */
+        jspub *pub;                   /* borrowed, initialised */
+        natsMsg **msgs;               /* batch slots */
+        int batch;
+        int64_t expires_ms, wait_ms;
+        void *self;                   /* the worker's own state */
+        /* Re-creates the durable after it vanished; 0 or -errno. */
+        int (*rebind)(daemon_ctx *d, void *self);
+        /* Runs before each fetch; false stops the loop. May be NULL. */
+        bool (*before_fetch)(daemon_ctx *d, void *self);
+        /* Decides about msgs[i] (publishing through pub as needed). */
+        void (*handle)(daemon_ctx *d, void *self, int i);
+        /* After the PubAcks: acks msgs[0..n) and destroys them. */
+        void (*finish)(daemon_ctx *d, void *self, int n);
+} worker;
+
+/* Runs until d->stopping. Returns NULL (a pthread start routine shape). */
+void *worker_run(daemon_ctx *d, worker *w);
