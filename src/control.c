@@ -26,6 +26,12 @@
 #define CATCHUP_FETCH_EXPIRES_MS 5000
 #define CATCHUP_INACTIVE_NS 30000000000LL
 #define CATCHUP_PUBACK_TIMEOUT_MS 10000
+/* nats-server closes a connection whose protocol line ("HPUB <subject>
+ * <reply> <sizes>") exceeds its max_control_line, 4096 bytes by default:
+ * one over-long subject would cost the daemon its connection and with it
+ * the lease. Every subject a join derives from the agent's channel must
+ * leave room for the verb, a reply inbox and the sizes. */
+#define CONTROL_MAX_SUBJECT_BYTES 3072
 
 struct control {
         pthread_t thread;
@@ -68,11 +74,13 @@ static uint64_t fanout_delivered(daemon_ctx *d)
 
 static void delete_consumer(daemon_ctx *d, const char *name)
 {
-        char api[400];
+        char *api = NULL;
         json_t *reply = NULL;
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.DELETE.%s.%s", d->names.chat_stream, name);
+        if (asprintf(&api, "$JS.API.CONSUMER.DELETE.%s.%s", d->names.chat_stream, name) < 0)
+                return;
         (void)jsapi_request(d->nc, api, NULL, 2000, &reply, NULL);
         json_decref(reply);
+        free(api);
 }
 
 /* The named ephemeral pull consumer of §3 (cu_… / chathist_…): deleted
@@ -82,16 +90,20 @@ static int create_probe_consumer(daemon_ctx *d, const char *name, const char *fi
                                  uint64_t *pending, char *err, size_t err_size)
 {
         delete_consumer(d, name);
-        char api[1024];
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.CREATE.%s.%s.%s", d->names.chat_stream, name, filter);
+        /* The whole filter is part of the subject (join_subjects_fit
+         * bounds it): a truncated subject would not match the body. */
+        char *api = NULL;
+        if (asprintf(&api, "$JS.API.CONSUMER.CREATE.%s.%s.%s", d->names.chat_stream, name, filter) < 0)
+                api = NULL;
         json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:b, s:I, s:s, s:I}}", "stream_name", d->names.chat_stream,
                                  "config", "name", name, "filter_subject", filter, "ack_policy", "none",
                                  "mem_storage", 1, "inactive_threshold", (json_int_t)CATCHUP_INACTIVE_NS,
                                  "deliver_policy", "by_start_sequence", "opt_start_seq", (json_int_t)start_seq);
         json_t *reply = NULL;
         jsapi_error jerr;
-        int r = body ? jsapi_request(d->nc, api, body, 0, &reply, &jerr) : -ENOMEM;
+        int r = body && api ? jsapi_request(d->nc, api, body, 0, &reply, &jerr) : -ENOMEM;
         json_decref(body);
+        free(api);
         if (r < 0) {
                 snprintf(err, err_size, "create consumer %s on %s: %s", name, d->names.chat_stream,
                          r == -ENOMEM ? "out of memory" : jerr.description);
@@ -192,7 +204,16 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                 while (n < want) {
                         int got = pull_fetch(&p, msgs + n, want - n, CATCHUP_FETCH_EXPIRES_MS,
                                              CATCHUP_FETCH_EXPIRES_MS);
-                        if (got <= 0)
+                        if (got < 0) {
+                                /* Not the end of the window: a failure (the
+                                 * consumer vanished, the link broke). Copying
+                                 * less and activating would lose messages. */
+                                snprintf(err, err_size, "catch-up fetch failed: %s", p.last_error);
+                                r = got;
+                                done = true;
+                                break;
+                        }
+                        if (got == 0)
                                 break;
                         n += got;
                 }
@@ -214,12 +235,29 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                                                 char *id = contract_dedup_id(chat.id, owner, gen);
                                                 char *body = NULL;
                                                 size_t len = 0;
-                                                if (id && contract_entry_encode(natsMsg_GetData(m),
-                                                                                (size_t)natsMsg_GetDataLength(m), channel,
-                                                                                meta.stream_seq, REASON_DURABLE_CHANNEL,
-                                                                                gen, &body, &len) == 0) {
-                                                        (void)jspub_publish(&c->pub, dinbox, id, body, len);
-                                                        copied++;
+                                                int enc = id ? contract_entry_encode(
+                                                                       natsMsg_GetData(m),
+                                                                       (size_t)natsMsg_GetDataLength(m), channel,
+                                                                       meta.stream_seq, REASON_DURABLE_CHANNEL, gen,
+                                                                       &body, &len)
+                                                             : -ENOMEM;
+                                                long idx = enc < 0 ? enc
+                                                                   : jspub_publish(&c->pub, dinbox, id, body, len);
+                                                if (idx < 0) {
+                                                        /* Not even sent: the join fails and is retried. */
+                                                        snprintf(err, err_size, "cannot copy %s seq %" PRIu64 ": %s",
+                                                                 d->names.chat_stream, meta.stream_seq,
+                                                                 strerror((int)-idx));
+                                                        r = (int)idx;
+                                                        done = true;
+                                                } else if (jspub_result_at(&c->pub, (size_t)idx)->state ==
+                                                           JSPUB_TOO_LARGE) {
+                                                        /* Poison, as in the fan-out: the entry can never
+                                                         * be written, so it must not block the join. */
+                                                        log_warning("Dropped catch-up entry of %s seq %" PRIu64
+                                                                    " for %.64s: %s",
+                                                                    d->names.chat_stream, meta.stream_seq, owner,
+                                                                    c->pub.last_error);
                                                 }
                                                 free(id);
                                                 free(body);
@@ -237,8 +275,17 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                         break; /* fewer than requested: stop (§8.6) */
                 pending -= (uint64_t)n;
         }
-        if (r == 0 && jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS) > 0) {
-                snprintf(err, err_size, "catch-up copies not confirmed: %s", c->pub.last_error);
+        size_t unconfirmed = 0;
+        if (r == 0) {
+                (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
+                for (size_t k = 0; k < c->pub.n; k++) {
+                        jspub_state state = jspub_result_at(&c->pub, k)->state;
+                        copied += state == JSPUB_OK;
+                        unconfirmed += state != JSPUB_OK && state != JSPUB_TOO_LARGE;
+                }
+        }
+        if (unconfirmed > 0) {
+                snprintf(err, err_size, "catch-up copies not confirmed (%zu): %s", unconfirmed, c->pub.last_error);
                 r = -EIO;
         }
         if (r == 0)
@@ -257,6 +304,41 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
 
 /* ---- operations -------------------------------------------------------- */
 
+/* {"ok":true,"data":<data>} (§5.4). Steals data; NULL when data is NULL
+ * (a failed json_pack) so the caller answers with an error instead of a
+ * reply without its data. */
+static char *reply_ok(json_t *data)
+{
+        char *s = data ? contract_ctl_reply_ok(data) : NULL;
+        json_decref(data);
+        return s;
+}
+
+/* 1 if every subject a join of channel by owner derives fits
+ * CONTROL_MAX_SUBJECT_BYTES: the KV subject of the member key and the
+ * extended create subjects of the catch-up and probe consumers, which
+ * carry the channel filter. 0 if not (*longest says how long), -ENOMEM. */
+static int join_subjects_fit(daemon_ctx *d, struct control *c, const char *owner, const char *channel,
+                             const char *key, size_t *longest)
+{
+        char *filter = contract_channel_filter(&d->names, channel);
+        char *cu = contract_catchup_consumer(owner, UINT64_MAX); /* the longest generation */
+        char *hist = contract_chathist_consumer(d->id);
+        int r = -ENOMEM;
+        if (filter && cu && hist) {
+                size_t kv = strlen("$KV.") + strlen(c->members.bucket) + 1 + strlen(key);
+                size_t name = strlen(cu) > strlen(hist) ? strlen(cu) : strlen(hist);
+                size_t create = strlen("$JS.API.CONSUMER.CREATE.") + strlen(d->names.chat_stream) + 1 + name + 1 +
+                                strlen(filter);
+                *longest = kv > create ? kv : create;
+                r = *longest <= CONTROL_MAX_SUBJECT_BYTES;
+        }
+        free(filter);
+        free(cu);
+        free(hist);
+        return r;
+}
+
 static char *member_key_for(const char *channel, const char *owner)
 {
         char *tok = NULL, *key = NULL;
@@ -272,6 +354,32 @@ static char *stale_text(const char *channel, const char *owner, double attempted
         char num[40];
         contract_js_number(attempted, num, sizeof num);
         return contract_err_stale(channel, owner, num, stored);
+}
+
+typedef enum {
+        ACTIVATED,
+        ACTIVATION_SUPERSEDED,  /* the record moved on: a leave or a rejoin won */
+        ACTIVATION_NOT_WRITTEN, /* still our pending record: five CAS rounds lost */
+        ACTIVATION_READ_FAILED, /* KV error: members.last_error says why */
+} activation;
+
+/* members_activate() said no. That covers a record that moved on (§8.6
+ * "superseded") but also a KV read error or five lost CAS rounds, which
+ * must not be reported as a concurrent leave: the record is read again
+ * to tell them apart. */
+static activation activation_after_refusal(struct control *c, const char *key, uint64_t gen, uint64_t join_cursor)
+{
+        contract_member now;
+        int r = members_read(&c->members, key, &now, NULL);
+        if (r == -ENOENT)
+                return ACTIVATION_SUPERSEDED;
+        if (r < 0)
+                return ACTIVATION_READ_FAILED;
+        activation a = ACTIVATION_SUPERSEDED;
+        if (now.generation == gen && now.join_cursor == join_cursor && !now.has_leave_cursor)
+                a = now.activated == MEMBER_ACTIVATED_TRUE ? ACTIVATED : ACTIVATION_NOT_WRITTEN;
+        contract_member_fini(&now);
+        return a;
 }
 
 /* §8.6 durableJoinFor. Returns the reply JSON (owned). */
@@ -299,10 +407,25 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
         contract_acl_fini(&acl);
 
         char *key = member_key_for(channel, caller);
+        /* Where upstream would only fail at its first write (and lose its
+         * connection), refuse before touching anything. */
+        size_t longest = 0;
+        int fit = key ? join_subjects_fit(d, c, caller, channel, key, &longest) : -ENOMEM;
+        if (fit == 0 && asprintf(&error,
+                                 "durableJoin: channel of %zu bytes is too long (a subject derived from it would "
+                                 "take %zu bytes, at most %d fit the broker's protocol line)",
+                                 strlen(channel), longest, CONTROL_MAX_SUBJECT_BYTES) < 0)
+                error = NULL;
+        if (fit <= 0) {
+                if (!error)
+                        error = strdup("out of memory");
+                free(key);
+                goto out;
+        }
         contract_member e;
         uint64_t join_cursor = 0, gen = 0;
         members_result mr;
-        int rr = key ? members_read(&c->members, key, &e, NULL) : -ENOMEM;
+        int rr = members_read(&c->members, key, &e, NULL);
         if (rr < 0 && rr != -ENOENT) {
                 error = strdup(rr == -ENOMEM ? "out of memory" : c->members.last_error);
                 free(key);
@@ -312,7 +435,7 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
         bool open = exists && e.state == MEMBER_STATE_DURABLE_ACTIVE && !e.has_leave_cursor;
         if (open && e.activated == MEMBER_ACTIVATED_TRUE) {
                 /* Idempotent re-join. */
-                reply = contract_ctl_reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation",
+                reply = reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation",
                                                         (json_int_t)e.generation));
                 contract_member_fini(&e);
                 free(key);
@@ -374,15 +497,24 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
                         free(key);
                         goto out;
                 }
-                reply = contract_ctl_reply_ok(json_pack(
+                reply = reply_ok(json_pack(
                         "{s:b, s:s, s:I}", "durable", 0, "reason",
                         "activation catch-up window partially evicted by retention", "generation", (json_int_t)gen));
-        } else if (!members_activate(&c->members, key, gen, join_cursor, daemon_wall_ms())) {
-                reply = contract_ctl_reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
-                                                        "activation superseded by a concurrent leave or rejoin",
-                                                        "generation", (json_int_t)gen));
         } else {
-                reply = contract_ctl_reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)gen));
+                activation act = members_activate(&c->members, key, gen, join_cursor, daemon_wall_ms())
+                                         ? ACTIVATED
+                                         : activation_after_refusal(c, key, gen, join_cursor);
+                if (act == ACTIVATION_SUPERSEDED)
+                        reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
+                                                                "activation superseded by a concurrent leave or rejoin",
+                                                                "generation", (json_int_t)gen));
+                else if (act == ACTIVATED)
+                        reply = reply_ok(
+                                json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)gen));
+                else if (act == ACTIVATION_NOT_WRITTEN)
+                        error = contract_err_cas_exhausted(channel, caller);
+                else
+                        error = strdup(c->members.last_error);
         }
         log_info("durableJoin %s by %.64s: generation %" PRIu64 ", joinCursor %" PRIu64 ", fence %" PRIu64 "%s",
                  channel, caller, gen, join_cursor, fence, evicted ? " (window partially evicted)" : "");
@@ -411,7 +543,7 @@ static char *leave(daemon_ctx *d, struct control *c, const char *caller, const j
         contract_member cur;
         int rr = key ? members_read(&c->members, key, &cur, NULL) : -ENOMEM;
         if (rr == -ENOENT) {
-                reply = contract_ctl_reply_ok(json_pack("{s:s, s:b}", "channel", channel, "alreadyLeft", 1));
+                reply = reply_ok(json_pack("{s:s, s:b}", "channel", channel, "alreadyLeft", 1));
                 goto out;
         }
         if (rr < 0) {
@@ -433,7 +565,7 @@ static char *leave(daemon_ctx *d, struct control *c, const char *caller, const j
         else if (st != MEMBERS_OK)
                 error = strdup(mr.error);
         else {
-                reply = contract_ctl_reply_ok(json_pack("{s:s}", "channel", channel));
+                reply = reply_ok(json_pack("{s:s}", "channel", channel));
                 log_info("durableLeave %s by %.64s: leaveCursor %" PRIu64, channel, caller, frontier);
         }
 out:
@@ -456,15 +588,21 @@ static char *list(daemon_ctx *d, struct control *c, const char *caller)
                 return contract_ctl_reply_error(c->members.last_error[0] ? c->members.last_error : "cannot list");
         }
         json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++) {
+        int r = 0;
+        for (size_t i = 0; i < n && r == 0; i++) {
                 const char *ch, *ow;
                 size_t cl, ol;
                 if (!contract_member_key_parse(keys[i], &ch, &cl, &ow, &ol) || ol != strlen(tok) ||
                     memcmp(ow, tok, ol) != 0)
                         continue;
                 contract_member m;
-                if (members_read(&c->members, keys[i], &m, NULL) < 0)
+                r = members_read(&c->members, keys[i], &m, NULL);
+                if (r == -ENOENT) {
+                        r = 0; /* deleted, or unreadable (§4.4): not a membership */
                         continue;
+                }
+                if (r < 0)
+                        break; /* a partial list would read as "not a member" */
                 if (!m.has_leave_cursor)
                         json_array_append_new(arr, json_pack("{s:s#, s:I, s:b}", "channel", ch, (int)cl, "generation",
                                                              (json_int_t)m.generation, "activated",
@@ -473,7 +611,12 @@ static char *list(daemon_ctx *d, struct control *c, const char *caller)
         }
         kv_keys_free(keys, n);
         free(tok);
-        return contract_ctl_reply_ok(json_pack("{s:o}", "memberships", arr));
+        if (r < 0) {
+                json_decref(arr);
+                return contract_ctl_reply_error(r == -ENOMEM ? "out of memory" : c->members.last_error);
+        }
+        char *reply = reply_ok(json_pack("{s:o}", "memberships", arr));
+        return reply ? reply : contract_ctl_reply_error("out of memory");
 }
 
 /* ---- the §8.2 pipeline ------------------------------------------------- */
@@ -595,7 +738,7 @@ void control_stop(daemon_ctx *d)
         if (!c)
                 return;
         if (c->thread)
-                pthread_join(c->thread, NULL);
+                daemon_join(d, c->thread);
         if (c->sub) {
                 natsSubscription_Unsubscribe(c->sub);
                 natsSubscription_Destroy(c->sub);
