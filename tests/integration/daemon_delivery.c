@@ -36,10 +36,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-        int st = co_daemon_stop(&dm);
-        if (st != 0)
-                co_daemon_dump(&dm);
-        proc_destroy(&dm.p);
+        co_daemon_finish(&dm);
         tu_broker_teardown();
 }
 
@@ -272,6 +269,25 @@ START_TEST(malformed_input_is_dropped_and_good_traffic_flows)
 }
 END_TEST
 
+START_TEST(minimal_member_records_route)
+{
+        /* §4.4: only a non-object or a missing integer joinCursor /
+         * generation make a record unreadable; a record without the
+         * diagnostic fields (as other writers may leave it) still routes. */
+        char value[512];
+        snprintf(value, sizeof value, "{\"owner\":\"%s\",\"joinCursor\":0,\"generation\":6}", BOB);
+        tu_kv_put("cotal_members_" S, "team.min/" BOB, value);
+        co_chat(S, ALICE, "team.min", "n-1", NULL);
+        ck_assert(co_wait_id(DLV, DLV_BOB, "n-1:" BOB ":6", WAIT_MS));
+}
+END_TEST
+
+START_TEST(the_daemon_stayed_up_and_its_log_is_clean)
+{
+        co_daemon_assert_healthy(&dm);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("daemon_delivery");
@@ -284,6 +300,8 @@ int main(void)
         tcase_add_test(tc, reader_rechecks_acl_and_interval_at_read_time);
         tcase_add_test(tc, unknown_owner_is_terminated_at_the_tenth_delivery);
         tcase_add_test(tc, malformed_input_is_dropped_and_good_traffic_flows);
+        tcase_add_test(tc, minimal_member_records_route);
+        tcase_add_test(tc, the_daemon_stayed_up_and_its_log_is_clean);
         suite_add_tcase(s, tc);
-        return tu_run(s);
+        return co_run(s);
 }

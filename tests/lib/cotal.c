@@ -47,18 +47,54 @@ uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *dat
 uint64_t co_chat(const char *space, const char *sender, const char *channel, const char *id, const char *extra)
 {
         char subject[512], body[4096];
-        snprintf(subject, sizeof subject, "cotal.%s.chat.%s.%s", space, sender, channel);
-        snprintf(body, sizeof body,
+        int n = snprintf(subject, sizeof subject, "cotal.%s.chat.%s.%s", space, sender, channel);
+        ck_assert_msg(n > 0 && (size_t)n < sizeof subject, "co_chat: subject too long for the fixture");
+        n = snprintf(body, sizeof body,
                  "{\"id\":\"%s\",\"ts\":%lld,\"space\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"agent\"},"
                  "\"channel\":\"%s\",\"parts\":[{\"kind\":\"text\",\"text\":\"hello %s\"}]%s%s}",
                  id, (long long)wall_ms(), space, sender, channel, id, extra ? "," : "", extra ? extra : "");
+        ck_assert_msg(n > 0 && (size_t)n < sizeof body, "co_chat: body too long for the fixture");
         return co_publish_raw(subject, id, body, strlen(body));
+}
+
+uint64_t co_chat_burst(const char *space, const char *sender, const char *channel, const char *prefix, int n,
+                       size_t pad)
+{
+        jsCtx *js = NULL;
+        ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
+        char *subject = NULL, *text = malloc(pad + 1);
+        ck_assert(asprintf(&subject, "cotal.%s.chat.%s.%s", space, sender, channel) > 0 && text);
+        memset(text, 'x', pad);
+        text[pad] = '\0';
+        uint64_t last = 0;
+        for (int i = 0; i < n; i++) {
+                char id[64], *body = NULL;
+                snprintf(id, sizeof id, "%s-%d", prefix, i);
+                ck_assert(asprintf(&body,
+                                   "{\"id\":\"%s\",\"ts\":1,\"from\":{\"id\":\"%s\",\"name\":\"x\"},"
+                                   "\"parts\":[{\"kind\":\"text\",\"text\":\"%s\"}]}",
+                                   id, sender, text) > 0);
+                natsMsg *m = NULL;
+                ck_assert(natsMsg_Create(&m, subject, NULL, body, (int)strlen(body)) == NATS_OK);
+                natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+                jsPubAck *pa = NULL;
+                ck_assert(js_PublishMsg(&pa, js, m, NULL, NULL) == NATS_OK);
+                last = pa->Sequence;
+                jsPubAck_Destroy(pa);
+                natsMsg_Destroy(m);
+                free(body);
+        }
+        free(text);
+        free(subject);
+        jsCtx_Destroy(js);
+        return last;
 }
 
 static void kv_write(const char *bucket, const char *key, const char *value, const char *op)
 {
         char subject[512];
-        snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key);
+        int n = snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key);
+        ck_assert_msg(n > 0 && (size_t)n < sizeof subject, "kv_write: key too long for the fixture");
         natsMsg *m = NULL;
         ck_assert(natsMsg_Create(&m, subject, NULL, value, value ? (int)strlen(value) : 0) == NATS_OK);
         if (op)
@@ -92,7 +128,8 @@ void co_member(const char *space, const char *channel, const char *owner, uint64
 {
         char bucket[256], key[512], value[2048], leave[64] = "";
         snprintf(bucket, sizeof bucket, "cotal_members_%s", space);
-        snprintf(key, sizeof key, "%s/%s", channel, owner);
+        int n = snprintf(key, sizeof key, "%s/%s", channel, owner);
+        ck_assert_msg(n > 0 && (size_t)n < sizeof key, "co_member: key too long for the fixture");
         if (leave_cursor >= 0)
                 snprintf(leave, sizeof leave, ",\"leaveCursor\":%lld", (long long)leave_cursor);
         snprintf(value, sizeof value,
@@ -322,6 +359,42 @@ int co_daemon_stop(co_daemon *dm)
                 }
         }
         return dm->p.status;
+}
+
+void co_daemon_assert_healthy(co_daemon *dm)
+{
+        ck_assert_msg(proc_wait(&dm->p, 0) == -ETIMEDOUT, "the daemon exited with status %d", dm->p.status);
+        char *err = proc_stderr(&dm->p);
+        /* Under -Db_sanitize UBSan only prints: look for its report too. */
+        const char *bad[] = {"\n<3>", "\n<2>", "runtime error:", "Sanitizer"};
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+                if (strstr(err, bad[i])) {
+                        co_daemon_dump(dm);
+                        free(err);
+                        ck_abort_msg("daemon log contains \"%s\"", bad[i] + (bad[i][0] == '\n'));
+                }
+        free(err);
+}
+
+static int finished_status;
+
+void co_daemon_finish(co_daemon *dm)
+{
+        if (dm->p.pid > 0) {
+                int st = co_daemon_stop(dm);
+                if (st != 0) {
+                        fprintf(stderr, "the daemon exited %d on SIGTERM\n", st);
+                        co_daemon_dump(dm);
+                        finished_status = st;
+                }
+        }
+        proc_destroy(&dm->p);
+}
+
+int co_run(Suite *s)
+{
+        int rc = tu_run(s);
+        return rc ? rc : finished_status != 0;
 }
 
 void co_daemon_dump(const co_daemon *dm)

@@ -21,6 +21,10 @@ void co_provision(const char *space);
  * (JetStream, Nats-Msg-Id = id). extra: more JSON members to merge into
  * the body (e.g. "\"mentions\":[\"bob\"]"), or NULL. Returns the CHAT seq. */
 uint64_t co_chat(const char *space, const char *sender, const char *channel, const char *id, const char *extra);
+/* Publishes n chat messages "<prefix>-<i>" from sender on channel, each
+ * with pad bytes of text; returns the last CHAT seq. */
+uint64_t co_chat_burst(const char *space, const char *sender, const char *channel, const char *prefix, int n,
+                       size_t pad);
 /* Publishes raw bytes on a subject through JetStream (poison tests). */
 uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *data, size_t len);
 
@@ -72,6 +76,16 @@ void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra,
 bool co_daemon_wait_ready(co_daemon *dm, int64_t timeout_ms);
 /* SIGTERM and wait; returns the exit status. */
 int co_daemon_stop(co_daemon *dm);
+/* Asserts the daemon is still running and its log has no error-priority
+ * line and no sanitizer report. */
+void co_daemon_assert_healthy(co_daemon *dm);
+/* Suite teardown: stops dm with SIGTERM unless it already exited, dumps
+ * its log if it did not exit 0 (a sanitizer report changes the status
+ * too), remembers that for co_run, and frees its proc. */
+void co_daemon_finish(co_daemon *dm);
+/* tu_run that also fails when a daemon stopped by co_daemon_finish did
+ * not exit 0 (§10.4: SIGTERM is a clean stop). */
+int co_run(Suite *s);
 /* Dumps the daemon's stderr to ours (for failures). */
 void co_daemon_dump(const co_daemon *dm);
 

@@ -141,7 +141,8 @@ json_t *tu_parse_line(const char *line)
 uint64_t tu_kv_put(const char *bucket, const char *key, const char *value)
 {
         char subject[512];
-        snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key);
+        int n = snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key);
+        ck_assert_msg(n > 0 && (size_t)n < sizeof subject, "tu_kv_put: key too long for the fixture");
         jsCtx *js = NULL;
         ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
         jsPubAck *pa = NULL;

@@ -1,0 +1,164 @@
+/* daemon_lease: the lease lifecycle of PROTOCOL §9 and §10 with real
+ * daemon processes: the first write is ready:false and becomes ready:true
+ * only after binding; a second daemon against a live lease exits 1 and
+ * writes nothing; SIGTERM releases with a conditional delete and exits 0,
+ * after which a new daemon becomes ready at once; a lease rewritten by
+ * someone else is detected at the next renew, ending the daemon with exit
+ * 1 without touching the usurper's record. */
+#include "cotal.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S "ls"
+#define LEASE_SUBJ "$KV.cotal_delivery_" S ".lease.0"
+
+static void setup(void)
+{
+        tu_broker_setup();
+        co_provision(S);
+}
+
+static void teardown(void)
+{
+        tu_broker_teardown();
+}
+
+/* The lease's latest entry: revision, op ("" for PUT), decoded value. */
+typedef struct lease_state {
+        uint64_t rev;
+        char op[16];
+        json_t *value;
+} lease_state;
+
+static lease_state read_lease(void)
+{
+        lease_state st = {0};
+        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", "KV_cotal_delivery_" S, "",
+                           json_pack("{s:s}", "last_by_subj", LEASE_SUBJ));
+        json_t *m = json_object_get(r, "message");
+        if (m) {
+                co_msg cm;
+                st.rev = (uint64_t)json_integer_value(json_object_get(m, "seq"));
+                ck_assert(co_msg_get("KV_cotal_delivery_" S, st.rev, &cm));
+                st.value = json_incref(cm.body);
+                const char *hdrs = json_string_value(json_object_get(m, "hdrs"));
+                /* base64 of "NATS/1.0\r\nKV-Operation: DEL" starts like this */
+                if (hdrs && strstr(hdrs, "S1YtT3BlcmF0aW9uOiBERU"))
+                        snprintf(st.op, sizeof st.op, "DEL");
+                co_msg_fini(&cm);
+        }
+        json_decref(r);
+        return st;
+}
+
+START_TEST(ready_only_after_binding_and_released_on_sigterm)
+{
+        natsSubscription *spy = NULL;
+        ck_assert(natsConnection_SubscribeSync(&spy, tu_nc, LEASE_SUBJ) == NATS_OK);
+        natsConnection_Flush(tu_nc);
+        co_daemon a;
+        ck_assert(co_daemon_start(&a, S, NULL));
+
+        /* §9: acquire writes ready:false, mark-ready rewrites ready:true. */
+        natsMsg *m1 = NULL, *m2 = NULL;
+        ck_assert(natsSubscription_NextMsg(&m1, spy, 5000) == NATS_OK);
+        ck_assert(natsSubscription_NextMsg(&m2, spy, 5000) == NATS_OK);
+        json_t *v1 = json_loadb(natsMsg_GetData(m1), (size_t)natsMsg_GetDataLength(m1), 0, NULL);
+        json_t *v2 = json_loadb(natsMsg_GetData(m2), (size_t)natsMsg_GetDataLength(m2), 0, NULL);
+        const char *h = NULL;
+        ck_assert(natsMsgHeader_Get(m1, "Nats-Expected-Last-Subject-Sequence", &h) == NATS_OK);
+        ck_assert_str_eq(h, "0"); /* create-if-absent */
+        ck_assert(json_is_false(json_object_get(v1, "ready")));
+        ck_assert(json_is_true(json_object_get(v2, "ready")));
+        ck_assert_str_eq(json_string_value(json_object_get(v1, "holder")), a.id);
+        ck_assert_str_eq(json_string_value(json_object_get(v2, "holder")), a.id);
+        ck_assert_int_eq(json_object_size(v2), 3); /* holder, since, ready */
+        json_decref(v1);
+        json_decref(v2);
+        natsMsg_Destroy(m1);
+        natsMsg_Destroy(m2);
+
+        /* A second daemon: exit 1, nothing written. */
+        lease_state before = read_lease();
+        co_daemon b;
+        co_daemon_spawn(&b, S, NULL, NULL);
+        ck_assert_int_eq(proc_wait(&b.p, 20000), 0);
+        ck_assert_int_eq(b.p.status, 1);
+        char *err = proc_stderr(&b.p);
+        ck_assert_msg(strstr(err, "✗ delivery: a live lease already exists for shard 0"), "%s", err);
+        ck_assert_msg(strstr(err, a.id), "the refusal should name the holder: %s", err);
+        free(err);
+        lease_state after = read_lease();
+        ck_assert_uint_eq(after.rev, before.rev);
+        json_decref(before.value);
+        json_decref(after.value);
+        proc_destroy(&b.p);
+
+        /* SIGTERM: exit 0, conditional delete of our own revision. */
+        lease_state held = read_lease();
+        ck_assert_int_eq(co_daemon_stop(&a), 0);
+        natsMsg *del = NULL;
+        while (natsSubscription_NextMsg(&del, spy, 5000) == NATS_OK) {
+                const char *op = NULL;
+                if (natsMsgHeader_Get(del, "KV-Operation", &op) == NATS_OK && strcmp(op, "DEL") == 0)
+                        break;
+                natsMsg_Destroy(del);
+                del = NULL;
+        }
+        ck_assert_msg(del, "no delete marker on release");
+        char rev[24];
+        snprintf(rev, sizeof rev, "%llu", (unsigned long long)read_lease().rev - 1);
+        ck_assert(natsMsgHeader_Get(del, "Nats-Expected-Last-Subject-Sequence", &h) == NATS_OK);
+        ck_assert_uint_ge(strtoull(h, NULL, 10), held.rev); /* its own last revision (a renew may follow) */
+        natsMsg_Destroy(del);
+        json_decref(held.value);
+        natsSubscription_Destroy(spy);
+        proc_destroy(&a.p);
+
+        /* A new daemon is ready at once (no TTL wait). */
+        int64_t t0 = test_now_ms();
+        co_daemon c;
+        ck_assert(co_daemon_start(&c, S, NULL));
+        ck_assert_msg(test_now_ms() - t0 < 10000, "takeover waited for the TTL");
+        ck_assert_int_eq(co_daemon_stop(&c), 0);
+        proc_destroy(&c.p);
+}
+END_TEST
+
+START_TEST(lease_rewritten_by_someone_else_ends_the_daemon)
+{
+        co_daemon a;
+        ck_assert(co_daemon_start(&a, S, NULL));
+        /* An outside writer takes the key unconditionally. */
+        const char *usurper = "{\"holder\":\"UUSURPER\",\"since\":1,\"ready\":true}";
+        uint64_t rev = tu_kv_put("cotal_delivery_" S, "lease.0", usurper);
+        /* Detected at the next renew (every 15 s): exit 1. */
+        ck_assert_int_eq(proc_wait(&a.p, 25000), 0);
+        ck_assert_int_eq(a.p.status, 1);
+        char *err = proc_stderr(&a.p);
+        ck_assert_msg(strstr(err, "✗ delivery: lost the lease (") && strstr(err, "exiting so the holder is single"),
+                      "%s", err);
+        free(err);
+        /* It did not delete or overwrite the usurper's record. */
+        lease_state st = read_lease();
+        ck_assert_uint_eq(st.rev, rev);
+        ck_assert_str_eq(json_string_value(json_object_get(st.value, "holder")), "UUSURPER");
+        json_decref(st.value);
+        proc_destroy(&a.p);
+}
+END_TEST
+
+int main(void)
+{
+        Suite *s = suite_create("daemon_lease");
+        TCase *tc = tcase_create("lease");
+        tcase_add_unchecked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, ready_only_after_binding_and_released_on_sigterm);
+        tcase_add_test(tc, lease_rewritten_by_someone_else_ends_the_daemon);
+        suite_add_tcase(s, tc);
+        return tu_run(s);
+}
