@@ -40,7 +40,9 @@ static void on_disconnected(natsConnection *nc, void *arg)
         daemon_ctx *d = arg;
         int64_t zero = 0;
         atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
-        log_warning("! delivery endpoint: disconnected from the broker; reconnecting");
+        /* Our own close at shutdown disconnects too: not worth a warning. */
+        if (!atomic_load(&d->stopping))
+                log_warning("! delivery endpoint: disconnected from the broker; reconnecting");
 }
 
 static void on_reconnected(natsConnection *nc, void *arg)
