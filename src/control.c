@@ -688,6 +688,7 @@ static void *control_thread(void *arg)
         daemon_ctx *d = arg;
         struct control *c = d->control;
         while (!atomic_load(&d->stopping)) {
+                atomic_store(&d->beat_control, daemon_mono_ms());
                 natsMsg *m = NULL;
                 natsStatus s = natsSubscription_NextMsg(&m, c->sub, CONTROL_POLL_MS);
                 if (s == NATS_TIMEOUT)

@@ -50,6 +50,10 @@ typedef struct daemon {
         int64_t join_deadline_ms; /* monotonic; see daemon_join */
         atomic_bool link_shut;   /* the connection was closed to unblock workers */
 
+        /* Last loop iteration of each worker (monotonic ms), for the
+         * sd_notify watchdog: a wedged loop stops the pings. */
+        atomic_llong beat_fanout, beat_reader, beat_control;
+
         lease lease;             /* main thread only */
         struct roster *roster;
         struct control *control;

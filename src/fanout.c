@@ -482,6 +482,7 @@ static void *fanout_thread(void *arg)
                 .expires_ms = FANOUT_EXPIRES_MS,
                 .wait_ms = FANOUT_WAIT_MS,
                 .self = f,
+                .beat = &d->beat_fanout,
                 .rebind = rebind,
                 .before_fetch = before_fetch,
                 .handle = handle_at,

@@ -30,6 +30,10 @@
 #define MAIN_TICK_MS 100
 #define ROSTER_LOAD_TIMEOUT_MS 5000
 #define STATUS_PERIOD_MS 5000
+/* A worker whose loop has not turned for this long is wedged: a batch
+ * waits at most ~10 s for PubAcks and a join's catch-up is bounded by its
+ * fetch expiries, so 45 s leaves room for both. */
+#define WORKER_STALE_MS 45000
 
 enum { EXIT_USAGE = 2 };
 
@@ -261,9 +265,13 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                                 return RUN_BROKER_GONE;
                         }
                 }
-                /* WATCHDOG=1 only while the lease renews and the link is up. */
+                /* WATCHDOG=1 only while the lease renews, the link is up and
+                 * every worker's loop turns: a wedged loop gets restarted. */
                 if (wd_ms && now - last_wd >= wd_ms / 2 && !atomic_load(&d->disconnected_since_ms) &&
-                    now - d->lease.last_write_ms < CONTRACT_LEASE_TTL_MS) {
+                    now - d->lease.last_write_ms < CONTRACT_LEASE_TTL_MS &&
+                    now - atomic_load(&d->beat_fanout) < WORKER_STALE_MS &&
+                    now - atomic_load(&d->beat_reader) < WORKER_STALE_MS &&
+                    now - atomic_load(&d->beat_control) < WORKER_STALE_MS) {
                         last_wd = now;
                         notify_watchdog();
                 }

@@ -246,6 +246,7 @@ static void *reader_thread(void *arg)
                 .expires_ms = READER_EXPIRES_MS,
                 .wait_ms = READER_WAIT_MS,
                 .self = r,
+                .beat = &d->beat_reader,
                 .rebind = rebind,
                 .handle = decide_at,
                 .finish = finish,

@@ -14,6 +14,7 @@ void *worker_run(daemon_ctx *d, worker *w)
 {
         bool bound = true;
         while (!atomic_load(&d->stopping)) {
+                atomic_store(w->beat, daemon_mono_ms());
                 if (!bound) {
                         if (w->rebind(d, w->self) < 0) {
                                 daemon_backoff(d, WORKER_REBIND_BACKOFF_MS);

@@ -19,6 +19,7 @@ typedef struct worker {
         int batch;
         int64_t expires_ms, wait_ms;
         void *self;                   /* the worker's own state */
+        atomic_llong *beat;           /* stamped every iteration (watchdog) */
         /* Re-creates the durable after it vanished; 0 or -errno. */
         int (*rebind)(daemon_ctx *d, void *self);
         /* Runs before each fetch; false stops the loop. May be NULL. */
