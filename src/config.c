@@ -39,6 +39,9 @@ const char config_usage[] =
         "  --shard N, --shards N  only shard 0 of 1 is supported\n"
         "  --version, -h/--help\n"
         "\n"
+        "SIGHUP re-reads the configuration (log level and tunables change at\n"
+        "once; space, server and creds at the next start).\n"
+        "\n"
         "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure (broker\n"
         "unreachable, lease held or lost, bind failure), 2 usage error.\n";
 

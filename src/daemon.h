@@ -33,7 +33,9 @@ typedef struct daemon_counters {
 } daemon_counters;
 
 typedef struct daemon {
-        config cfg;              /* owned */
+        config cfg;              /* owned; read by the main thread only once running */
+        int argc;                /* for reloads */
+        char **argv;             /* borrowed from main() */
         contract_names names;    /* owned */
         char *id;                /* <D>, owned */
         char *inbox_prefix;      /* "_INBOX_<D>", owned */
@@ -53,6 +55,10 @@ typedef struct daemon {
         /* Last loop iteration of each worker (monotonic ms), for the
          * sd_notify watchdog: a wedged loop stops the pings. */
         atomic_llong beat_fanout, beat_reader, beat_control;
+
+        /* Tunables the workers read; the main thread sets them at start
+         * and on reload (SIGHUP). cfg itself is main-thread only. */
+        atomic_int fanout_batch, reader_batch, inbox_lead_limit;
 
         lease lease;             /* main thread only */
         struct roster *roster;

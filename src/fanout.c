@@ -367,8 +367,8 @@ static int refresh_floor(daemon_ctx *d, struct fanout *f)
  * pass the limit. Returns false if the daemon is stopping. */
 static bool wait_for_reader(daemon_ctx *d, struct fanout *f)
 {
-        size_t limit = (size_t)d->cfg.inbox_lead_limit;
-        size_t batch = (size_t)d->cfg.fanout_batch;
+        size_t limit = (size_t)atomic_load(&d->inbox_lead_limit);
+        size_t batch = (size_t)atomic_load(&d->fanout_batch);
         const char *owner = NULL;
         size_t max = backlog_max(f, &owner);
         while (max + batch > limit) {
@@ -478,7 +478,7 @@ static void *fanout_thread(void *arg)
                 .pull = &f->pull,
                 .pub = &f->pub,
                 .msgs = f->msgs,
-                .batch = d->cfg.fanout_batch,
+                .batch = &d->fanout_batch,
                 .expires_ms = FANOUT_EXPIRES_MS,
                 .wait_ms = FANOUT_WAIT_MS,
                 .self = f,
@@ -497,8 +497,9 @@ int fanout_start(daemon_ctx *d)
         if (!f)
                 return -ENOMEM;
         strmap_init(&f->backlog);
-        f->msgs = calloc((size_t)d->cfg.fanout_batch, sizeof *f->msgs);
-        f->plans = calloc((size_t)d->cfg.fanout_batch, sizeof *f->plans);
+        /* Sized for the largest batch, so a reload can change the batch. */
+        f->msgs = calloc(PULL_MAX_BATCH, sizeof *f->msgs);
+        f->plans = calloc(PULL_MAX_BATCH, sizeof *f->plans);
         d->fanout = f;
         int r = !f->msgs || !f->plans ? -ENOMEM : 0;
         if (r == 0 && (r = ensure(d, f, false)) < 0)

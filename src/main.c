@@ -2,7 +2,8 @@
  * main() reads like PROTOCOL §10.2: arguments, creds, reachability,
  * connect, lease, bind (control, fan-out, reader), ready, loop; teardown
  * runs the same steps backwards. Signals are taken synchronously with
- * sigtimedwait on this thread: no handler runs anywhere. */
+ * sigtimedwait on this thread: no handler runs anywhere. SIGTERM/SIGINT
+ * stop, SIGHUP reloads the configuration (E5). */
 #include "build_config.h"
 #include "broker.h"
 #include "config.h"
@@ -18,6 +19,7 @@
 #include "roster.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +225,72 @@ static void teardown(daemon_ctx *d, bool release, bool broker_gone)
         }
 }
 
+static void publish_tunables(daemon_ctx *d)
+{
+        log_set_max_level(d->cfg.log_level);
+        atomic_store(&d->fanout_batch, d->cfg.fanout_batch);
+        atomic_store(&d->reader_batch, d->cfg.reader_batch);
+        atomic_store(&d->inbox_lead_limit, d->cfg.inbox_lead_limit);
+}
+
+/* SIGHUP: re-reads flags, environment and --config file. What can change
+ * at run time is applied and logged; what cannot is reported and kept; a
+ * bad configuration is rejected as a whole and the running one stays. */
+static void reload(daemon_ctx *d)
+{
+        config next;
+        char err[1024];
+        notify_reloading("reloading the configuration");
+        config_result r = config_load(&next, d->argc, d->argv, err, sizeof err);
+        if (r != CONFIG_OK) {
+                log_error("Failed to reload the configuration: %s; keeping the running one", err);
+                config_fini(&next);
+                notify_ready("reload rejected; running configuration kept");
+                return;
+        }
+        const struct {
+                const char *name;
+                const char *now, *then;
+        } fixed[] = {
+                {"space", d->cfg.space, next.space},
+                {"server", d->cfg.server, next.server},
+                {"creds", d->cfg.creds ? d->cfg.creds : "", next.creds ? next.creds : ""},
+        };
+        for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+                if (strcmp(fixed[i].now, fixed[i].then) != 0)
+                        log_warning("Configuration: %s changed; it takes effect at the next start", fixed[i].name);
+        if (next.no_auth != d->cfg.no_auth)
+                log_warning("Configuration: no-auth changed; it takes effect at the next start");
+        /* The run-time tunables: applied and logged one by one. */
+        int64_t now_v[6] = {d->cfg.log_level, d->cfg.broker_gone_ms, d->cfg.shutdown_timeout_ms, d->cfg.fanout_batch,
+                            d->cfg.reader_batch, d->cfg.inbox_lead_limit};
+        const int64_t next_v[6] = {next.log_level, next.broker_gone_ms, next.shutdown_timeout_ms, next.fanout_batch,
+                                   next.reader_batch, next.inbox_lead_limit};
+        static const char *const names[6] = {"log-level", "broker-gone-ms", "shutdown-timeout-ms", "fanout-batch",
+                                             "reader-batch", "inbox-lead-limit"};
+        int changed = 0;
+        for (int i = 0; i < 6; i++) {
+                if (now_v[i] == next_v[i])
+                        continue;
+                if (i == 0)
+                        log_notice("Reloaded log-level: %s -> %s", log_level_to_string((int)now_v[i]),
+                                   log_level_to_string((int)next_v[i]));
+                else
+                        log_notice("Reloaded %s: %" PRId64 " -> %" PRId64, names[i], now_v[i], next_v[i]);
+                changed++;
+        }
+        d->cfg.log_level = next.log_level;
+        d->cfg.broker_gone_ms = next.broker_gone_ms;
+        d->cfg.shutdown_timeout_ms = next.shutdown_timeout_ms;
+        d->cfg.fanout_batch = next.fanout_batch;
+        d->cfg.reader_batch = next.reader_batch;
+        d->cfg.inbox_lead_limit = next.inbox_lead_limit;
+        config_fini(&next);
+        publish_tunables(d);
+        log_notice("Reloaded the configuration: %d setting%s changed", changed, changed == 1 ? "" : "s");
+        notify_ready("configuration reloaded");
+}
+
 enum { RUN_STOPPED = 0, RUN_FAILED = 1, RUN_BROKER_GONE = 2 };
 
 static int run(daemon_ctx *d, const sigset_t *signals)
@@ -235,7 +303,11 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                 struct timespec tick = {.tv_sec = 0, .tv_nsec = MAIN_TICK_MS * 1000000L};
                 siginfo_t si;
                 int sig = sigtimedwait(signals, &si, &tick);
-                if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+                if (sig == SIGHUP) {
+                        reload(d);
+                        continue;
+                }
+                if (sig == SIGTERM || sig == SIGINT) {
                         log_notice("Received %s; shutting down", strsignal(sig));
                         return 0;
                 }
@@ -297,7 +369,9 @@ int main(int argc, char **argv)
                 config_fini(&d.cfg);
                 return cr == CONFIG_EXIT_OK ? 0 : cr == CONFIG_USAGE ? EXIT_USAGE : 1;
         }
-        log_set_max_level(d.cfg.log_level);
+        d.argc = argc;
+        d.argv = argv;
+        publish_tunables(&d);
 
         /* Signals are blocked in every thread (cnats' included, which
          * inherit the mask) and taken with sigtimedwait in run(). */

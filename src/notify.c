@@ -14,6 +14,11 @@ void notify_status(const char *status)
         (void)sd_notifyf(0, "STATUS=%s", status);
 }
 
+void notify_reloading(const char *status)
+{
+        (void)sd_notifyf(0, "RELOADING=1\nSTATUS=%s", status);
+}
+
 void notify_stopping(const char *status)
 {
         (void)sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status);

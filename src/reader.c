@@ -242,7 +242,7 @@ static void *reader_thread(void *arg)
                 .pull = &r->pull,
                 .pub = &r->pub,
                 .msgs = r->msgs,
-                .batch = d->cfg.reader_batch,
+                .batch = &d->reader_batch,
                 .expires_ms = READER_EXPIRES_MS,
                 .wait_ms = READER_WAIT_MS,
                 .self = r,
@@ -259,8 +259,9 @@ int reader_start(daemon_ctx *d)
         struct reader *r = calloc(1, sizeof *r);
         if (!r)
                 return -ENOMEM;
-        r->msgs = calloc((size_t)d->cfg.reader_batch, sizeof *r->msgs);
-        r->v = calloc((size_t)d->cfg.reader_batch, sizeof *r->v);
+        /* Sized for the largest batch, so a reload can change the batch. */
+        r->msgs = calloc(PULL_MAX_BATCH, sizeof *r->msgs);
+        r->v = calloc(PULL_MAX_BATCH, sizeof *r->v);
         d->reader = r;
         int rc = !r->msgs || !r->v ? -ENOMEM : 0;
         if (rc == 0 && (rc = ensure(d)) < 0)

@@ -24,7 +24,7 @@ void *worker_run(daemon_ctx *d, worker *w)
                 }
                 if (w->before_fetch && !w->before_fetch(d, w->self))
                         break;
-                int n = pull_fetch(w->pull, w->msgs, w->batch, w->expires_ms, w->wait_ms);
+                int n = pull_fetch(w->pull, w->msgs, atomic_load(w->batch), w->expires_ms, w->wait_ms);
                 if (n == -ENOENT) {
                         log_warning("Durable %s/%s is gone (%s); re-creating it", w->stream, w->durable,
                                     w->pull->last_error);

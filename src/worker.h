@@ -15,8 +15,8 @@ typedef struct worker {
         const char *stream, *durable; /* borrowed */
         pull_sub *pull;               /* borrowed, started */
         jspub *pub;                   /* borrowed, initialised */
-        natsMsg **msgs;               /* batch slots */
-        int batch;
+        natsMsg **msgs;               /* batch slots, PULL_MAX_BATCH of them */
+        atomic_int *batch;            /* read before every fetch (reloadable) */
         int64_t expires_ms, wait_ms;
         void *self;                   /* the worker's own state */
         atomic_llong *beat;           /* stamped every iteration (watchdog) */
