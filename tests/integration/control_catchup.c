@@ -167,19 +167,13 @@ static int count_id(const char *stream, const char *subject, const char *id)
         return c;
 }
 
+/* The latest value at <channel>/<owner> (NULL: none, or a DEL/PURGE
+ * marker). Owned. */
 static json_t *member_rec(const char *channel, const char *owner)
 {
-        char subj[512];
-        snprintf(subj, sizeof subj, "$KV." MEMBERS_BUCKET ".%s/%s", channel, owner);
-        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", MEMBERS_STREAM, "", json_pack("{s:s}", "last_by_subj", subj));
-        uint64_t seq = (uint64_t)json_integer_value(json_object_get(json_object_get(r, "message"), "seq"));
-        json_decref(r);
-        co_msg m;
-        if (seq == 0 || !co_msg_get(MEMBERS_STREAM, seq, &m))
-                return NULL;
-        json_t *body = json_incref(m.body);
-        co_msg_fini(&m);
-        return body;
+        char key[512];
+        snprintf(key, sizeof key, "%s/%s", channel, owner);
+        return co_kv_value(MEMBERS_BUCKET, key, NULL);
 }
 
 /* Names of the consumers on CHAT other than the fan-out durable. */

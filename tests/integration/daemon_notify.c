@@ -59,15 +59,9 @@ static char *next_notification(int64_t timeout_ms)
 
 static bool lease_ready(void)
 {
-        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", "KV_cotal_delivery_" S, "",
-                           json_pack("{s:s}", "last_by_subj", "$KV.cotal_delivery_" S ".lease.0"));
-        uint64_t seq = (uint64_t)json_integer_value(json_object_get(json_object_get(r, "message"), "seq"));
-        json_decref(r);
-        co_msg m;
-        bool ready = seq && co_msg_get("KV_cotal_delivery_" S, seq, &m) &&
-                     json_is_true(json_object_get(m.body, "ready"));
-        if (seq)
-                co_msg_fini(&m);
+        json_t *v = co_kv_value("cotal_delivery_" S, "lease.0", NULL);
+        bool ready = json_is_true(json_object_get(v, "ready"));
+        json_decref(v);
         return ready;
 }
 

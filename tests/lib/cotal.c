@@ -213,6 +213,26 @@ bool co_msg_get(const char *stream, uint64_t seq, co_msg *out)
         return true;
 }
 
+json_t *co_kv_value(const char *bucket, const char *key, uint64_t *rev)
+{
+        char *stream = NULL, *subj = NULL;
+        ck_assert(asprintf(&stream, "KV_%s", bucket) > 0 && asprintf(&subj, "$KV.%s.%s", bucket, key) > 0);
+        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", stream, "", json_pack("{s:s}", "last_by_subj", subj));
+        uint64_t seq = (uint64_t)json_integer_value(json_object_get(json_object_get(r, "message"), "seq"));
+        json_decref(r);
+        if (rev)
+                *rev = seq;
+        json_t *body = NULL;
+        co_msg m;
+        if (seq && co_msg_get(stream, seq, &m)) {
+                body = json_incref(m.body);
+                co_msg_fini(&m);
+        }
+        free(stream);
+        free(subj);
+        return body;
+}
+
 static uint64_t state_field(const char *stream, const char *field, const char *filter)
 {
         json_t *body = filter ? json_pack("{s:s}", "subjects_filter", filter) : NULL;

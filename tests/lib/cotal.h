@@ -45,6 +45,10 @@ typedef struct co_msg {
 void co_msg_fini(co_msg *m);
 /* Reads seq of stream; false if there is no such message. */
 bool co_msg_get(const char *stream, uint64_t seq, co_msg *out);
+/* The latest value of key in bucket, decoded (owned), or NULL when there
+ * is no message or it is a DEL/PURGE marker (an empty body). *rev (may be
+ * NULL) gets the latest entry's revision, 0 if none. */
+json_t *co_kv_value(const char *bucket, const char *key, uint64_t *rev);
 /* state.last_seq / state.messages of a stream. */
 uint64_t co_last_seq(const char *stream);
 uint64_t co_messages(const char *stream, const char *subject_filter);
