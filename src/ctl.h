@@ -53,6 +53,10 @@ const char *ctl_format_time(int64_t ms, char *buf, size_t size);
 int64_t ctl_now_ms(void);
 
 int ctl_lease_show(ctl_ctx *c);
+/* The current lease as JSON (*json, owned) and as one text line. Returns
+ * CTL_EXIT_OK, CTL_EXIT_ABSENT or CTL_EXIT_FAILURE (printed). */
+int ctl_lease_current(ctl_ctx *c, json_t **json, char *line, size_t size);
+int ctl_status(ctl_ctx *c);
 int ctl_lease_watch(ctl_ctx *c);
 int ctl_acl(ctl_ctx *c, const char *verb);
 int ctl_members_list(ctl_ctx *c);

@@ -28,45 +28,58 @@ typedef struct lease_view {
         const char *error;    /* decode failure, if any */
 } lease_view;
 
-static void print_view(const ctl_ctx *c, const lease_view *v)
+static json_t *view_json(const ctl_ctx *c, const lease_view *v)
+{
+        int64_t now = ctl_now_ms();
+        int64_t age = v->present && !v->error ? now - v->lease.since : 0;
+        int64_t left = v->present ? v->written_ms + CONTRACT_LEASE_TTL_MS - now : 0;
+        json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "space", c->space, "key", CONTRACT_LEASE_KEY, "event", v->event,
+                              "present", v->present);
+        if (v->revision)
+                json_object_set_new(j, "revision", json_integer((json_int_t)v->revision));
+        if (v->present && v->error)
+                json_object_set_new(j, "error", json_string(v->error));
+        if (v->present && !v->error) {
+                json_object_set_new(j, "holder", json_string(v->lease.holder));
+                json_object_set_new(j, "ready", json_boolean(v->lease.ready));
+                json_object_set_new(j, "since", json_integer(v->lease.since));
+                json_object_set_new(j, "age_ms", json_integer(age));
+        }
+        if (v->present)
+                json_object_set_new(j, "ttl_left_ms", json_integer(left > 0 ? left : 0));
+        return j;
+}
+
+/* One line describing v, without a trailing newline. */
+static void view_text(const lease_view *v, char *buf, size_t size)
 {
         int64_t now = ctl_now_ms();
         char t1[40], t2[40];
-        int64_t age = v->present && !v->error ? now - v->lease.since : 0;
         int64_t left = v->present ? v->written_ms + CONTRACT_LEASE_TTL_MS - now : 0;
         if (left < 0)
                 left = 0;
+        if (!v->present)
+                snprintf(buf, size, "%s lease %s: %s", ctl_format_time(now, t1, sizeof t1), v->event,
+                         strcmp(v->event, "absent") == 0 ? "no delivery daemon holds the lease" : "lease released");
+        else if (v->error)
+                snprintf(buf, size, "%s lease %s rev=%" PRIu64 ": unreadable record (%s)",
+                         ctl_format_time(v->written_ms, t1, sizeof t1), v->event, v->revision, v->error);
+        else
+                snprintf(buf, size, "%s lease %s rev=%" PRIu64 " holder=%s ready=%s since=%s age=%.1fs ttl_left=%.1fs",
+                         ctl_format_time(v->written_ms, t1, sizeof t1), v->event, v->revision, v->lease.holder,
+                         v->lease.ready ? "true" : "false", ctl_format_time(v->lease.since, t2, sizeof t2),
+                         (double)(now - v->lease.since) / 1000.0, (double)left / 1000.0);
+}
 
+static void print_view(const ctl_ctx *c, const lease_view *v)
+{
         if (c->json) {
-                json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "space", c->space, "key", CONTRACT_LEASE_KEY,
-                                      "event", v->event, "present", v->present);
-                if (v->revision)
-                        json_object_set_new(j, "revision", json_integer((json_int_t)v->revision));
-                if (v->present && v->error)
-                        json_object_set_new(j, "error", json_string(v->error));
-                if (v->present && !v->error) {
-                        json_object_set_new(j, "holder", json_string(v->lease.holder));
-                        json_object_set_new(j, "ready", json_boolean(v->lease.ready));
-                        json_object_set_new(j, "since", json_integer(v->lease.since));
-                        json_object_set_new(j, "age_ms", json_integer(age));
-                }
-                if (v->present)
-                        json_object_set_new(j, "ttl_left_ms", json_integer(left));
-                ctl_print_json(j);
+                ctl_print_json(view_json(c, v));
                 return;
         }
-        if (!v->present) {
-                printf("%s lease %s: %s\n", ctl_format_time(now, t1, sizeof t1), v->event,
-                       strcmp(v->event, "absent") == 0 ? "no delivery daemon holds the lease" : "lease released");
-        } else if (v->error) {
-                printf("%s lease %s rev=%" PRIu64 ": unreadable record (%s)\n",
-                       ctl_format_time(v->written_ms, t1, sizeof t1), v->event, v->revision, v->error);
-        } else {
-                printf("%s lease %s rev=%" PRIu64 " holder=%s ready=%s since=%s age=%.1fs ttl_left=%.1fs\n",
-                       ctl_format_time(v->written_ms, t1, sizeof t1), v->event, v->revision, v->lease.holder,
-                       v->lease.ready ? "true" : "false", ctl_format_time(v->lease.since, t2, sizeof t2),
-                       (double)age / 1000.0, (double)left / 1000.0);
-        }
+        char line[512];
+        view_text(v, line, sizeof line);
+        printf("%s\n", line);
         fflush(stdout);
 }
 
@@ -88,14 +101,14 @@ static void view_from(lease_view *v, const char *event, kv_op op, uint64_t rev, 
                 v->error = rec_error_str(&err, errbuf, errlen);
 }
 
-int ctl_lease_show(ctl_ctx *c)
+/* Reads the current lease into v (contract_lease_fini(&v->lease) after).
+ * Returns CTL_EXIT_OK (present), CTL_EXIT_ABSENT, or CTL_EXIT_FAILURE with
+ * the reason printed. */
+static int read_current(ctl_ctx *c, lease_view *v, char *errbuf, size_t errlen)
 {
         kv_bucket kv;
         kv_entry e;
-        lease_view v;
-        char errbuf[256];
-        int code = CTL_EXIT_OK;
-
+        memset(v, 0, sizeof *v);
         int r = kv_bucket_init(&kv, c->nc, c->names.delivery_bucket);
         if (r < 0) {
                 fprintf(stderr, "cotal-deliveryctl: Failed to open bucket %s: %s\n", c->names.delivery_bucket,
@@ -103,26 +116,47 @@ int ctl_lease_show(ctl_ctx *c)
                 return CTL_EXIT_FAILURE;
         }
         kv.timeout_ms = c->timeout_ms;
+        int code;
         r = kv_get(&kv, CONTRACT_LEASE_KEY, &e);
         if (r == -ENOENT) {
-                memset(&v, 0, sizeof v);
-                v.event = "absent";
-                print_view(c, &v);
+                v->event = "absent";
                 code = CTL_EXIT_ABSENT;
         } else if (r < 0) {
                 fprintf(stderr, "cotal-deliveryctl: Failed to read %s/%s: %s\n", c->names.delivery_bucket,
                         CONTRACT_LEASE_KEY, kv.last_error);
                 code = CTL_EXIT_FAILURE;
         } else {
-                view_from(&v, "present", e.op, e.revision, e.time_ms, e.value, e.len, errbuf, sizeof errbuf);
-                if (!v.present)
-                        v.event = "absent"; /* the latest entry is a delete marker */
-                print_view(c, &v);
-                code = v.present ? CTL_EXIT_OK : CTL_EXIT_ABSENT;
-                contract_lease_fini(&v.lease);
+                view_from(v, "present", e.op, e.revision, e.time_ms, e.value, e.len, errbuf, errlen);
+                if (!v->present)
+                        v->event = "absent"; /* the latest entry is a delete marker */
+                code = v->present ? CTL_EXIT_OK : CTL_EXIT_ABSENT;
                 kv_entry_fini(&e);
         }
         kv_bucket_fini(&kv);
+        return code;
+}
+
+int ctl_lease_show(ctl_ctx *c)
+{
+        lease_view v;
+        char errbuf[256];
+        int code = read_current(c, &v, errbuf, sizeof errbuf);
+        if (code != CTL_EXIT_FAILURE)
+                print_view(c, &v);
+        contract_lease_fini(&v.lease);
+        return code;
+}
+
+int ctl_lease_current(ctl_ctx *c, json_t **json, char *line, size_t size)
+{
+        lease_view v;
+        char errbuf[256];
+        int code = read_current(c, &v, errbuf, sizeof errbuf);
+        if (code != CTL_EXIT_FAILURE) {
+                *json = view_json(c, &v);
+                view_text(&v, line, size);
+        }
+        contract_lease_fini(&v.lease);
         return code;
 }
 

@@ -33,6 +33,7 @@ static const char usage_text[] =
         "  members list [--channel C] [--owner O]\n"
         "                                 durable memberships\n"
         "  dlv create OWNER               the agent's deliver durable dlv_<OWNER>\n"
+        "  status                         lease, fanout/reader and dlv_ consumers' pending counts\n"
         "\n"
         "Options:\n"
         "  --server URL[,URL...]  broker (default " BROKER_DEFAULT_URL ")\n"
@@ -210,6 +211,7 @@ static const command commands[] = {
         {"acl", "revoke", 2, -1, cmd_acl_revoke},
         {"members", "list", 0, 0, ctl_members_list},
         {"dlv", "create", 1, 1, cmd_dlv_create},
+        {"status", NULL, 0, 0, ctl_status},
 };
 
 static int parse_long(const char *s, long min, long max, long *out)
@@ -291,8 +293,7 @@ int main(int argc, char **argv)
                 }
         }
         if (!cmd)
-                return usage_error("unknown command \"%s\"", npos > 1 && strcmp(pos[0], "provision") != 0
-                                                                     ? pos[1] : pos[0]);
+                return usage_error("unknown command \"%s%s%s\"", pos[0], npos > 1 ? " " : "", npos > 1 ? pos[1] : "");
         int words = cmd->w2 ? 2 : 1;
         c.args = pos + words;
         c.n_args = npos - words;
