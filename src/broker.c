@@ -11,6 +11,8 @@
 #define BROKER_PING_INTERVAL_MS 1000
 #define BROKER_MAX_PINGS_OUT 2
 #define BROKER_RECONNECT_WAIT_MS 250
+#define BROKER_RECONNECT_JITTER_MS 100
+#define BROKER_RECONNECT_JITTER_TLS_MS 1000
 
 int broker_errno(natsStatus s)
 {
@@ -88,9 +90,20 @@ int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, siz
                 s = natsOptions_SetMaxReconnect(opts, -1);
                 if (s == NATS_OK)
                         s = natsOptions_SetReconnectWait(opts, BROKER_RECONNECT_WAIT_MS);
+                if (s == NATS_OK)
+                        s = natsOptions_SetReconnectJitter(opts, BROKER_RECONNECT_JITTER_MS,
+                                                           BROKER_RECONNECT_JITTER_TLS_MS);
         } else if (s == NATS_OK) {
                 s = natsOptions_SetAllowReconnect(opts, false);
         }
+        if (s == NATS_OK && cfg->on_disconnected)
+                s = natsOptions_SetDisconnectedCB(opts, cfg->on_disconnected, cfg->cb_arg);
+        if (s == NATS_OK && cfg->on_reconnected)
+                s = natsOptions_SetReconnectedCB(opts, cfg->on_reconnected, cfg->cb_arg);
+        if (s == NATS_OK && cfg->on_closed)
+                s = natsOptions_SetClosedCB(opts, cfg->on_closed, cfg->cb_arg);
+        if (s == NATS_OK && cfg->on_error)
+                s = natsOptions_SetErrorHandler(opts, cfg->on_error, cfg->cb_arg);
         if (s == NATS_OK && cfg->creds_file)
                 s = natsOptions_SetUserCredentialsFromFiles(opts, cfg->creds_file, NULL);
         if (s != NATS_OK) {
@@ -164,6 +177,36 @@ int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, i
         }
         *reply = root;
         return 0;
+}
+
+/* Runs one API request on a subject built at full length. */
+static int request_on(natsConnection *nc, char *subject, const json_t *body, int64_t timeout_ms, json_t **reply,
+                      jsapi_error *err)
+{
+        *reply = NULL;
+        if (!subject)
+                return -ENOMEM;
+        int r = jsapi_request(nc, subject, body, timeout_ms, reply, err);
+        free(subject);
+        return r;
+}
+
+int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body, int64_t timeout_ms,
+                      json_t **reply, jsapi_error *err)
+{
+        char *subject = NULL;
+        if (asprintf(&subject, "$JS.API.STREAM.INFO.%s", stream) < 0)
+                subject = NULL;
+        return request_on(nc, subject, body, timeout_ms, reply, err);
+}
+
+int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *consumer, int64_t timeout_ms,
+                        json_t **reply, jsapi_error *err)
+{
+        char *subject = NULL;
+        if (asprintf(&subject, "$JS.API.CONSUMER.INFO.%s.%s", stream, consumer) < 0)
+                subject = NULL;
+        return request_on(nc, subject, NULL, timeout_ms, reply, err);
 }
 
 int json_path_u64(const json_t *root, const char *path, uint64_t *out)

@@ -19,7 +19,12 @@ typedef struct broker_config {
         const char *inbox_prefix; /* NULL = cnats default "_INBOX"         */
         const char *name;         /* connection name (advisory)            */
         int64_t connect_timeout_ms;
-        bool reconnect;           /* reconnect forever once connected       */
+        bool reconnect;           /* reconnect forever (with jitter) once connected */
+        /* Optional link callbacks (run on a cnats thread), with their
+         * closure. */
+        natsConnectionHandler on_disconnected, on_reconnected, on_closed;
+        natsErrHandler on_error;
+        void *cb_arg;
 } broker_config;
 
 /* Connects. On failure returns a negative errno and writes a one-line
@@ -54,6 +59,13 @@ typedef struct jsapi_error {
  * err may be NULL. */
 int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms,
                   json_t **reply, jsapi_error *err);
+
+/* $JS.API.STREAM.INFO.<stream> (body: e.g. a subjects_filter, or NULL)
+ * and $JS.API.CONSUMER.INFO.<stream>.<consumer>, as jsapi_request. */
+int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body, int64_t timeout_ms,
+                      json_t **reply, jsapi_error *err);
+int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *consumer, int64_t timeout_ms,
+                        json_t **reply, jsapi_error *err);
 
 /* Maps a cnats status to a negative errno (NATS_TIMEOUT -> -ETIMEDOUT,
  * NATS_NO_RESPONDERS -> -ENXIO, NATS_NOT_FOUND -> -ENOENT, …). */

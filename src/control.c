@@ -46,11 +46,9 @@ struct control {
 /* CHAT_<S> state.last_seq (the "frontier" of §8.6). */
 static int chat_frontier(daemon_ctx *d, uint64_t *seq)
 {
-        char api[300];
         json_t *reply = NULL;
         jsapi_error jerr;
-        snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", d->names.chat_stream);
-        int r = jsapi_request(d->nc, api, NULL, 0, &reply, &jerr);
+        int r = jsapi_stream_info(d->nc, d->names.chat_stream, NULL, 0, &reply, &jerr);
         if (r < 0)
                 return r;
         *seq = 0;
@@ -62,11 +60,9 @@ static int chat_frontier(daemon_ctx *d, uint64_t *seq)
 /* CONSUMER.INFO(CHAT_<S>, fanout).delivered.stream_seq, 0 if missing. */
 static uint64_t fanout_delivered(daemon_ctx *d)
 {
-        char api[300];
         json_t *reply = NULL;
         uint64_t seq = 0;
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
-        if (jsapi_request(d->nc, api, NULL, 0, &reply, NULL) == 0)
+        if (jsapi_consumer_info(d->nc, d->names.chat_stream, CONTRACT_FANOUT_DURABLE, 0, &reply, NULL) == 0)
                 (void)json_path_u64(reply, "delivered.stream_seq", &seq);
         json_decref(reply);
         return seq;
@@ -120,15 +116,14 @@ static int create_probe_consumer(daemon_ctx *d, const char *name, const char *fi
 static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_cursor)
 {
         char *filter = contract_channel_filter(&d->names, channel);
-        char api[300], err[512];
+        char err[512];
         json_t *reply = NULL;
         jsapi_error jerr;
         bool evicted = false;
         if (!filter)
                 return false;
-        snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", d->names.chat_stream);
         json_t *body = json_pack("{s:s}", "subjects_filter", filter);
-        int r = jsapi_request(d->nc, api, body, 0, &reply, &jerr);
+        int r = jsapi_stream_info(d->nc, d->names.chat_stream, body, 0, &reply, &jerr);
         json_decref(body);
         if (r < 0) {
                 if (!(r == -EREMOTEIO && jerr.code == 404))

@@ -32,11 +32,9 @@ static json_t *row(const char *stream, const json_t *info)
 /* One named consumer; a missing one is a row with present:false. */
 static int add_one(ctl_ctx *c, json_t *rows, const char *stream, const char *name)
 {
-        char api[512];
         json_t *reply = NULL;
         jsapi_error jerr;
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", stream, name);
-        int r = jsapi_request(c->nc, api, NULL, c->timeout_ms, &reply, &jerr);
+        int r = jsapi_consumer_info(c->nc, stream, name, c->timeout_ms, &reply, &jerr);
         if (r == -EREMOTEIO && (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
                 json_array_append_new(rows, json_pack("{s:s, s:s, s:b}", "name", name, "stream", stream, "present", 0));
                 return 0;

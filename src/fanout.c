@@ -348,11 +348,9 @@ static size_t backlog_max(struct fanout *f, const char **owner)
 /* Reads the reader's ack floor (CONSUMER.INFO on INBOX_<S>/reader). */
 static int refresh_floor(daemon_ctx *d, struct fanout *f)
 {
-        char api[512];
         json_t *reply = NULL;
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
         jsapi_error jerr;
-        int r = jsapi_request(d->nc, api, NULL, 0, &reply, &jerr);
+        int r = jsapi_consumer_info(d->nc, d->names.inbox_stream, CONTRACT_READER_DURABLE, 0, &reply, &jerr);
         if (r < 0)
                 return r;
         uint64_t floor = 0;

@@ -215,17 +215,13 @@ int kv_keys(kv_bucket *kv, char ***keys_out, size_t *n_out)
 
 int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys_out, size_t *n_out)
 {
-        char *api = NULL, *filter = NULL;
+        char *filter = NULL;
         char **keys = NULL;
         size_t n = 0, cap = 0;
         int r = -ENOMEM;
 
         *keys_out = NULL;
         *n_out = 0;
-        if (asprintf(&api, "$JS.API.STREAM.INFO.%s", kv->stream) < 0) {
-                api = NULL;
-                goto out;
-        }
         filter = contract_kv_subject(kv->bucket, pattern);
         if (!filter)
                 goto out;
@@ -239,7 +235,7 @@ int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys_out, size_
                 jsapi_error jerr;
                 if (!body)
                         goto out;
-                r = jsapi_request(kv->nc, api, body, kv->timeout_ms, &reply, &jerr);
+                r = jsapi_stream_info(kv->nc, kv->stream, body, kv->timeout_ms, &reply, &jerr);
                 json_decref(body);
                 if (r < 0) {
                         snprintf(kv->last_error, sizeof kv->last_error, "list keys: %s", jerr.description);
@@ -284,20 +280,15 @@ int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys_out, size_
         r = 0;
 out:
         kv_keys_free(keys, n);
-        free(api);
         free(filter);
         return r;
 }
 
 int kv_last_seq(kv_bucket *kv, uint64_t *seq)
 {
-        char *api = NULL;
-        if (asprintf(&api, "$JS.API.STREAM.INFO.%s", kv->stream) < 0)
-                return -ENOMEM;
         json_t *reply = NULL;
         jsapi_error jerr;
-        int r = jsapi_request(kv->nc, api, NULL, kv->timeout_ms, &reply, &jerr);
-        free(api);
+        int r = jsapi_stream_info(kv->nc, kv->stream, NULL, kv->timeout_ms, &reply, &jerr);
         if (r < 0) {
                 snprintf(kv->last_error, sizeof kv->last_error, "stream info: %s", jerr.description);
                 return r;

@@ -100,56 +100,28 @@ static bool reachable(const daemon_ctx *d)
         return r == 0 || r == -EACCES;
 }
 
+/* §10.2 step 5: creds, the custom inbox prefix _INBOX_<D> (every reply,
+ * pull delivery and watch lands under it), reconnects enabled. */
 static int connect_main(daemon_ctx *d)
 {
-        natsOptions *opts = NULL;
         char err[512];
-        const char *urls[16];
-        char buf[2048];
-        int n = 0;
-        snprintf(buf, sizeof buf, "%s", d->cfg.server);
-        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
-                urls[n++] = t;
-        natsStatus s = natsOptions_Create(&opts);
-        if (s == NATS_OK)
-                s = natsOptions_SetServers(opts, urls, n);
-        if (s == NATS_OK)
-                s = natsOptions_SetName(opts, "cotal:delivery");
-        if (s == NATS_OK)
-                s = natsOptions_SetCustomInboxPrefix(opts, d->inbox_prefix); /* §10.2 step 5 */
-        if (s == NATS_OK)
-                s = natsOptions_SetMaxReconnect(opts, -1);
-        if (s == NATS_OK)
-                s = natsOptions_SetReconnectWait(opts, 250);
-        if (s == NATS_OK)
-                s = natsOptions_SetReconnectJitter(opts, 100, 1000);
-        if (s == NATS_OK)
-                s = natsOptions_SetPingInterval(opts, 1000);
-        if (s == NATS_OK)
-                s = natsOptions_SetMaxPingsOut(opts, 2);
-        if (s == NATS_OK)
-                s = natsOptions_SetTimeout(opts, 2000);
-        if (s == NATS_OK)
-                s = natsOptions_SetDisconnectedCB(opts, on_disconnected, d);
-        if (s == NATS_OK)
-                s = natsOptions_SetReconnectedCB(opts, on_reconnected, d);
-        if (s == NATS_OK)
-                s = natsOptions_SetClosedCB(opts, on_closed, d);
-        if (s == NATS_OK)
-                s = natsOptions_SetErrorHandler(opts, on_error, d);
-        if (s == NATS_OK && d->cfg.creds)
-                s = natsOptions_SetUserCredentialsFromFiles(opts, d->cfg.creds, NULL);
-        if (s == NATS_OK)
-                s = natsConnection_Connect(&d->nc, opts);
-        natsOptions_Destroy(opts);
-        if (s != NATS_OK) {
-                const char *text = nats_GetLastError(NULL);
-                snprintf(err, sizeof err, "%s%s%s", natsStatus_GetText(s), text ? ": " : "", text ? text : "");
+        broker_config bc = {
+                .servers = d->cfg.server,
+                .creds_file = d->cfg.creds,
+                .inbox_prefix = d->inbox_prefix,
+                .name = "cotal:delivery",
+                .connect_timeout_ms = 2000,
+                .reconnect = true,
+                .on_disconnected = on_disconnected,
+                .on_reconnected = on_reconnected,
+                .on_closed = on_closed,
+                .on_error = on_error,
+                .cb_arg = d,
+        };
+        int r = broker_connect(&bc, &d->nc, err, sizeof err);
+        if (r < 0)
                 log_error("Failed to connect to %s: %s", d->cfg.server, err);
-                d->nc = NULL;
-                return -EIO;
-        }
-        return 0;
+        return r;
 }
 
 /* §10.2 step 5: the streams and buckets the daemon relies on must exist. */
@@ -161,15 +133,13 @@ static int check_streams(daemon_ctx *d)
         for (int b = 0; b < BUCKET_COUNT_; b++)
                 streams[n++] = kv[b] = contract_bucket_stream(contract_bucket_name(&d->names, (contract_bucket)b));
         for (int i = 0; i < n && r == 0; i++) {
-                char api[300];
                 json_t *reply = NULL;
                 jsapi_error jerr;
                 if (!streams[i]) {
                         r = -ENOMEM;
                         break;
                 }
-                snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", streams[i]);
-                r = jsapi_request(d->nc, api, NULL, 0, &reply, &jerr);
+                r = jsapi_stream_info(d->nc, streams[i], NULL, 0, &reply, &jerr);
                 json_decref(reply);
                 if (r < 0)
                         log_error("Stream %s is not usable: %s (provision the space first: cotal up, or "

@@ -96,8 +96,7 @@ static int ensure_stream(natsConnection *nc, const char *kind, json_t *config, j
         json_t *reply = NULL;
         jsapi_error jerr;
 
-        snprintf(api, sizeof api, "$JS.API.STREAM.INFO.%s", name);
-        int r = jsapi_request(nc, api, NULL, 0, &reply, &jerr);
+        int r = jsapi_stream_info(nc, name, NULL, 0, &reply, &jerr);
         if (r == -EREMOTEIO && jerr.err_code == JS_ERR_STREAM_NOT_FOUND) {
                 snprintf(api, sizeof api, "$JS.API.STREAM.CREATE.%s", name);
                 r = jsapi_request(nc, api, config, 0, &reply, &jerr);
@@ -224,13 +223,12 @@ int provision_consumer(natsConnection *nc, const char *stream, const json_t *con
                        const char *create_subject, prov_report *rep)
 {
         const char *durable = json_string_value(json_object_get(config, "durable_name"));
-        char api[512], name[300];
+        char name[300];
         json_t *reply = NULL;
         jsapi_error jerr;
 
         snprintf(name, sizeof name, "%s/%s", stream, durable);
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", stream, durable);
-        int r = jsapi_request(nc, api, NULL, 0, &reply, &jerr);
+        int r = jsapi_consumer_info(nc, stream, durable, 0, &reply, &jerr);
         if (r == -EREMOTEIO && jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND) {
                 json_t *body = json_pack("{s:s, s:O}", "stream_name", stream, "config", config);
                 r = body ? jsapi_request(nc, create_subject, body, 0, &reply, &jerr) : -ENOMEM;

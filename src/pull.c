@@ -124,11 +124,9 @@ static pull_reply classify(pull_sub *p, natsMsg *m)
  * consumer or its stream is gone, 0 otherwise. */
 static int check_exists(pull_sub *p)
 {
-        char api[512];
         json_t *reply = NULL;
         jsapi_error jerr;
-        snprintf(api, sizeof api, "$JS.API.CONSUMER.INFO.%s.%s", p->stream, p->consumer);
-        int r = jsapi_request(p->nc, api, NULL, 0, &reply, &jerr);
+        int r = jsapi_consumer_info(p->nc, p->stream, p->consumer, 0, &reply, &jerr);
         json_decref(reply);
         if (r == -EREMOTEIO && (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
                 snprintf(p->last_error, sizeof p->last_error, "consumer %s/%s not found", p->stream, p->consumer);
