@@ -179,6 +179,20 @@ int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, i
         return 0;
 }
 
+char *broker_unique_subject(const char *prefix, const char *tag)
+{
+        natsInbox *inbox = NULL;
+        char *out = NULL;
+        if (natsInbox_Create(&inbox) != NATS_OK)
+                return NULL;
+        /* natsInbox gives "_INBOX.<nuid>": keep its unique part only. */
+        const char *uniq = strchr(inbox, '.');
+        if (asprintf(&out, "%s.%s.%s", prefix, tag, uniq ? uniq + 1 : inbox) < 0)
+                out = NULL;
+        natsInbox_Destroy(inbox);
+        return out;
+}
+
 /* Runs one API request on a subject built at full length. */
 static int request_on(natsConnection *nc, char *subject, const json_t *body, int64_t timeout_ms, json_t **reply,
                       jsapi_error *err)

@@ -67,6 +67,11 @@ int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body
 int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *consumer, int64_t timeout_ms,
                         json_t **reply, jsapi_error *err);
 
+/* "<prefix>.<tag>.<unique>": a fresh subject under our own inbox prefix
+ * (§1.4: every reply and delivery lands under _INBOX_<D>.). Owned; NULL on
+ * allocation failure. */
+char *broker_unique_subject(const char *prefix, const char *tag);
+
 /* Maps a cnats status to a negative errno (NATS_TIMEOUT -> -ETIMEDOUT,
  * NATS_NO_RESPONDERS -> -ENXIO, NATS_NOT_FOUND -> -ENOENT, …). */
 int broker_errno(natsStatus s);

@@ -2,6 +2,7 @@
  * consumer ensure of §3). */
 #include "daemon.h"
 
+#include "clock.h"
 #include "log.h"
 #include "provision.h"
 
@@ -12,16 +13,12 @@
 
 int64_t daemon_mono_ms(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return clock_mono_ms();
 }
 
 int64_t daemon_wall_ms(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return clock_wall_ms();
 }
 
 void daemon_backoff(daemon_ctx *d, int64_t ms)

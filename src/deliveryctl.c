@@ -3,6 +3,7 @@
  * edits an operator needs. It never runs delivery itself. */
 #include "build_config.h"
 #include "broker.h"
+#include "clock.h"
 #include "ctl.h"
 #include "log.h"
 #include "provision.h"
@@ -64,9 +65,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 
 int64_t ctl_now_ms(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return clock_wall_ms();
 }
 
 const char *ctl_format_time(int64_t ms, char *buf, size_t size)

@@ -2,6 +2,7 @@
 #include "jspub.h"
 
 #include "broker.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -16,28 +17,14 @@
 /* How long a publish may wait for room in the in-flight window. */
 #define JSPUB_WINDOW_WAIT_MS 10000
 
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix)
 {
         memset(j, 0, sizeof *j);
         j->nc = nc;
         j->round = 1;
-        natsInbox *uniq = NULL;
-        if (natsInbox_Create(&uniq) != NATS_OK)
+        j->reply_prefix = broker_unique_subject(inbox_prefix, "pub");
+        if (!j->reply_prefix)
                 return -ENOMEM;
-        const char *tail = strchr(uniq, '.');
-        int r = asprintf(&j->reply_prefix, "%s.pub.%s", inbox_prefix, tail ? tail + 1 : uniq);
-        natsInbox_Destroy(uniq);
-        if (r < 0) {
-                j->reply_prefix = NULL;
-                return -ENOMEM;
-        }
         char sub[300];
         snprintf(sub, sizeof sub, "%s.>", j->reply_prefix);
         /* At most JSPUB_MAX_INFLIGHT replies are ever pending, far below
@@ -119,7 +106,7 @@ static void take_reply(jspub *j, natsMsg *m)
 static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
 {
         while (j->outstanding > until_outstanding) {
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - clock_mono_ms();
                 if (left <= 0)
                         return false;
                 natsMsg *m = NULL;
@@ -154,7 +141,7 @@ static long new_slot(jspub *j)
 long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char *data, size_t len)
 {
         if (j->outstanding >= JSPUB_MAX_INFLIGHT)
-                (void)drain(j, JSPUB_MAX_INFLIGHT / 2, mono_ms() + JSPUB_WINDOW_WAIT_MS);
+                (void)drain(j, JSPUB_MAX_INFLIGHT / 2, clock_mono_ms() + JSPUB_WINDOW_WAIT_MS);
         long idx = new_slot(j);
         if (idx < 0)
                 return idx;
@@ -187,7 +174,7 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
 
 size_t jspub_wait(jspub *j, int64_t timeout_ms)
 {
-        (void)drain(j, 0, mono_ms() + timeout_ms);
+        (void)drain(j, 0, clock_mono_ms() + timeout_ms);
         size_t bad = 0;
         for (size_t i = 0; i < j->n; i++) {
                 if (j->results[i].state == JSPUB_PENDING) {

@@ -4,6 +4,7 @@
 #include "kv_watch.h"
 
 #include "broker.h"
+#include "clock.h"
 #include "contract_subject.h"
 
 #include <errno.h>
@@ -20,13 +21,6 @@
 #define HDR_KV_OPERATION "KV-Operation"
 /* Heartbeats missed before the consumer is presumed gone (nats.c #988). */
 #define KV_WATCH_MISSED_HEARTBEATS 3
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void kv_watch_entry_fini(kv_watch_entry *e)
 {
@@ -49,7 +43,7 @@ static void delete_consumer(kv_watch *w)
 /* (Re)creates the consumer on a fresh deliver subject. */
 static int create_consumer(kv_watch *w)
 {
-        char deliver[256], api[768];
+        char api[768];
         json_t *reply = NULL;
         jsapi_error jerr;
 
@@ -60,18 +54,14 @@ static int create_consumer(kv_watch *w)
         }
         delete_consumer(w);
 
-        natsInbox *inbox = NULL;
-        if (natsInbox_Create(&inbox) != NATS_OK)
+        /* The deliver subject is inside _INBOX_<D>.> (§1.4). */
+        char *deliver = broker_unique_subject(w->inbox_prefix, "kvw");
+        if (!deliver)
                 return -ENOMEM;
-        /* natsInbox gives "_INBOX.<nuid>"; keep its unique part under our
-         * own prefix so the deliver subject is inside _INBOX_<D>.> (§1.4). */
-        const char *uniq = strchr(inbox, '.');
-        snprintf(deliver, sizeof deliver, "%s.kvw.%s", w->inbox_prefix, uniq ? uniq + 1 : inbox);
-        natsInbox_Destroy(inbox);
-
         natsStatus s = natsConnection_SubscribeSync(&w->sub, w->nc, deliver);
         if (s != NATS_OK) {
-                snprintf(w->last_error, sizeof w->last_error, "subscribe %s: %s", deliver, natsStatus_GetText(s));
+                snprintf(w->last_error, sizeof w->last_error, "subscribe %.200s: %s", deliver, natsStatus_GetText(s));
+                free(deliver);
                 return broker_errno(s);
         }
         json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:b, s:I, s:s}}", "stream_name",
@@ -81,6 +71,7 @@ static int create_consumer(kv_watch *w)
                                  (json_int_t)KV_WATCH_HEARTBEAT_MS * 1000000, "mem_storage", 1,
                                  "inactive_threshold", (json_int_t)KV_WATCH_INACTIVE_MS * 1000000,
                                  "replay_policy", "instant");
+        free(deliver);
         if (!body)
                 return -ENOMEM;
         /* The extended create subject: the only consumer-create form the
@@ -99,7 +90,7 @@ static int create_consumer(kv_watch *w)
         w->next_cseq = 1;
         w->initial_done = pending == 0;
         w->replay_announced = false;
-        w->last_seen_ms = mono_ms();
+        w->last_seen_ms = clock_mono_ms();
         return 0;
 }
 
@@ -151,7 +142,7 @@ static int handle_status(kv_watch *w, natsMsg *m)
         const char *status = NULL;
         if (natsMsgHeader_Get(m, HDR_STATUS, &status) != NATS_OK || !status)
                 return 0;
-        w->last_seen_ms = mono_ms();
+        w->last_seen_ms = clock_mono_ms();
         if (strcmp(status, "100") != 0)
                 return 1;
         /* Flow-control request: answer on its reply subject. */
@@ -207,13 +198,13 @@ static int fill_entry(kv_watch *w, natsMsg *m, jsMsgMetaData *md, kv_watch_entry
 
 int kv_watch_next(kv_watch *w, int64_t timeout_ms, kv_watch_entry *e)
 {
-        int64_t deadline = mono_ms() + timeout_ms;
+        int64_t deadline = clock_mono_ms() + timeout_ms;
 
         for (;;) {
                 int r = 0;
                 if (!w->sub)
                         r = restart(w);
-                else if (mono_ms() - w->last_seen_ms >
+                else if (clock_mono_ms() - w->last_seen_ms >
                          (int64_t)KV_WATCH_HEARTBEAT_MS * KV_WATCH_MISSED_HEARTBEATS)
                         r = restart(w); /* the consumer is presumed gone */
                 if (r < 0)
@@ -222,7 +213,7 @@ int kv_watch_next(kv_watch *w, int64_t timeout_ms, kv_watch_entry *e)
                         w->replay_announced = true;
                         return -EAGAIN;
                 }
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - clock_mono_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 int64_t wait = left < KV_WATCH_HEARTBEAT_MS ? left : KV_WATCH_HEARTBEAT_MS;
@@ -252,7 +243,7 @@ int kv_watch_next(kv_watch *w, int64_t timeout_ms, kv_watch_entry *e)
                         natsMsg_Destroy(m); /* not a consumer delivery */
                         continue;
                 }
-                w->last_seen_ms = mono_ms();
+                w->last_seen_ms = clock_mono_ms();
                 if (md->Sequence.Consumer != w->next_cseq) {
                         jsMsgMetaData_Destroy(md);
                         natsMsg_Destroy(m);

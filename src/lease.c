@@ -1,6 +1,7 @@
 /* lease: PROTOCOL §9 acquire / mark ready / renew / release. */
 #include "lease.h"
 
+#include "clock.h"
 #include "contract_record.h"
 #include "contract_subject.h"
 
@@ -10,20 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int64_t wall_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int lease_init(lease *l, natsConnection *nc, const char *bucket, const char *holder)
 {
@@ -52,7 +39,7 @@ void lease_fini(lease *l)
 static int write_record(lease *l, bool ready, bool create)
 {
         char *value = NULL;
-        if (contract_lease_encode(l->holder, wall_ms(), ready, &value) < 0)
+        if (contract_lease_encode(l->holder, clock_wall_ms(), ready, &value) < 0)
                 return -ENOMEM;
         uint64_t rev = 0;
         int r = create ? kv_create(&l->kv, CONTRACT_LEASE_KEY, value, strlen(value), &rev)
@@ -64,7 +51,7 @@ static int write_record(lease *l, bool ready, bool create)
         }
         l->revision = rev;
         l->ready = ready;
-        l->last_write_ms = mono_ms();
+        l->last_write_ms = clock_mono_ms();
         return 0;
 }
 
@@ -80,7 +67,7 @@ int lease_acquire(lease *l)
                 if (contract_lease_decode(e.value ? e.value : "", e.len, &cur, NULL) == REC_OK) {
                         snprintf(l->last_error, sizeof l->last_error,
                                  "held by %.64s (revision %" PRIu64 ", ready=%s, last written %" PRId64 " ms ago)",
-                                 cur.holder, e.revision, cur.ready ? "true" : "false", wall_ms() - cur.since);
+                                 cur.holder, e.revision, cur.ready ? "true" : "false", clock_wall_ms() - cur.since);
                         contract_lease_fini(&cur);
                 } else {
                         snprintf(l->last_error, sizeof l->last_error, "an unreadable record at revision %" PRIu64,

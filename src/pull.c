@@ -2,6 +2,7 @@
 #include "pull.h"
 
 #include "broker.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -16,30 +17,16 @@
  * (server restart, reconnect): issue a new one. */
 #define PULL_LOST_GRACE_MS 1000
 
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream,
                const char *consumer)
 {
         memset(p, 0, sizeof *p);
         p->nc = nc;
-        natsInbox *uniq = NULL;
-        if (natsInbox_Create(&uniq) != NATS_OK)
-                return -ENOMEM;
-        const char *tail = strchr(uniq, '.');
-        int r1 = asprintf(&p->inbox, "%s.pull.%s", inbox_prefix, tail ? tail + 1 : uniq);
-        natsInbox_Destroy(uniq);
+        p->inbox = broker_unique_subject(inbox_prefix, "pull");
         int r2 = asprintf(&p->next_subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, consumer);
         p->stream = strdup(stream);
         p->consumer = strdup(consumer);
-        if (r1 < 0 || r2 < 0 || !p->stream || !p->consumer) {
-                if (r1 < 0)
-                        p->inbox = NULL;
+        if (!p->inbox || r2 < 0 || !p->stream || !p->consumer) {
                 if (r2 < 0)
                         p->next_subject = NULL;
                 pull_stop(p);
@@ -83,7 +70,7 @@ static int send_request(pull_sub *p, int batch, int64_t expires_ms)
         p->open = true;
         p->requested = batch;
         p->received = 0;
-        p->deadline_ms = mono_ms() + expires_ms + PULL_LOST_GRACE_MS;
+        p->deadline_ms = clock_mono_ms() + expires_ms + PULL_LOST_GRACE_MS;
         return 0;
 }
 
@@ -140,10 +127,10 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
         int count = 0;
         if (max <= 0 || max > PULL_MAX_BATCH)
                 return -EINVAL;
-        int64_t deadline = mono_ms() + wait_ms;
+        int64_t deadline = clock_mono_ms() + wait_ms;
 
         while (count < max) {
-                int64_t now = mono_ms();
+                int64_t now = clock_mono_ms();
                 if (p->open && now > p->deadline_ms) {
                         p->open = false; /* lost: never answered */
                         if (count == 0 && check_exists(p) < 0)
