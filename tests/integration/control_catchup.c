@@ -417,16 +417,6 @@ START_TEST(an_entry_too_large_to_write_does_not_block_the_join)
 }
 END_TEST
 
-typedef struct started_ctx {
-        const char *subject;
-} started_ctx;
-
-static bool inbox_started(void *arg)
-{
-        started_ctx *c = arg;
-        return co_messages(INBOX, c->subject) > 0;
-}
-
 START_TEST(a_leave_during_catch_up_supersedes_the_activation)
 {
         /* §8.7 activate refuses to resurrect a record that was tombstoned
@@ -442,15 +432,15 @@ START_TEST(a_leave_during_catch_up_supersedes_the_activation)
         const char *subject = "cotal." S ".ctl.delivery." EVE;
         const char *reply = "cotal." S ".ctl.delivery." EVE ".reply.sup";
         natsSubscription *sub = NULL;
+        co_freezer fz;
+        co_freeze_at_first(&fz, dm.p.pid, DINBOX(EVE));
         ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, reply) == NATS_OK);
         ck_assert(natsConnection_PublishRequestString(
                           tu_nc, subject, reply,
                           "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"sup\"},\"from\":{\"id\":\"" EVE "\"}}") ==
                   NATS_OK);
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
-        started_ctx sc = {DINBOX(EVE)};
-        ck_assert_msg(test_wait_until(inbox_started, &sc, JOIN_MS), "the catch-up never started");
-        ck_assert_int_eq(proc_signal(&dm.p, SIGSTOP), 0);
+        ck_assert_msg(co_frozen_within(&fz, JOIN_MS), "the catch-up never started");
         uint64_t copied = co_messages(INBOX, DINBOX(EVE));
         json_t *rec = member_rec("sup", EVE);
         bool pending = json_is_false(json_object_get(rec, "activated"));

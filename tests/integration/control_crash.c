@@ -10,7 +10,6 @@
 #include "cotal.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,30 +146,6 @@ static bool lease_gone(void *arg)
         return gone;
 }
 
-/* Freezes the daemon (SIGSTOP) from the subscriber thread the moment its
- * first catch-up copy is published: polling the stream from the test
- * thread could, on a loaded machine, see the first copy only after the
- * whole catch-up had finished. */
-typedef struct freezer {
-        pid_t pid;
-        atomic_bool frozen;
-} freezer;
-
-static void freeze_on_first(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *arg)
-{
-        (void)nc;
-        (void)sub;
-        freezer *f = arg;
-        if (!atomic_exchange(&f->frozen, true))
-                (void)kill(f->pid, SIGSTOP);
-        natsMsg_Destroy(msg);
-}
-
-static bool frozen(void *arg)
-{
-        return atomic_load(&((freezer *)arg)->frozen);
-}
-
 START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
 {
         /* History the fan-out routes to nobody (no member yet). */
@@ -193,17 +168,16 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         const char *reply = "cotal." S ".ctl.delivery." BOB ".reply.first";
         const char *body =
                 "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"" CHANNEL "\"},\"from\":{\"id\":\"" BOB "\"}}";
-        natsSubscription *sub = NULL, *copies = NULL;
-        freezer fz = {.pid = dm.p.pid};
-        ck_assert(natsConnection_Subscribe(&copies, tu_nc, DINBOX_BOB, freeze_on_first, &fz) == NATS_OK);
+        natsSubscription *sub = NULL;
+        co_freezer fz;
+        co_freeze_at_first(&fz, dm.p.pid, DINBOX_BOB);
         ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, reply) == NATS_OK);
         ck_assert(natsConnection_PublishRequestString(tu_nc, subject, reply, body) == NATS_OK);
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
 
         /* Frozen at its first copy, then killed: mid-catch-up whatever the
          * machine's load. */
-        ck_assert_msg(test_wait_until(frozen, &fz, JOIN_MS), "the catch-up never started");
-        natsSubscription_Destroy(copies);
+        ck_assert_msg(co_frozen_within(&fz, JOIN_MS), "the catch-up never started");
         ck_assert_int_eq(proc_signal(&dm.p, SIGKILL), 0);
         ck_assert_int_eq(proc_wait(&dm.p, 10000), 0);
         int64_t killed_at = test_now_ms();

@@ -491,3 +491,35 @@ bool co_wait_acked(const char *stream, const char *consumer, uint64_t seq, int64
         ack_ctx c = {stream, consumer, seq};
         return test_wait_until(acked, &c, timeout_ms);
 }
+
+static void freeze_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *arg)
+{
+        (void)nc;
+        (void)sub;
+        co_freezer *f = arg;
+        if (!atomic_exchange(&f->frozen, true))
+                (void)kill(f->pid, SIGSTOP);
+        natsMsg_Destroy(msg);
+}
+
+void co_freeze_at_first(co_freezer *f, pid_t pid, const char *subject)
+{
+        f->pid = pid;
+        atomic_init(&f->frozen, false);
+        ck_assert(natsConnection_Subscribe(&f->sub, tu_nc, subject, freeze_cb, f) == NATS_OK);
+        ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
+}
+
+static bool is_frozen(void *arg)
+{
+        return atomic_load(&((co_freezer *)arg)->frozen);
+}
+
+bool co_frozen_within(co_freezer *f, int64_t timeout_ms)
+{
+        bool ok = test_wait_until(is_frozen, f, timeout_ms);
+        (void)natsSubscription_Unsubscribe(f->sub);
+        natsSubscription_Destroy(f->sub);
+        f->sub = NULL;
+        return ok || atomic_load(&f->frozen);
+}

@@ -6,6 +6,7 @@
 
 #include "testutil.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -92,6 +93,20 @@ void co_daemon_finish(co_daemon *dm);
 int co_run(Suite *s);
 /* Dumps the daemon's stderr to ours (for failures). */
 void co_daemon_dump(const co_daemon *dm);
+
+/* Stops a daemon (SIGSTOP) from the subscriber thread the moment the first
+ * message is published on subject, so a test can catch it mid-work on a
+ * loaded machine (polling a stream from the test thread could notice the
+ * first message only after the work was done). */
+typedef struct co_freezer {
+        natsSubscription *sub;
+        pid_t pid;
+        atomic_bool frozen;
+} co_freezer;
+/* Subscribes (core NATS, flushed) before the work is triggered. */
+void co_freeze_at_first(co_freezer *f, pid_t pid, const char *subject);
+/* Waits until the daemon was stopped; unsubscribes either way. */
+bool co_frozen_within(co_freezer *f, int64_t timeout_ms);
 
 /* Waits until stream has at least want messages (state.messages filtered by
  * subject, or last_seq when subject is NULL) or timeout. Returns the last
