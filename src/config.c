@@ -28,7 +28,7 @@ const char config_usage[] =
         "  --creds FILE         delivery-profile creds (JWT + seed); default\n"
         "                       <root>/.cotal/delivery.creds as upstream\n"
         "  --no-auth            open broker, no creds: a generated daemon id\n"
-        "  --config FILE        key = value settings (flags win)\n"
+        "  --config FILE        key = value settings (env COTAL_DELIVERYD_CONFIG)\n"
         "  --log-level LEVEL    err, warning, notice, info (default), debug\n"
         "  --broker-gone-ms MS  exit when the broker is unreachable this long\n"
         "                       (default 15000; env COTAL_DELIVERY_BROKER_GONE_MS)\n"
@@ -38,6 +38,10 @@ const char config_usage[] =
         "                       pauses (10-900, default 500)\n"
         "  --shard N, --shards N  only shard 0 of 1 is supported\n"
         "  --version, -h/--help\n"
+        "\n"
+        "Every setting is also read from COTAL_DELIVERYD_<NAME> (e.g.\n"
+        "COTAL_DELIVERYD_LOG_LEVEL=debug); flags win over the environment, the\n"
+        "environment over the --config file.\n"
         "\n"
         "SIGHUP re-reads the configuration (log level and tunables change at\n"
         "once; space, server and creds at the next start).\n"
@@ -189,6 +193,34 @@ static config_result load_file(config *c, const char *path, char *err, size_t er
         return res;
 }
 
+/* COTAL_DELIVERYD_<KEY>: the key upper-cased with '-' as '_'. */
+static void env_name(const key_def *k, char *out, size_t size)
+{
+        size_t n = (size_t)snprintf(out, size, "%s", CONFIG_ENV_PREFIX);
+        for (const char *p = k->name; *p && n + 1 < size; p++)
+                out[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+        out[n < size ? n : size - 1] = '\0';
+}
+
+/* The environment sits between the file and the flags. An empty variable
+ * counts as unset (systemd's Environment=KEY= idiom); a bad value is a
+ * usage error naming the variable, like a bad flag. */
+static config_result load_env(config *c, char *err, size_t err_size)
+{
+        char name[64], why[256];
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+                env_name(&keys[i], name, sizeof name);
+                const char *v = getenv(name);
+                if (!v || !*v)
+                        continue;
+                if (set_value(c, &keys[i], v, why, sizeof why) < 0) {
+                        snprintf(err, err_size, "environment %s: %s", name, why);
+                        return CONFIG_USAGE;
+                }
+        }
+        return CONFIG_OK;
+}
+
 /* §10.2 step 1: shard = 0 / shards = 1 as JS Number() reads them. */
 static config_result check_shards(const char *shard, const char *shards, char *err, size_t err_size)
 {
@@ -320,6 +352,9 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                 return CONFIG_USAGE;
         }
 
+        const char *env_file = getenv(CONFIG_ENV_PREFIX "CONFIG");
+        if (!c->config_file && env_file && *env_file && !(c->config_file = strdup(env_file)))
+                return CONFIG_FAILURE;
         if (c->config_file && (r = load_file(c, c->config_file, err, err_size)) != CONFIG_OK)
                 return r;
         /* §10.1: COTAL_DELIVERY_BROKER_GONE_MS, parsed like JS Number();
@@ -332,6 +367,8 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                 else
                         c->broker_gone_ms = CONFIG_DEFAULT_BROKER_GONE_MS;
         }
+        if ((r = load_env(c, err, err_size)) != CONFIG_OK)
+                return r;
         for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
                 if (!flag_val[i])
                         continue;

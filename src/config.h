@@ -10,6 +10,10 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_BROKER_GONE_MS 15000 /* §10.1, Appendix A */
+/* Environment variables: COTAL_DELIVERYD_<KEY> for every key (e.g.
+ * COTAL_DELIVERYD_LOG_LEVEL), COTAL_DELIVERYD_CONFIG for the file; the
+ * upstream COTAL_DELIVERY_BROKER_GONE_MS (§10.1) sits below them. */
+#define CONFIG_ENV_PREFIX "COTAL_DELIVERYD_"
 
 typedef struct config {
         char *space;            /* raw space name */

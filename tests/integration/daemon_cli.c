@@ -226,6 +226,49 @@ START_TEST(config_file_is_validated_with_file_and_line)
 }
 END_TEST
 
+/* Issue 6: flags > environment (COTAL_DELIVERYD_<KEY>) > file. Which
+ * server the daemon tried shows which layer won. */
+START_TEST(environment_sits_between_flags_and_file)
+{
+        char path[] = "/tmp/cotal-conf-XXXXXX";
+        int fd = mkstemp(path);
+        const char *text = "space = s\nserver = nats://127.0.0.1:1\nbroker-gone-ms = 200\n";
+        ck_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+        close(fd);
+        char conf_env[64];
+        snprintf(conf_env, sizeof conf_env, "COTAL_DELIVERYD_CONFIG=%s", path);
+
+        /* The file named by the environment, its server. */
+        run_result r = run((const char *[]){"--no-auth", NULL}, (char *[]){conf_env, NULL});
+        ck_assert_int_eq(r.status, 1);
+        ck_assert_msg(strstr(r.err, "can't reach NATS at nats://127.0.0.1:1"), "%s", r.err);
+        done(&r);
+        /* The environment over the file. */
+        r = run((const char *[]){"--no-auth", NULL},
+                (char *[]){conf_env, "COTAL_DELIVERYD_SERVER=nats://127.0.0.1:2", NULL});
+        ck_assert_int_eq(r.status, 1);
+        ck_assert_msg(strstr(r.err, "can't reach NATS at nats://127.0.0.1:2"), "%s", r.err);
+        done(&r);
+        /* The flag over the environment; an empty variable is unset. */
+        r = run((const char *[]){"--no-auth", "--server", "nats://127.0.0.1:3", NULL},
+                (char *[]){conf_env, "COTAL_DELIVERYD_SERVER=nats://127.0.0.1:2", "COTAL_DELIVERYD_LOG_LEVEL=", NULL});
+        ck_assert_int_eq(r.status, 1);
+        ck_assert_msg(strstr(r.err, "can't reach NATS at nats://127.0.0.1:3"), "%s", r.err);
+        done(&r);
+        /* A bad value names the variable; exit 2 before any network use. */
+        r = run((const char *[]){"--no-auth", NULL}, (char *[]){conf_env, "COTAL_DELIVERYD_READER_BATCH=0", NULL});
+        ck_assert_int_eq(r.status, 2);
+        ck_assert_msg(strstr(r.err, "environment COTAL_DELIVERYD_READER_BATCH: reader-batch must be an integer"), "%s",
+                      r.err);
+        done(&r);
+        r = run((const char *[]){"--no-auth", NULL}, (char *[]){conf_env, "COTAL_DELIVERYD_NO_AUTH=maybe", NULL});
+        ck_assert_int_eq(r.status, 2);
+        ck_assert_msg(strstr(r.err, "COTAL_DELIVERYD_NO_AUTH: no-auth must be true or false"), "%s", r.err);
+        done(&r);
+        unlink(path);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("daemon_cli");
@@ -236,6 +279,7 @@ int main(void)
         tcase_add_test(tc, shards_are_refused_before_any_network_activity);
         tcase_add_test(tc, creds_are_required_and_must_be_private);
         tcase_add_test(tc, config_file_is_validated_with_file_and_line);
+        tcase_add_test(tc, environment_sits_between_flags_and_file);
         suite_add_tcase(s, tc);
         return tu_run(s);
 }
