@@ -36,6 +36,10 @@ const char config_usage[] =
         "  --reader-batch N     inbox entries per fetch (1-1000, default 256)\n"
         "  --inbox-lead-limit N unread inbox entries per owner before the fan-out\n"
         "                       pauses (10-900, default 500)\n"
+        "  --shutdown-timeout-ms MS  bound on a clean stop (default 5000)\n"
+        "  --diag-socket PATH   diagnostics socket for `cotal-deliveryctl diag`\n"
+        "                       (default $RUNTIME_DIRECTORY/diag.sock under\n"
+        "                       systemd, else none; \"none\" turns it off)\n"
         "  --shard N, --shards N  only shard 0 of 1 is supported\n"
         "  --version, -h/--help\n"
         "\n"
@@ -72,6 +76,7 @@ static const key_def keys[] = {
         {"reader-batch", K_INT, 1, 1000, OFF(reader_batch), true},
         {"inbox-lead-limit", K_INT, 10, 900, OFF(inbox_lead_limit), true},
         {"shutdown-timeout-ms", K_MS, 100, 60000, OFF(shutdown_timeout_ms), true},
+        {"diag-socket", K_STRING, 0, 0, OFF(diag_socket), true},
 };
 
 static const key_def *find_key(const char *name)
@@ -262,6 +267,25 @@ static char *default_creds_path(void)
         return asprintf(&path, "%s/.cotal/delivery.creds", dir) < 0 ? NULL : path;
 }
 
+/* The diagnostics socket: under systemd's RuntimeDirectory= (the first
+ * of a colon-separated list) unless set; "none" turns it off. */
+static int default_diag_socket(config *c)
+{
+        if (c->diag_socket && strcmp(c->diag_socket, "none") == 0) {
+                free(c->diag_socket);
+                c->diag_socket = NULL;
+                return 0;
+        }
+        const char *rt = getenv("RUNTIME_DIRECTORY");
+        if (c->diag_socket || !rt || !*rt)
+                return 0;
+        if (asprintf(&c->diag_socket, "%.*s/diag.sock", (int)strcspn(rt, ":"), rt) < 0) {
+                c->diag_socket = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 void config_fini(config *c)
 {
         if (!c)
@@ -270,6 +294,7 @@ void config_fini(config *c)
         free(c->server);
         free(c->creds);
         free(c->config_file);
+        free(c->diag_socket);
         memset(c, 0, sizeof *c);
 }
 
@@ -287,6 +312,7 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                 {"reader-batch", required_argument, NULL, OPT_KEY},
                 {"inbox-lead-limit", required_argument, NULL, OPT_KEY},
                 {"shutdown-timeout-ms", required_argument, NULL, OPT_KEY},
+                {"diag-socket", required_argument, NULL, OPT_KEY},
                 {"shard", required_argument, NULL, OPT_SHARD},
                 {"shards", required_argument, NULL, OPT_SHARDS},
                 {"dev-mint", no_argument, NULL, OPT_DEV_MINT},
@@ -407,5 +433,5 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
         }
         if (!c->server && !(c->server = strdup("nats://127.0.0.1:4222")))
                 return CONFIG_FAILURE;
-        return CONFIG_OK;
+        return default_diag_socket(c) < 0 ? CONFIG_FAILURE : CONFIG_OK;
 }

@@ -28,6 +28,7 @@ typedef struct config {
         int reader_batch;       /* inbox entries per fetch */
         int inbox_lead_limit;   /* E1: unread entries per owner before fan-out pauses */
         int64_t shutdown_timeout_ms;
+        char *diag_socket;      /* unix socket path; NULL: none (see diag.h) */
 } config;
 
 typedef enum {

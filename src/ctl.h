@@ -30,6 +30,7 @@ typedef struct ctl_ctx {
         int replicas;
         int64_t timeout_ms;
         long count;          /* lease watch: stop after this many lines */
+        const char *socket;  /* diag: the daemon's socket */
         char **args;         /* positional arguments after the command words */
         int n_args;
 
@@ -60,3 +61,7 @@ int ctl_status(ctl_ctx *c);
 int ctl_lease_watch(ctl_ctx *c);
 int ctl_acl(ctl_ctx *c, const char *verb);
 int ctl_members_list(ctl_ctx *c);
+/* Where the systemd unit's RuntimeDirectory= puts a space's socket. */
+#define CTL_DIAG_DIR "/run/cotal-deliveryd"
+/* Offline: reads the daemon's diagnostics socket, no broker needed. */
+int ctl_diag(ctl_ctx *c);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "config.h"
+#include "connlog.h"
 #include "contract_subject.h"
 #include "lease.h"
 
@@ -30,6 +31,9 @@ typedef struct daemon_counters {
         atomic_ullong deferred;          /* entries nak'ed for later */
         atomic_ullong terminated;        /* entries given up on */
         atomic_ullong fanout_pauses;     /* E1: times the fan-out waited for the reader */
+        /* Gauges: the consumer's num_pending as of its latest delivery
+         * (§5.5 metadata), i.e. messages not yet handed to the worker. */
+        atomic_ullong fanout_lag, reader_lag;
 } daemon_counters;
 
 typedef struct daemon {
@@ -45,6 +49,8 @@ typedef struct daemon {
         atomic_llong disconnected_since_ms; /* monotonic ms; 0 while connected */
         atomic_bool link_closed;            /* the connection is closed for good */
         atomic_ullong reconnects;
+        connlog links;                      /* the last 64 connection events */
+        int64_t started_wall_ms, started_mono_ms;
 
         /* lifecycle */
         atomic_bool stopping;    /* workers finish their batch and return */
@@ -66,6 +72,7 @@ typedef struct daemon {
         struct fanout *fanout;
         struct reader *reader;
         daemon_counters counters;
+        struct diag *diag;       /* main thread only; NULL when disabled */
 } daemon_ctx;
 
 /* Monotonic / wall-clock milliseconds. */

@@ -35,6 +35,9 @@ static const char usage_text[] =
         "                                 durable memberships\n"
         "  dlv create OWNER               the agent's deliver durable dlv_<OWNER>\n"
         "  status                         lease, fanout/reader and dlv_ consumers' pending counts\n"
+        "  diag                           the running daemon's counters, lease, link, effective\n"
+        "                                 configuration and last 64 connection events, read\n"
+        "                                 from its socket (no broker needed; see --socket)\n"
         "\n"
         "Options:\n"
         "  --server URL[,URL...]  broker (default " BROKER_DEFAULT_URL ")\n"
@@ -45,6 +48,8 @@ static const char usage_text[] =
         "  --replicas N           provision: stream and bucket replicas (default 1)\n"
         "  --channel C, --owner O members list filters (exact match)\n"
         "  --count N              lease watch: exit after N lines\n"
+        "  --socket PATH          diag: the daemon's socket (default\n"
+        "                         " CTL_DIAG_DIR "/SPACE/diag.sock)\n"
         "  -h, --help             this text\n"
         "  --version              print the version\n"
         "\n"
@@ -193,6 +198,7 @@ typedef struct command {
         const char *w1, *w2;
         int min_args, max_args; /* -1: unbounded */
         int (*run)(ctl_ctx *c);
+        bool offline; /* runs without a broker connection */
 } command;
 
 static int cmd_acl_show(ctl_ctx *c) { return ctl_acl(c, "show"); }
@@ -201,16 +207,17 @@ static int cmd_acl_grant(ctl_ctx *c) { return ctl_acl(c, "grant"); }
 static int cmd_acl_revoke(ctl_ctx *c) { return ctl_acl(c, "revoke"); }
 
 static const command commands[] = {
-        {"provision", NULL, 0, 0, cmd_provision},
-        {"lease", "show", 0, 0, ctl_lease_show},
-        {"lease", "watch", 0, 0, ctl_lease_watch},
-        {"acl", "show", 1, 1, cmd_acl_show},
-        {"acl", "set", 1, -1, cmd_acl_set},
-        {"acl", "grant", 2, -1, cmd_acl_grant},
-        {"acl", "revoke", 2, -1, cmd_acl_revoke},
-        {"members", "list", 0, 0, ctl_members_list},
-        {"dlv", "create", 1, 1, cmd_dlv_create},
-        {"status", NULL, 0, 0, ctl_status},
+        {"provision", NULL, 0, 0, cmd_provision, false},
+        {"lease", "show", 0, 0, ctl_lease_show, false},
+        {"lease", "watch", 0, 0, ctl_lease_watch, false},
+        {"acl", "show", 1, 1, cmd_acl_show, false},
+        {"acl", "set", 1, -1, cmd_acl_set, false},
+        {"acl", "grant", 2, -1, cmd_acl_grant, false},
+        {"acl", "revoke", 2, -1, cmd_acl_revoke, false},
+        {"members", "list", 0, 0, ctl_members_list, false},
+        {"dlv", "create", 1, 1, cmd_dlv_create, false},
+        {"status", NULL, 0, 0, ctl_status, false},
+        {"diag", NULL, 0, 0, ctl_diag, true},
 };
 
 static int parse_long(const char *s, long min, long max, long *out)
@@ -227,7 +234,7 @@ static int parse_long(const char *s, long min, long max, long *out)
 int main(int argc, char **argv)
 {
         enum { OPT_SERVER = 256, OPT_SPACE, OPT_CREDS, OPT_JSON, OPT_TIMEOUT, OPT_REPLICAS, OPT_CHANNEL,
-               OPT_OWNER, OPT_COUNT, OPT_VERSION };
+               OPT_OWNER, OPT_COUNT, OPT_SOCKET, OPT_VERSION };
         static const struct option options[] = {
                 {"server", required_argument, NULL, OPT_SERVER},
                 {"space", required_argument, NULL, OPT_SPACE},
@@ -238,6 +245,7 @@ int main(int argc, char **argv)
                 {"channel", required_argument, NULL, OPT_CHANNEL},
                 {"owner", required_argument, NULL, OPT_OWNER},
                 {"count", required_argument, NULL, OPT_COUNT},
+                {"socket", required_argument, NULL, OPT_SOCKET},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, OPT_VERSION},
                 {0},
@@ -256,6 +264,7 @@ int main(int argc, char **argv)
                 case OPT_JSON: c.json = true; break;
                 case OPT_CHANNEL: c.channel = optarg; break;
                 case OPT_OWNER: c.owner = optarg; break;
+                case OPT_SOCKET: c.socket = optarg; break;
                 case OPT_TIMEOUT:
                         if (parse_long(optarg, 1, 600000, &v) < 0)
                                 return usage_error("--timeout needs milliseconds in 1..600000, got \"%s\"", optarg);
@@ -300,8 +309,12 @@ int main(int argc, char **argv)
                 return usage_error("wrong number of arguments for \"%s\"", cmd->w1);
         if ((c.channel || c.owner) && cmd->run != ctl_members_list)
                 return usage_error("%s", "--channel and --owner only apply to \"members list\"");
-        if (!c.space)
+        if (c.socket && !cmd->offline)
+                return usage_error("%s", "--socket only applies to \"diag\"");
+        if (!c.space && !(cmd->offline && c.socket))
                 return usage_error("%s", "--space is required");
+        if (cmd->offline)
+                return cmd->run(&c);
 
         struct sigaction sa = {.sa_handler = on_signal};
         sigemptyset(&sa.sa_mask);

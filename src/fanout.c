@@ -229,6 +229,7 @@ static plan handle(daemon_ctx *d, struct fanout *f, natsMsg *m)
                 return p;
         }
         p.seq = meta.stream_seq;
+        atomic_store(&d->counters.fanout_lag, meta.pending);
         /* §6.1 step 1: unparseable subject -> ack. */
         if (!contract_chat_subject_parse(subject, &sender, &chspan)) {
                 log_notice("Dropped chat message %s seq %" PRIu64 " on %s: not a chat subject", d->names.chat_stream,

@@ -12,6 +12,7 @@
 #include "control.h"
 #include "creds.h"
 #include "daemon.h"
+#include "diag.h"
 #include "fanout.h"
 #include "log.h"
 #include "notify.h"
@@ -46,9 +47,15 @@ static void on_disconnected(natsConnection *nc, void *arg)
         daemon_ctx *d = arg;
         int64_t zero = 0;
         atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
+        const char *why = NULL;
+        natsStatus s = natsConnection_GetLastError(nc, &why);
+        char reason[CONNLOG_REASON_MAX];
+        snprintf(reason, sizeof reason, "%s", why && *why ? why : s != NATS_OK ? natsStatus_GetText(s) : "");
+        connlog_add(&d->links, CONNLOG_DISCONNECT, reason);
         /* Our own close at shutdown disconnects too: not worth a warning. */
         if (!atomic_load(&d->stopping))
-                log_warning("! delivery endpoint: disconnected from the broker; reconnecting");
+                log_warning("! delivery endpoint: disconnected from the broker%s%s; reconnecting", *reason ? ": " : "",
+                            reason);
 }
 
 static void on_reconnected(natsConnection *nc, void *arg)
@@ -58,6 +65,7 @@ static void on_reconnected(natsConnection *nc, void *arg)
         natsConnection_GetConnectedUrl(nc, url, sizeof url);
         atomic_store(&d->disconnected_since_ms, 0);
         atomic_fetch_add(&d->reconnects, 1);
+        connlog_add(&d->links, CONNLOG_RECONNECT, url);
         log_notice("Reconnected to %s", url);
 }
 
@@ -68,14 +76,18 @@ static void on_closed(natsConnection *nc, void *arg)
         int64_t zero = 0;
         atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
         atomic_store(&d->link_closed, true);
+        connlog_add(&d->links, CONNLOG_CLOSED, atomic_load(&d->stopping) ? "closed by the daemon" : "closed");
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg)
 {
-        (void)nc;
-        (void)arg;
+        daemon_ctx *d = arg;
         const char *text = NULL;
         natsConnection_GetLastError(nc, &text);
+        char reason[CONNLOG_REASON_MAX];
+        snprintf(reason, sizeof reason, "%s%s%s (subscription %.64s)", natsStatus_GetText(err), text ? ": " : "",
+                 text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
+        connlog_add(&d->links, CONNLOG_ERROR, reason);
         log_warning("! delivery endpoint: %s%s%s (subscription %s)", natsStatus_GetText(err), text ? ": " : "",
                     text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
 }
@@ -119,8 +131,14 @@ static int connect_main(daemon_ctx *d)
                 .cb_arg = d,
         };
         int r = broker_connect(&bc, &d->nc, err, sizeof err);
-        if (r < 0)
+        if (r < 0) {
+                connlog_add(&d->links, CONNLOG_ERROR, err);
                 log_error("Failed to connect to %s: %s", d->cfg.server, err);
+        } else {
+                char url[256] = "";
+                natsConnection_GetConnectedUrl(d->nc, url, sizeof url);
+                connlog_add(&d->links, CONNLOG_CONNECT, url);
+        }
         return r;
 }
 
@@ -151,13 +169,19 @@ static int check_streams(daemon_ctx *d)
         return r;
 }
 
+/* STATUS= for `systemctl status`: lease, link, lag, what was done. */
 static void status_line(daemon_ctx *d, char *buf, size_t size)
 {
         daemon_counters *c = &d->counters;
+        int64_t down = atomic_load(&d->disconnected_since_ms);
+        char link[64] = "link up";
+        if (down)
+                snprintf(link, sizeof link, "link DOWN for %llds", (long long)((daemon_mono_ms() - down) / 1000));
         snprintf(buf, size,
-                 "lease held (ready); fanned out %llu messages into %llu entries; delivered %llu, dropped %llu, "
-                 "deferred %llu",
-                 (unsigned long long)atomic_load(&c->chat_handled),
+                 "lease held (ready, rev %llu); %s; lag fanout %llu, reader %llu; fanned out %llu messages into %llu "
+                 "entries; delivered %llu, dropped %llu, deferred %llu",
+                 (unsigned long long)d->lease.revision, link, (unsigned long long)atomic_load(&c->fanout_lag),
+                 (unsigned long long)atomic_load(&c->reader_lag), (unsigned long long)atomic_load(&c->chat_handled),
                  (unsigned long long)atomic_load(&c->entries_written),
                  (unsigned long long)atomic_load(&c->delivered), (unsigned long long)atomic_load(&c->dropped),
                  (unsigned long long)atomic_load(&c->deferred));
@@ -225,6 +249,8 @@ static void reload(daemon_ctx *d)
                 {"space", d->cfg.space, next.space},
                 {"server", d->cfg.server, next.server},
                 {"creds", d->cfg.creds ? d->cfg.creds : "", next.creds ? next.creds : ""},
+                {"diag-socket", d->cfg.diag_socket ? d->cfg.diag_socket : "none",
+                 next.diag_socket ? next.diag_socket : "none"},
         };
         for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
                 if (strcmp(fixed[i].now, fixed[i].then) != 0)
@@ -317,6 +343,7 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                         last_wd = now;
                         notify_watchdog();
                 }
+                diag_serve(d);
                 if (now - last_status >= STATUS_PERIOD_MS) {
                         last_status = now;
                         status_line(d, line, sizeof line);
@@ -341,7 +368,14 @@ int main(int argc, char **argv)
         }
         d.argc = argc;
         d.argv = argv;
+        d.started_wall_ms = daemon_wall_ms();
+        d.started_mono_ms = daemon_mono_ms();
+        connlog_init(&d.links);
         publish_tunables(&d);
+        if (d.cfg.diag_socket && diag_open(&d, d.cfg.diag_socket, err, sizeof err) < 0)
+                log_warning("Diagnostics socket %s not opened: %s; running without it", d.cfg.diag_socket, err);
+        else if (d.diag)
+                log_info("Diagnostics on %s", d.cfg.diag_socket);
 
         /* Signals are blocked in every thread (cnats' included, which
          * inherit the mask) and taken with sigtimedwait in run(). */
@@ -443,6 +477,8 @@ out_conn:
 out_nats:
         nats_CloseAndWait(2000);
 out:
+        diag_close(&d);
+        connlog_fini(&d.links);
         contract_names_fini(&d.names);
         free(d.id);
         free(d.inbox_prefix);

@@ -77,6 +77,7 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
         }
         v.delivered = meta.delivered;
         v.seq = meta.stream_seq;
+        atomic_store(&d->counters.reader_lag, meta.pending);
 
         /* Row 1: not cotal.<x>.dinbox.<owner>. */
         contract_span ospan;
