@@ -104,7 +104,10 @@ int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, siz
                 s = natsOptions_SetClosedCB(opts, cfg->on_closed, cfg->cb_arg);
         if (s == NATS_OK && cfg->on_error)
                 s = natsOptions_SetErrorHandler(opts, cfg->on_error, cfg->cb_arg);
-        if (s == NATS_OK && cfg->creds_file)
+        if (s == NATS_OK && cfg->jwt_cb)
+                s = natsOptions_SetUserCredentialsCallbacks(opts, cfg->jwt_cb, cfg->creds_arg, cfg->sign_cb,
+                                                            cfg->creds_arg);
+        else if (s == NATS_OK && cfg->creds_file)
                 s = natsOptions_SetUserCredentialsFromFiles(opts, cfg->creds_file, NULL);
         if (s != NATS_OK) {
                 snprintf(err, err_size, "invalid connection options: %s", natsStatus_GetText(s));

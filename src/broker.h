@@ -16,6 +16,11 @@
 typedef struct broker_config {
         const char *servers;      /* one URL or a comma-separated list     */
         const char *creds_file;   /* JWT + seed; NULL = no authentication  */
+        /* Or callbacks giving the JWT and signing the nonce at every
+         * (re)connect, with their closure (creds_source does rotation). */
+        natsUserJWTHandler jwt_cb;
+        natsSignatureHandler sign_cb;
+        void *creds_arg;
         const char *inbox_prefix; /* NULL = cnats default "_INBOX"         */
         const char *name;         /* connection name (advisory)            */
         int64_t connect_timeout_ms;

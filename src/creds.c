@@ -1,6 +1,9 @@
-/* creds: creds-file parsing and nkey identity (see creds.h). The seed is
- * wiped from memory as soon as the public key is derived. */
+/* creds: creds-file parsing, nkey identity and the rotating creds source
+ * (see creds.h). Seeds are wiped from memory as soon as they are not
+ * needed: at once for creds_identity, at creds_source_fini for a source. */
 #include "creds.h"
+
+#include "log.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -167,10 +170,14 @@ static int derive_public(const unsigned char seed[32], char out[57])
         return ok ? creds_encode_user_key(pub, out) : -EINVAL;
 }
 
-int creds_identity(const char *path, char **id, char *err, size_t err_size)
+/* Reads and checks a creds file: private mode, a user JWT and a user seed
+ * whose public key is the JWT's sub. On success *jwt and *id are owned and
+ * raw holds the seed (the caller wipes it). */
+static int load(const char *path, char **jwt_out, unsigned char raw[32], char **id, char *err, size_t err_size)
 {
         struct stat st;
         *id = NULL;
+        *jwt_out = NULL;
         if (stat(path, &st) < 0) {
                 snprintf(err, err_size, "cannot read creds %s: %s", path, strerror(errno));
                 return errno == ENOENT ? -ENOENT : -EINVAL;
@@ -196,7 +203,6 @@ int creds_identity(const char *path, char **id, char *err, size_t err_size)
         free(text);
         int r = -EINVAL;
         char *sub = jwt ? jwt_subject(jwt) : NULL;
-        unsigned char raw[32];
         char pub[57];
         if (!jwt || !seed) {
                 snprintf(err, err_size, "creds %s: missing the user JWT or the nkey seed", path);
@@ -213,14 +219,131 @@ int creds_identity(const char *path, char **id, char *err, size_t err_size)
                 *id = strdup(pub);
                 r = *id ? 0 : -ENOMEM;
         }
-        explicit_bzero(raw, sizeof raw);
         if (seed) {
                 explicit_bzero(seed, strlen(seed));
                 free(seed);
         }
-        free(jwt);
         free(sub);
+        if (r == 0)
+                *jwt_out = jwt;
+        else
+                free(jwt);
         return r;
+}
+
+int creds_identity(const char *path, char **id, char *err, size_t err_size)
+{
+        unsigned char raw[32];
+        char *jwt = NULL;
+        int r = load(path, &jwt, raw, id, err, err_size);
+        explicit_bzero(raw, sizeof raw);
+        free(jwt);
+        return r;
+}
+
+int creds_source_init(creds_source *s, const char *path, char *err, size_t err_size)
+{
+        memset(s, 0, sizeof *s);
+        pthread_mutex_init(&s->lock, NULL);
+        int r = load(path, &s->jwt, s->seed, &s->id, err, err_size);
+        if (r == 0 && !(s->path = strdup(path)))
+                r = -ENOMEM;
+        if (r < 0)
+                creds_source_fini(s);
+        return r;
+}
+
+void creds_source_fini(creds_source *s)
+{
+        explicit_bzero(s->seed, sizeof s->seed);
+        free(s->jwt);
+        free(s->id);
+        free(s->path);
+        pthread_mutex_destroy(&s->lock);
+        memset(s, 0, sizeof *s);
+}
+
+/* Under s->lock. */
+static int reload_locked(creds_source *s, char *err, size_t err_size)
+{
+        unsigned char raw[32];
+        char *jwt = NULL, *id = NULL;
+        int r = load(s->path, &jwt, raw, &id, err, err_size);
+        if (r == 0 && strcmp(id, s->id) != 0) {
+                snprintf(err, err_size, "creds %s: the identity changed from %s to %s, which takes a restart",
+                         s->path, s->id, id);
+                r = -EINVAL;
+        }
+        if (r == 0 && strcmp(jwt, s->jwt) != 0) {
+                free(s->jwt);
+                s->jwt = jwt;
+                jwt = NULL;
+                memcpy(s->seed, raw, sizeof raw);
+                s->rotations++;
+                r = 1;
+        }
+        explicit_bzero(raw, sizeof raw);
+        free(jwt);
+        free(id);
+        return r;
+}
+
+int creds_source_reload(creds_source *s, char *err, size_t err_size)
+{
+        pthread_mutex_lock(&s->lock);
+        int r = reload_locked(s, err, err_size);
+        /* The caller logs a rejection; reconnects then stay quiet on it. */
+        snprintf(s->last_error, sizeof s->last_error, "%s", r >= 0 ? "" : err);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+natsStatus creds_source_jwt_cb(char **jwt, char **err_text, void *closure)
+{
+        creds_source *s = closure;
+        char err[512];
+        pthread_mutex_lock(&s->lock);
+        int r = reload_locked(s, err, sizeof err);
+        if (r == 1)
+                log_notice("Connecting with rotated creds from %s (JWT changed, identity %s)", s->path, s->id);
+        else if (r < 0 && strcmp(err, s->last_error) != 0) {
+                /* Once per distinct problem: reconnects retry every few
+                 * hundred ms. */
+                log_warning("Rejected the creds file on reconnect: %s; using the last good creds", err);
+                snprintf(s->last_error, sizeof s->last_error, "%s", err);
+        }
+        if (r >= 0)
+                s->last_error[0] = '\0';
+        *jwt = strdup(s->jwt);
+        pthread_mutex_unlock(&s->lock);
+        if (!*jwt) {
+                *err_text = strdup("out of memory copying the user JWT");
+                return NATS_NO_MEMORY;
+        }
+        return NATS_OK;
+}
+
+natsStatus creds_source_sign_cb(char **err_text, unsigned char **sig, int *sig_len, const char *nonce, void *closure)
+{
+        creds_source *s = closure;
+        pthread_mutex_lock(&s->lock);
+        EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, s->seed, 32);
+        pthread_mutex_unlock(&s->lock);
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        unsigned char *out = malloc(64);
+        size_t len = 64;
+        bool ok = k && ctx && out && EVP_DigestSignInit(ctx, NULL, NULL, NULL, k) == 1 &&
+                  EVP_DigestSign(ctx, out, &len, (const unsigned char *)nonce, strlen(nonce)) == 1 && len == 64;
+        EVP_MD_CTX_free(ctx);
+        EVP_PKEY_free(k);
+        if (!ok) {
+                free(out);
+                *err_text = strdup("cannot sign the server nonce with the creds seed");
+                return NATS_ERR;
+        }
+        *sig = out;
+        *sig_len = (int)len;
+        return NATS_OK;
 }
 
 char *creds_generate_id(void)

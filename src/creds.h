@@ -4,12 +4,42 @@
  * format. Never logs or returns secret material. */
 #pragma once
 
+#include <nats/nats.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* *id: owned "U…" (56 chars). Returns 0, -ENOENT (no such file), -EPERM
  * (group/other can read it), -EINVAL (malformed, or sub mismatch) with a
  * one-line reason in err. */
 int creds_identity(const char *path, char **id, char *err, size_t err_size);
+
+/* Credential rotation (issue 6): the creds the connection presents. The
+ * file is re-read at every connect and reconnect (cnats calls the JWT
+ * callback each time) and on SIGHUP; a new version is taken when it is
+ * valid and has the same identity (the id names the lease holder and the
+ * inbox prefix, so it cannot change while running); otherwise the last
+ * good creds stay and the problem is logged once. Thread-safe. */
+typedef struct creds_source {
+        pthread_mutex_t lock;
+        char *path;
+        char *id;               /* fixed at init */
+        char *jwt;              /* last good */
+        unsigned char seed[32]; /* last good, raw; wiped at fini */
+        uint64_t rotations;     /* times a changed JWT was taken */
+        char last_error[512];   /* last rejection logged, to log it once */
+} creds_source;
+
+/* Loads path (as creds_identity). 0 or -errno with err filled; after a
+ * failure there is nothing to fini. */
+int creds_source_init(creds_source *s, const char *path, char *err, size_t err_size);
+void creds_source_fini(creds_source *s);
+/* Re-reads the file now: 1 taken (the JWT changed), 0 unchanged, or
+ * -errno (rejected, err says why; the last good creds stay). */
+int creds_source_reload(creds_source *s, char *err, size_t err_size);
+/* cnats natsUserJWTHandler / natsSignatureHandler; closure = source. */
+natsStatus creds_source_jwt_cb(char **jwt, char **err_text, void *closure);
+natsStatus creds_source_sign_cb(char **err_text, unsigned char **sig, int *sig_len, const char *nonce, void *closure);
 
 /* A random user nkey public key ("U" + 55 base32 chars); NULL on failure. */
 char *creds_generate_id(void);

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "connlog.h"
+#include "creds.h"
 #include "contract_subject.h"
 #include "lease.h"
 
@@ -43,6 +44,8 @@ typedef struct daemon {
         contract_names names;    /* owned */
         char *id;                /* <D>, owned */
         char *inbox_prefix;      /* "_INBOX_<D>", owned */
+        creds_source creds;      /* valid when creds_loaded; cnats threads read it */
+        bool creds_loaded;
         natsConnection *nc;      /* main connection, owned */
 
         /* link: written by cnats connection callbacks */

@@ -167,6 +167,19 @@ static json_t *counters_json(daemon_counters *c)
                          (json_int_t)atomic_load(&c->fanout_lag), "reader_lag", (json_int_t)atomic_load(&c->reader_lag));
 }
 
+/* Where the creds come from and how rotation went; never their contents. */
+static json_t *creds_json(daemon_ctx *d)
+{
+        if (!d->creds_loaded)
+                return json_null();
+        creds_source *c = &d->creds;
+        pthread_mutex_lock(&c->lock);
+        json_t *o = json_pack("{s:s, s:I, s:s?}", "path", c->path, "rotations", (json_int_t)c->rotations,
+                              "last_rejection", c->last_error[0] ? c->last_error : NULL);
+        pthread_mutex_unlock(&c->lock);
+        return o;
+}
+
 static json_int_t age_ms(int64_t now, int64_t then)
 {
         return then ? (json_int_t)(now - then) : -1;
@@ -184,7 +197,7 @@ json_t *diag_snapshot(daemon_ctx *d)
                 "{s:s, s:s?, s:s?, s:i, s:I, s:I,"
                 " s:{s:s?, s:s, s:s?, s:b, s:b, s:I, s:I, s:I},"
                 " s:{s:b, s:b, s:I, s:I},"
-                " s:o?, s:{s:I, s:I, s:I}, s:o?, s:I, s:o?}",
+                " s:o?, s:{s:I, s:I, s:I}, s:o?, s:o?, s:I, s:o?}",
                 "version", PACKAGE_VERSION, "space", d->cfg.space, "id", d->id, "pid", (int)getpid(), "started_at_ms",
                 (json_int_t)d->started_wall_ms, "uptime_ms", (json_int_t)(now - d->started_mono_ms),
                 "lease", "bucket", d->names.delivery_bucket, "key", "lease.0", "holder", l->holder, "held", held,
@@ -197,7 +210,8 @@ json_t *diag_snapshot(daemon_ctx *d)
                 "counters", counters_json(&d->counters),
                 "workers_last_turn_ms_ago", "fanout", age_ms(now, atomic_load(&d->beat_fanout)), "reader",
                 age_ms(now, atomic_load(&d->beat_reader)), "control", age_ms(now, atomic_load(&d->beat_control)),
-                "config", config_json(&d->cfg), "connection_events_total", (json_int_t)events_total,
+                "config", config_json(&d->cfg), "creds", creds_json(d), "connection_events_total",
+                (json_int_t)events_total,
                 "connection_events", events);
         return doc;
 }

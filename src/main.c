@@ -94,13 +94,15 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 
 /* §10.2 step 4: a fresh connection, 1000 ms, no reconnects. An
  * authorization rejection still proves the broker is there. */
-static bool reachable(const daemon_ctx *d)
+static bool reachable(daemon_ctx *d)
 {
         natsConnection *probe = NULL;
         char err[512];
         broker_config bc = {
                 .servers = d->cfg.server,
-                .creds_file = d->cfg.creds,
+                .jwt_cb = d->cfg.no_auth ? NULL : creds_source_jwt_cb,
+                .sign_cb = creds_source_sign_cb,
+                .creds_arg = &d->creds,
                 .connect_timeout_ms = PROBE_TIMEOUT_MS,
                 .name = "cotal:delivery-probe",
         };
@@ -112,14 +114,16 @@ static bool reachable(const daemon_ctx *d)
         return r == 0 || r == -EACCES;
 }
 
-/* §10.2 step 5: creds, the custom inbox prefix _INBOX_<D> (every reply,
+/* §10.2 step 5: creds (re-read at every reconnect: rotation), the custom inbox prefix _INBOX_<D> (every reply,
  * pull delivery and watch lands under it), reconnects enabled. */
 static int connect_main(daemon_ctx *d)
 {
         char err[512];
         broker_config bc = {
                 .servers = d->cfg.server,
-                .creds_file = d->cfg.creds,
+                .jwt_cb = d->cfg.no_auth ? NULL : creds_source_jwt_cb,
+                .sign_cb = creds_source_sign_cb,
+                .creds_arg = &d->creds,
                 .inbox_prefix = d->inbox_prefix,
                 .name = "cotal:delivery",
                 .connect_timeout_ms = 2000,
@@ -227,6 +231,22 @@ static void publish_tunables(daemon_ctx *d)
         atomic_store(&d->inbox_lead_limit, d->cfg.inbox_lead_limit);
 }
 
+/* SIGHUP re-reads the creds file too, so an operator learns at once
+ * whether a rotated file will be taken at the next reconnect. */
+static void reload_creds(daemon_ctx *d)
+{
+        if (!d->creds_loaded)
+                return;
+        char err[512];
+        int r = creds_source_reload(&d->creds, err, sizeof err);
+        if (r == 1)
+                log_notice("Reloaded creds %s: new JWT for %s, used from the next reconnect", d->creds.path, d->id);
+        else if (r == 0)
+                log_info("Reloaded creds %s: unchanged", d->creds.path);
+        else
+                log_warning("Rejected the creds file on reload: %s; keeping the last good creds", err);
+}
+
 /* SIGHUP: re-reads flags, environment and --config file. What can change
  * at run time is applied and logged; what cannot is reported and kept; a
  * bad configuration is rejected as a whole and the running one stays. */
@@ -257,6 +277,7 @@ static void reload(daemon_ctx *d)
                         log_warning("Configuration: %s changed; it takes effect at the next start", fixed[i].name);
         if (next.no_auth != d->cfg.no_auth)
                 log_warning("Configuration: no-auth changed; it takes effect at the next start");
+        reload_creds(d);
         /* The run-time tunables: applied and logged one by one. */
         int64_t now_v[6] = {d->cfg.log_level, d->cfg.broker_gone_ms, d->cfg.shutdown_timeout_ms, d->cfg.fanout_batch,
                             d->cfg.reader_batch, d->cfg.inbox_lead_limit};
@@ -392,7 +413,10 @@ int main(int argc, char **argv)
         if (d.cfg.no_auth) {
                 d.id = creds_generate_id();
         } else {
-                int r = creds_identity(d.cfg.creds, &d.id, err, sizeof err);
+                int r = creds_source_init(&d.creds, d.cfg.creds, err, sizeof err);
+                d.creds_loaded = r == 0;
+                if (r == 0 && !(d.id = strdup(d.creds.id)))
+                        r = -ENOMEM;
                 if (r < 0) {
                         if (r == -ENOENT && d.cfg.creds_defaulted)
                                 fprintf(stderr,
@@ -479,6 +503,8 @@ out_nats:
 out:
         diag_close(&d);
         connlog_fini(&d.links);
+        if (d.creds_loaded)
+                creds_source_fini(&d.creds);
         contract_names_fini(&d.names);
         free(d.id);
         free(d.inbox_prefix);
