@@ -22,6 +22,12 @@ prefix=$(meson introspect "$build" --buildoptions | python3 -c \
   'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; print(o["prefix"] + "/" + o["bindir"])')
 grep -q "^ExecStart=$prefix/cotal-deliveryd --space %i " "$unit" \
   || { echo "FAIL: ExecStart is not $prefix/cotal-deliveryd: $(grep ExecStart "$unit")"; exit 1; }
+# cotal-deliveryctl diag looks for the socket where RuntimeDirectory= puts
+# it; systemctl reload sends SIGHUP.
+for line in '^RuntimeDirectory=cotal-deliveryd/%i$' '^RuntimeDirectoryMode=0700$' \
+            '^ExecReload=/bin/kill -HUP \$MAINPID$' '^LoadCredential=delivery.creds:'; do
+  grep -q "$line" "$unit" || { echo "FAIL: the unit has no line matching $line"; exit 1; }
+done
 
 # verify needs the binary where ExecStart says and an instance name.
 mkdir -p "$tmp/units"
