@@ -130,10 +130,12 @@ int ctl_diag(ctl_ctx *c)
         char *fallback = NULL;
         const char *path = c->socket;
         if (!path) {
-                if (asprintf(&fallback, CTL_DIAG_DIR "/%s/diag.sock", c->space) < 0)
+                if (!c->space || asprintf(&fallback, CTL_DIAG_DIR "/%s/diag.sock", c->space) < 0)
                         return CTL_EXIT_FAILURE;
                 path = fallback;
         }
+        if (!path) /* for the compiler: asprintf succeeded */
+                return CTL_EXIT_FAILURE;
         char *text = NULL;
         size_t len = 0;
         int r = read_socket(path, c->timeout_ms, &text, &len);
