@@ -38,6 +38,36 @@ void tu_broker_teardown(void)
         natsd_destroy(&tu_broker);
 }
 
+void tu_broker_setup_conf(const char *conf)
+{
+        if (!natsd_available()) {
+                fprintf(stderr, "nats-server not found on PATH: skipping\n");
+                exit(NATSD_SKIP);
+        }
+        int r = natsd_start(&tu_broker, conf);
+        if (r < 0) {
+                fprintf(stderr, "cannot start nats-server: %s (log: %s)\n", strerror(-r), tu_broker.log);
+                exit(1);
+        }
+}
+
+natsStatus tu_connect_creds(natsConnection **nc, const char *creds, natsErrHandler err_cb, void *closure)
+{
+        natsOptions *o = NULL;
+        *nc = NULL;
+        natsStatus s = natsOptions_Create(&o);
+        if (s == NATS_OK)
+                s = natsOptions_SetURL(o, tu_broker.url);
+        if (s == NATS_OK)
+                s = natsOptions_SetUserCredentialsFromFiles(o, creds, NULL);
+        if (s == NATS_OK && err_cb)
+                s = natsOptions_SetErrorHandler(o, err_cb, closure);
+        if (s == NATS_OK)
+                s = natsConnection_Connect(nc, o);
+        natsOptions_Destroy(o);
+        return s;
+}
+
 int tu_ctl(char **out, char **err, const char *const *args)
 {
         const char *ctl = getenv("COTAL_DELIVERYCTL");

@@ -22,6 +22,16 @@ extern natsConnection *tu_nc;
  * nats-server is installed; fails hard if it cannot start. */
 void tu_broker_setup(void);
 void tu_broker_teardown(void);
+/* Like tu_broker_setup, with conf appended to the server's configuration
+ * (e.g. operator mode from jwt_server_conf), but tu_nc is left NULL: an
+ * operator-mode server accepts no connection without creds, so the test
+ * connects with tu_connect_creds. tu_broker_teardown stops it. */
+void tu_broker_setup_conf(const char *conf);
+/* Connects to tu_broker with a .creds file (user JWT + seed). err_cb (may
+ * be NULL) receives asynchronous errors such as permission violations, on
+ * cnats' callback thread. *nc is owned by the caller when NATS_OK and NULL
+ * otherwise. */
+natsStatus tu_connect_creds(natsConnection **nc, const char *creds, natsErrHandler err_cb, void *closure);
 
 /* Runs cotal-deliveryctl (path from $COTAL_DELIVERYCTL) against tu_broker
  * with --server added. args is NULL-terminated. Returns the exit status;
