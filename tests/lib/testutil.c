@@ -9,6 +9,7 @@
 
 natsd tu_broker;
 natsConnection *tu_nc;
+const char *tu_ctl_creds;
 
 void tu_broker_setup(void)
 {
@@ -77,6 +78,10 @@ int tu_ctl(char **out, char **err, const char *const *args)
         argv[n++] = (char *)ctl;
         argv[n++] = (char *)"--server";
         argv[n++] = tu_broker.url;
+        if (tu_ctl_creds) {
+                argv[n++] = (char *)"--creds";
+                argv[n++] = (char *)tu_ctl_creds;
+        }
         for (int i = 0; args[i] && n < 63; i++)
                 argv[n++] = (char *)args[i];
         argv[n] = NULL;

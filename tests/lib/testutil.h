@@ -33,8 +33,11 @@ void tu_broker_setup_conf(const char *conf);
  * otherwise. */
 natsStatus tu_connect_creds(natsConnection **nc, const char *creds, natsErrHandler err_cb, void *closure);
 
+/* Creds file tu_ctl passes to cotal-deliveryctl (NULL: none), for
+ * operator-mode brokers. */
+extern const char *tu_ctl_creds;
 /* Runs cotal-deliveryctl (path from $COTAL_DELIVERYCTL) against tu_broker
- * with --server added. args is NULL-terminated. Returns the exit status;
+ * with --server (and --creds, see tu_ctl_creds) added. args is NULL-terminated. Returns the exit status;
  * *out / *err (may be NULL) get the output (owned). */
 int tu_ctl(char **out, char **err, const char *const *args);
 
