@@ -81,7 +81,7 @@ START_TEST(notifications_follow_the_lifecycle)
         free(n);
 
         /* Watchdog pings every half interval (0.5 s): at least 3 in 3 s. */
-        int pings = 0, readies = 0;
+        int pings = 0, readies = 0, statuses = 0;
         int64_t until = test_now_ms() + 3000;
         while (test_now_ms() < until) {
                 n = next_notification(until - test_now_ms());
@@ -89,10 +89,14 @@ START_TEST(notifications_follow_the_lifecycle)
                         break;
                 pings += strcmp(n, "WATCHDOG=1") == 0;
                 readies += strstr(n, "READY=1") != NULL;
+                /* What `systemctl status` shows: lease, link, lag, counts. */
+                statuses += strncmp(n, "STATUS=lease held (ready, rev ", 30) == 0 && strstr(n, "; link up; ") &&
+                            strstr(n, "; lag fanout 0, reader 0; ") && strstr(n, "; delivered 0, dropped 0");
                 free(n);
         }
         ck_assert_int_ge(pings, 3);
         ck_assert_int_eq(readies, 0);
+        ck_assert_int_ge(statuses, 1);
 
         /* SIGTERM: STOPPING=1, then nothing else but the exit. */
         proc_signal(&dm.p, SIGTERM);
