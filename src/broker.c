@@ -2,6 +2,8 @@
  * of its own; every handle is owned by the caller. */
 #include "broker.h"
 
+#include "log.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +117,18 @@ int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, siz
                 return broker_errno(s);
         }
 
-        s = natsConnection_Connect(nc, opts);
+        /* nats-server 2.9.10 refuses about 1 in 300-600 connections that
+         * present valid creds (it logs only "authentication error"; seen
+         * with cnats' file signer and with ours alike): a refusal is
+         * retried a few times before it counts. A user the server never
+         * accepts still fails, just later. */
+        for (int attempt = 1;; attempt++) {
+                s = natsConnection_Connect(nc, opts);
+                if (s != NATS_CONNECTION_AUTH_FAILED || attempt == BROKER_AUTH_ATTEMPTS)
+                        break;
+                log_debug("The broker refused authentication (attempt %d of %d); retrying", attempt,
+                          BROKER_AUTH_ATTEMPTS);
+        }
         natsOptions_Destroy(opts);
         if (s != NATS_OK) {
                 const char *text = nats_GetLastError(NULL);

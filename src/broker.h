@@ -12,6 +12,7 @@
 
 #define BROKER_DEFAULT_URL "nats://127.0.0.1:4222"
 #define BROKER_REQUEST_TIMEOUT_MS 5000
+#define BROKER_AUTH_ATTEMPTS 3 /* connects refused for authentication, see broker_connect */
 
 typedef struct broker_config {
         const char *servers;      /* one URL or a comma-separated list     */

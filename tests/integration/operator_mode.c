@@ -17,7 +17,6 @@
 
 #define STREAM "ORDERS"
 #define ASYNC_ERROR_TIMEOUT_MS 5000
-#define KNOWN_USER_ATTEMPTS 3
 
 static jwt_key op, sys_acct, app_acct;
 
@@ -191,23 +190,6 @@ START_TEST(pub_outside_the_allow_list_is_refused)
 }
 END_TEST
 
-/* The positive control. Once, under a loaded sanitizer CI run, it was
- * refused right after the three refusals (cnats reports an authorization
- * violation and an authentication timeout alike); a few bounded attempts,
- * each one reported, keep the control meaningful: a user the server never
- * accepts still fails. */
-static natsStatus connect_known(natsConnection **nc, const char *path)
-{
-        natsStatus s = NATS_ERR;
-        for (int attempt = 1; attempt <= KNOWN_USER_ATTEMPTS; attempt++) {
-                s = tu_connect_creds(nc, path, NULL, NULL);
-                if (s != NATS_CONNECTION_AUTH_FAILED)
-                        break;
-                fprintf(stderr, "known user refused on attempt %d: %s\n", attempt, nats_GetLastError(NULL));
-        }
-        return s;
-}
-
 START_TEST(unknown_account_expired_user_and_no_creds_are_refused)
 {
         char path[512], rogue_path[512], expired_path[512];
@@ -238,7 +220,7 @@ START_TEST(unknown_account_expired_user_and_no_creds_are_refused)
         /* The same server takes a current user of a known account: the
          * refusals above are about the account, the expiry and the
          * missing creds. */
-        s = connect_known(&nc, path);
+        s = tu_connect_creds(&nc, path, NULL, NULL);
         ck_assert_msg(s == NATS_OK, "known user: %s", natsStatus_GetText(s));
         close_conn(nc, NULL);
 }

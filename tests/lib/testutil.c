@@ -11,6 +11,8 @@ natsd tu_broker;
 natsConnection *tu_nc;
 const char *tu_ctl_creds;
 
+#define CONNECT_AUTH_ATTEMPTS 3
+
 void tu_broker_setup(void)
 {
         if (!natsd_available()) {
@@ -63,8 +65,15 @@ natsStatus tu_connect_creds(natsConnection **nc, const char *creds, natsErrHandl
                 s = natsOptions_SetUserCredentialsFromFiles(o, creds, NULL);
         if (s == NATS_OK && err_cb)
                 s = natsOptions_SetErrorHandler(o, err_cb, closure);
-        if (s == NATS_OK)
+        /* nats-server 2.9.10 refuses about 1 in 300 connections with valid
+         * creds ("authentication error"); a refusal is retried (reported)
+         * so only a user the server never accepts fails. */
+        for (int attempt = 1; s == NATS_OK || s == NATS_CONNECTION_AUTH_FAILED; attempt++) {
                 s = natsConnection_Connect(nc, o);
+                if (s != NATS_CONNECTION_AUTH_FAILED || attempt == CONNECT_AUTH_ATTEMPTS)
+                        break;
+                fprintf(stderr, "creds %s refused on attempt %d; retrying\n", creds, attempt);
+        }
         natsOptions_Destroy(o);
         return s;
 }
