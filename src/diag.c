@@ -20,7 +20,6 @@
 struct diag {
         int fd;
         char *path;
-        uint64_t served;
 };
 
 static int fill_addr(struct sockaddr_un *sa, const char *path)
@@ -259,6 +258,5 @@ void diag_serve(daemon_ctx *d)
                 (void)setsockopt(c, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
                 answer(d, c);
                 close(c);
-                g->served++;
         }
 }

@@ -101,11 +101,6 @@ static void teardown(void)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char *dump(const json_t *j)
-{
-        return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : strdup("(no reply)");
-}
-
 static json_t *join(const char *agent, const char *channel)
 {
         char body[512];
@@ -119,7 +114,7 @@ static void expect_ok(json_t *r, const char *data_json, const char *what)
 {
         json_t *want = json_loads(data_json, 0, NULL);
         ck_assert_msg(want, "bad expectation %s", data_json);
-        char *have = dump(r);
+        char *have = co_json_text(r);
         if (!(r && json_object_size(r) == 2 && json_is_true(json_object_get(r, "ok")) &&
               json_equal(json_object_get(r, "data"), want))) {
                 co_daemon_dump(&dm);
@@ -165,15 +160,6 @@ static int count_id(const char *stream, const char *subject, const char *id)
                 c += m[i].msg_id && strcmp(m[i].msg_id, id) == 0;
         co_msgs_free(m, n);
         return c;
-}
-
-/* The latest value at <channel>/<owner> (NULL: none, or a DEL/PURGE
- * marker). Owned. */
-static json_t *member_rec(const char *channel, const char *owner)
-{
-        char key[512];
-        snprintf(key, sizeof key, "%s/%s", channel, owner);
-        return co_kv_value(MEMBERS_BUCKET, key, NULL);
 }
 
 /* Names of the consumers on CHAT other than the fan-out durable. */
@@ -250,7 +236,7 @@ START_TEST(pending_join_catches_up_history_the_fanout_never_saw)
         co_msgs_free(m, n);
 
         /* Same window, same generation, now activated. */
-        json_t *rec = member_rec("hist", BOB);
+        json_t *rec = co_member_record(S, "hist", BOB);
         ck_assert(json_is_true(json_object_get(rec, "activated")));
         ck_assert_int_eq(json_integer_value(json_object_get(rec, "joinCursor")), (json_int_t)(hist_first - 1));
         ck_assert_int_eq(json_integer_value(json_object_get(rec, "generation")), 1);
@@ -313,7 +299,7 @@ START_TEST(fresh_join_does_not_deliver_what_came_before_it)
         co_chat(S, ALICE, "fresh", "f-0", NULL);
         uint64_t frontier = co_last_seq(CHAT);
         expect_ok(join(BOB, "fresh"), "{\"durable\":true,\"generation\":1}", "fresh join");
-        json_t *rec = member_rec("fresh", BOB);
+        json_t *rec = co_member_record(S, "fresh", BOB);
         ck_assert_int_eq(json_integer_value(json_object_get(rec, "joinCursor")), (json_int_t)frontier);
         json_decref(rec);
         co_chat(S, ALICE, "fresh", "f-1", NULL);
@@ -351,8 +337,8 @@ START_TEST(evicted_window_tombstones_and_answers_durable_false)
                   "{\"durable\":false,\"reason\":\"activation catch-up window partially evicted by retention\","
                   "\"generation\":2}",
                   "evicted window");
-        json_t *rec = member_rec("ev", CAROL);
-        char *have = dump(rec);
+        json_t *rec = co_member_record(S, "ev", CAROL);
+        char *have = co_json_text(rec);
         ck_assert_msg(strcmp(json_string_value(json_object_get(rec, "state")), "live-confirmed") == 0 &&
                               json_integer_value(json_object_get(rec, "leaveCursor")) == (json_int_t)fence &&
                               json_integer_value(json_object_get(rec, "generation")) == 2 &&
@@ -371,7 +357,7 @@ START_TEST(evicted_window_tombstones_and_answers_durable_false)
         ck_assert(co_wait_acked(CHAT, "fanout", after, WAIT_MS));
         ck_assert_int_eq(count_id(INBOX, DINBOX(CAROL), "late-0:" CAROL ":2"), 0);
         expect_ok(join(CAROL, "ev"), "{\"durable\":true,\"generation\":3}", "retry after eviction");
-        rec = member_rec("ev", CAROL);
+        rec = co_member_record(S, "ev", CAROL);
         ck_assert_int_eq(json_integer_value(json_object_get(rec, "joinCursor")), (json_int_t)after);
         ck_assert(json_is_true(json_object_get(rec, "activated")));
         ck_assert_ptr_null(json_object_get(rec, "leaveCursor"));
@@ -411,7 +397,7 @@ START_TEST(an_entry_too_large_to_write_does_not_block_the_join)
         char *err = proc_stderr(&dm.p);
         ck_assert_msg(strstr(err, line), "no log line: %s", line);
         free(err);
-        json_t *rec = member_rec("big", BOB);
+        json_t *rec = co_member_record(S, "big", BOB);
         ck_assert(json_is_true(json_object_get(rec, "activated")));
         json_decref(rec);
 }
@@ -442,7 +428,7 @@ START_TEST(a_leave_during_catch_up_supersedes_the_activation)
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
         ck_assert_msg(co_frozen_within(&fz, JOIN_MS), "the catch-up never started");
         uint64_t copied = co_messages(INBOX, DINBOX(EVE));
-        json_t *rec = member_rec("sup", EVE);
+        json_t *rec = co_member_record(S, "sup", EVE);
         bool pending = json_is_false(json_object_get(rec, "activated"));
         json_decref(rec);
         if (!(pending && copied < 2 * PER_SENDER)) {

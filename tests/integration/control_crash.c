@@ -20,8 +20,6 @@
 #define INBOX "INBOX_" S
 #define CHAT "CHAT_" S
 #define MEMBERS_BUCKET "cotal_members_" S
-#define MEMBERS_STREAM "KV_cotal_members_" S
-#define LEASE_STREAM "KV_cotal_delivery_" S
 #define DINBOX_BOB "cotal." S ".dinbox." BOB
 #define DLV_BOB "cotal." S ".dlv." BOB
 #define CHANNEL "crash.h"
@@ -51,11 +49,6 @@ static void teardown(void)
 {
         co_daemon_finish(&dm);
         tu_broker_teardown();
-}
-
-static char *dump(const json_t *j)
-{
-        return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : strdup("(no reply)");
 }
 
 /* Publishes PER_SENDER padded posts from sender; returns the last seq. */
@@ -121,29 +114,13 @@ static void expect_each_once(const char *stream, const char *subject)
         ids_free(want, POSTS);
 }
 
-static json_t *member_rec(const char *key)
-{
-        char subj[512];
-        snprintf(subj, sizeof subj, "$KV." MEMBERS_BUCKET ".%s", key);
-        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", MEMBERS_STREAM, "", json_pack("{s:s}", "last_by_subj", subj));
-        uint64_t seq = (uint64_t)json_integer_value(json_object_get(json_object_get(r, "message"), "seq"));
-        json_decref(r);
-        co_msg m;
-        if (seq == 0 || !co_msg_get(MEMBERS_STREAM, seq, &m))
-                return NULL;
-        json_t *body = json_incref(m.body);
-        co_msg_fini(&m);
-        return body;
-}
-
+/* The held lease lapsed (TTL) or was released. */
 static bool lease_gone(void *arg)
 {
         (void)arg;
-        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", LEASE_STREAM, "",
-                           json_pack("{s:s}", "last_by_subj", "$KV.cotal_delivery_" S ".lease.0"));
-        bool gone = json_object_get(r, "message") == NULL;
-        json_decref(r);
-        return gone;
+        json_t *v = co_kv_value("cotal_delivery_" S, "lease.0", NULL);
+        json_decref(v);
+        return v == NULL;
 }
 
 START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
@@ -187,7 +164,7 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         if (m)
                 natsMsg_Destroy(m);
         natsSubscription_Destroy(sub);
-        json_t *rec = member_rec(CHANNEL "/" BOB);
+        json_t *rec = co_member_record(S, CHANNEL, BOB);
         bool activated = json_is_true(json_object_get(rec, "activated"));
         json_decref(rec);
         fprintf(stderr, "killed with %llu of %d entries copied (%s, record %s)\n", (unsigned long long)at_kill, POSTS,
@@ -223,7 +200,7 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         int64_t t0 = test_now_ms();
         json_t *r = co_request(S, BOB, body, NULL, NULL, JOIN_MS);
         fprintf(stderr, "retried join answered in %lld ms\n", (long long)(test_now_ms() - t0));
-        char *have = dump(r);
+        char *have = co_json_text(r);
         json_t *want = json_loads("{\"ok\":true,\"data\":{\"durable\":true,\"generation\":1}}", 0, NULL);
         if (!json_equal(r, want))
                 co_daemon_dump(&dm);
@@ -231,7 +208,7 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         free(have);
         json_decref(want);
         json_decref(r);
-        rec = member_rec(CHANNEL "/" BOB);
+        rec = co_member_record(S, CHANNEL, BOB);
         ck_assert(json_is_true(json_object_get(rec, "activated")));
         ck_assert_int_eq(json_integer_value(json_object_get(rec, "generation")), 1);
         ck_assert_int_eq(json_integer_value(json_object_get(rec, "joinCursor")), (json_int_t)base);

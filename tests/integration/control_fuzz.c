@@ -293,11 +293,6 @@ static void generate(buf *b, int *kind_out)
 
 /* ---- checks ----------------------------------------------------------------- */
 
-static char *dump(const json_t *j)
-{
-        return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : strdup("(none)");
-}
-
 static bool daemon_running(void)
 {
         return proc_wait(&dm.p, 0) == -ETIMEDOUT;
@@ -310,7 +305,7 @@ static void expect_refusal(const natsMsg *m, int idx, int kind, const char *body
         const char *e = json_string_value(json_object_get(r, "error"));
         if (!(r && json_object_size(r) == 2 && json_is_false(json_object_get(r, "ok")) && e && *e &&
               strcmp(e, "internal error") != 0)) {
-                char *have = dump(r);
+                char *have = co_json_text(r);
                 ck_abort_msg("request %d (kind %d, body %.200s) got %.300s", idx, kind, body, have);
         }
         json_decref(r);
@@ -407,7 +402,7 @@ START_TEST(hundreds_of_hostile_requests_get_refusals_or_nothing)
                                "\"from\":{\"id\":\"" FUZZ "\"}}",
                                NULL, NULL, 30000);
         json_t *want = json_loads("{\"ok\":true,\"data\":{\"durable\":true,\"generation\":1}}", 0, NULL);
-        char *have = dump(r);
+        char *have = co_json_text(r);
         ck_assert_msg(json_equal(r, want), "join after the fuzz: %s", have);
         free(have);
         json_decref(want);
@@ -471,7 +466,7 @@ START_TEST(channels_too_long_for_a_subject_are_refused_harmlessly)
         co_publish_raw(key.p, NULL, value.p, value.len);
         json_t *r = join_json(ch);
         json_t *want = json_loads("{\"ok\":true,\"data\":{\"durable\":true,\"generation\":1}}", 0, NULL);
-        char *have = dump(r);
+        char *have = co_json_text(r);
         ck_assert_msg(json_equal(r, want), "2900-byte channel: %s", have);
         free(have);
         json_decref(want);
@@ -493,7 +488,7 @@ START_TEST(channels_too_long_for_a_subject_are_refused_harmlessly)
                 ch = long_channel(lens[i]);
                 r = join_json(ch);
                 const char *e = json_string_value(json_object_get(r, "error"));
-                have = dump(r);
+                have = co_json_text(r);
                 ck_assert_msg(r && json_object_size(r) == 2 && json_is_false(json_object_get(r, "ok")) && e &&
                                       strstr(e, "too long"),
                               "%zu-byte channel: %.300s", lens[i], have);

@@ -95,15 +95,10 @@ static json_t *leave(const char *agent, const char *channel, const char *generat
         return r;
 }
 
-static char *dump(const json_t *j)
-{
-        return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : strdup("(no reply)");
-}
-
 /* §5.4: exactly {"ok":false,"error":text}. Steals r. */
 static void expect_error(json_t *r, const char *text, const char *what)
 {
-        char *have = dump(r);
+        char *have = co_json_text(r);
         ck_assert_msg(r && json_object_size(r) == 2 && json_is_false(json_object_get(r, "ok")) &&
                               json_is_string(json_object_get(r, "error")) &&
                               strcmp(json_string_value(json_object_get(r, "error")), text) == 0,
@@ -117,7 +112,7 @@ static void expect_ok(json_t *r, const char *data_json, const char *what)
 {
         json_t *want = json_loads(data_json, JSON_DECODE_ANY, NULL);
         ck_assert_msg(want, "bad expectation %s", data_json);
-        char *have = dump(r);
+        char *have = co_json_text(r);
         ck_assert_msg(r && json_object_size(r) == 2 && json_is_true(json_object_get(r, "ok")) &&
                               json_equal(json_object_get(r, "data"), want),
                       "%s: got %s, want {\"data\":%s,\"ok\":true}", what, have, data_json);
@@ -129,17 +124,6 @@ static void expect_ok(json_t *r, const char *data_json, const char *what)
 static uint64_t members_seq(void)
 {
         return co_last_seq(MEMBERS_STREAM);
-}
-
-/* The latest value at key <channel>/<owner> (NULL: no message, or a
- * DEL/PURGE marker, i.e. an empty body). Owned. */
-/* The latest value at <channel>/<owner> (NULL: none, or a DEL/PURGE
- * marker). Owned. */
-static json_t *member_rec(const char *channel, const char *owner)
-{
-        char key[512];
-        snprintf(key, sizeof key, "%s/%s", channel, owner);
-        return co_kv_value(MEMBERS_BUCKET, key, NULL);
 }
 
 static json_int_t int_field(const json_t *o, const char *k)
@@ -154,7 +138,7 @@ static json_int_t int_field(const json_t *o, const char *k)
 static void expect_record(const json_t *rec, const char *channel, const char *owner, const char *state,
                           json_int_t generation, bool activated, json_int_t leave_cursor /* < 0: absent */)
 {
-        char *have = dump(rec);
+        char *have = co_json_text(rec);
         ck_assert_msg(rec != NULL, "no record %s/%s", channel, owner);
         ck_assert_msg(json_is_string(json_object_get(rec, "channel")) &&
                               strcmp(json_string_value(json_object_get(rec, "channel")), channel) == 0 &&
@@ -287,7 +271,7 @@ START_TEST(join_is_refused_without_or_outside_the_acl)
         ck_assert_uint_eq(members_seq(), before);
         /* ... and the string elements still grant. */
         expect_ok(join(HEIDI, "y.z"), "{\"durable\":true,\"generation\":1}", "join through y.*");
-        json_t *rec = member_rec("y.z", HEIDI);
+        json_t *rec = co_member_record(S, "y.z", HEIDI);
         expect_record(rec, "y.z", HEIDI, "durable-active", 1, true, -1);
         json_decref(rec);
 }
@@ -382,7 +366,7 @@ START_TEST(narrowed_acl_stops_delivery_and_restored_acl_resumes_it)
         dlv_of(BOB, dlv, sizeof dlv);
         uint64_t frontier = co_last_seq(CHAT);
         expect_ok(join(BOB, "team.acl"), "{\"durable\":true,\"generation\":1}", "join");
-        json_t *rec = member_rec("team.acl", BOB);
+        json_t *rec = co_member_record(S, "team.acl", BOB);
         expect_record(rec, "team.acl", BOB, "durable-active", 1, true, -1);
         ck_assert_int_eq(int_field(rec, "joinCursor"), (json_int_t)frontier); /* §8.6: CHAT last_seq */
         json_decref(rec);
@@ -430,7 +414,7 @@ START_TEST(leave_bounds_the_interval_and_rejoin_starts_a_new_generation)
         uint64_t before = members_seq();
         expect_ok(leave(BOB, "lv.b", "1"), "{\"channel\":\"lv.b\"}", "leave");
         ck_assert_uint_eq(members_seq(), before + 1);
-        json_t *rec = member_rec("lv.b", BOB);
+        json_t *rec = co_member_record(S, "lv.b", BOB);
         expect_record(rec, "lv.b", BOB, "live-confirmed", 1, true, (json_int_t)frontier);
         ck_assert_int_ge(int_field(rec, "leaveCursor"), (json_int_t)b1);
         ck_assert_int_eq(int_field(rec, "joinCursor"), (json_int_t)b0);
@@ -456,7 +440,7 @@ START_TEST(leave_bounds_the_interval_and_rejoin_starts_a_new_generation)
 
         /* Rejoin after leave: generation + 1, a fresh window. */
         expect_ok(join(BOB, "lv.b"), "{\"durable\":true,\"generation\":2}", "rejoin");
-        rec = member_rec("lv.b", BOB);
+        rec = co_member_record(S, "lv.b", BOB);
         expect_record(rec, "lv.b", BOB, "durable-active", 2, true, -1);
         ck_assert_int_ge(int_field(rec, "joinCursor"), (json_int_t)b2);
         json_decref(rec);
@@ -483,7 +467,7 @@ START_TEST(leave_bounds_the_interval_and_rejoin_starts_a_new_generation)
         /* The current generation, written as 2.0 and with a padded
          * channel: the trimmed channel is what counts (§8.5). */
         expect_ok(leave(BOB, "  lv.b\\t", "2.0"), "{\"channel\":\"lv.b\"}", "leave generation 2");
-        rec = member_rec("lv.b", BOB);
+        rec = co_member_record(S, "lv.b", BOB);
         expect_record(rec, "lv.b", BOB, "live-confirmed", 2, true, (json_int_t)co_last_seq(CHAT));
         json_decref(rec);
 
@@ -505,7 +489,7 @@ START_TEST(leave_works_after_the_acl_was_narrowed_to_nothing)
         expect_error(join(BOB, "lv.c"), "channel \"lv.c\" is not within your read ACL []", "join with []");
         uint64_t frontier = co_last_seq(CHAT);
         expect_ok(leave(BOB, "lv.c", "1"), "{\"channel\":\"lv.c\"}", "leave with []");
-        json_t *rec = member_rec("lv.c", BOB);
+        json_t *rec = co_member_record(S, "lv.c", BOB);
         expect_record(rec, "lv.c", BOB, "live-confirmed", 1, true, (json_int_t)frontier);
         json_decref(rec);
         /* Also with no ACL row at all. */
@@ -521,7 +505,7 @@ START_TEST(join_over_existing_records_follows_the_life_cycle)
         /* A tombstone: fresh join, generation + 1. */
         co_member(S, "odd.t", BOB, 1, 3, (int64_t)last);
         expect_ok(join(BOB, "odd.t"), "{\"durable\":true,\"generation\":4}", "over a tombstone");
-        json_t *rec = member_rec("odd.t", BOB);
+        json_t *rec = co_member_record(S, "odd.t", BOB);
         expect_record(rec, "odd.t", BOB, "durable-active", 4, true, -1);
         json_decref(rec);
         /* An odd state: fresh join too. */
@@ -545,7 +529,7 @@ START_TEST(join_over_existing_records_follows_the_life_cycle)
         before = members_seq();
         expect_ok(join(BOB, "odd.p"), "{\"durable\":true,\"generation\":2}", "over a pending record");
         ck_assert_uint_eq(members_seq(), before + 1);
-        rec = member_rec("odd.p", BOB);
+        rec = co_member_record(S, "odd.p", BOB);
         ck_assert(json_is_true(json_object_get(rec, "activated")));
         ck_assert_int_eq(int_field(rec, "joinCursor"), (json_int_t)co_last_seq(CHAT));
         ck_assert_int_eq(int_field(rec, "generation"), 2);
@@ -606,7 +590,7 @@ START_TEST(back_to_back_joins_activate_once)
         expect_ok(r[1], "{\"durable\":true,\"generation\":1}", "second join");
         /* One commit, one activation: nothing else was written. */
         ck_assert_uint_eq(members_seq(), before + 2);
-        json_t *rec = member_rec("cc.one", BOB);
+        json_t *rec = co_member_record(S, "cc.one", BOB);
         expect_record(rec, "cc.one", BOB, "durable-active", 1, true, -1);
         json_decref(rec);
 }
@@ -643,7 +627,7 @@ START_TEST(joins_from_two_connections_activate_once)
         }
         natsConnection_Destroy(nc2);
         ck_assert_uint_eq(members_seq(), before + 2);
-        json_t *rec = member_rec("cc.two", BOB);
+        json_t *rec = co_member_record(S, "cc.two", BOB);
         expect_record(rec, "cc.two", BOB, "durable-active", 1, true, -1);
         json_decref(rec);
 }
@@ -696,7 +680,7 @@ START_TEST(interleaved_join_leave_join_is_handled_in_order)
         json_decref(r[5]);
         /* commit + activate, tombstone, commit + activate. */
         ck_assert_uint_eq(members_seq(), before + 5);
-        json_t *rec = member_rec("cc.seq", BOB);
+        json_t *rec = co_member_record(S, "cc.seq", BOB);
         expect_record(rec, "cc.seq", BOB, "durable-active", 2, true, -1);
         json_decref(rec);
 }
@@ -714,7 +698,7 @@ static int cmp_channel(const void *a, const void *b)
 /* Steals r. The memberships, sorted by channel, must equal want_json. */
 static void expect_list(json_t *r, const char *want_json, const char *what)
 {
-        char *have = dump(r);
+        char *have = co_json_text(r);
         json_t *data = json_object_get(r, "data");
         json_t *list = json_object_get(data, "memberships");
         ck_assert_msg(r && json_object_size(r) == 2 && json_is_true(json_object_get(r, "ok")) &&
@@ -732,7 +716,7 @@ static void expect_list(json_t *r, const char *want_json, const char *what)
                 json_array_append(sorted, v[i]);
         json_t *want = json_loads(want_json, 0, NULL);
         ck_assert_msg(want, "bad expectation %s", want_json);
-        char *have_sorted = dump(sorted);
+        char *have_sorted = co_json_text(sorted);
         ck_assert_msg(json_equal(sorted, want), "%s: got %s, want %s", what, have_sorted, want_json);
         free(have_sorted);
         json_decref(want);

@@ -41,15 +41,10 @@ static void teardown(void)
         tu_broker_teardown();
 }
 
-static char *dump(const json_t *j)
-{
-        return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : strdup("(no reply)");
-}
-
 /* §5.4: exactly {"ok":false,"error":text} (text NULL: any string). Steals r. */
 static void expect_error(json_t *r, const char *text, const char *what)
 {
-        char *have = dump(r);
+        char *have = co_json_text(r);
         const char *e = json_string_value(json_object_get(r, "error"));
         ck_assert_msg(r && json_object_size(r) == 2 && json_is_false(json_object_get(r, "ok")) && e && *e &&
                               (!text || strcmp(e, text) == 0),
@@ -216,7 +211,7 @@ START_TEST(unbound_reply_targets_get_nothing_anywhere)
         /* The same join, answered on Mallory's own subtree, does execute:
          * the attacks above were refused for their reply target alone. */
         json_t *r = co_request(S, MALLORY, JOIN_MAL, NULL, NULL, REQ_MS);
-        char *have = dump(r);
+        char *have = co_json_text(r);
         ck_assert_msg(json_is_true(json_object_get(r, "ok")), "legit join: %s", have);
         free(have);
         json_decref(r);
@@ -308,7 +303,7 @@ START_TEST(spoofed_senders_are_rejected_with_the_exact_text)
                                "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"bob.x\"},\"from\":{\"id\":\"" MALLORY
                                "\",\"id\":\"" BOB "\"}}",
                                NULL, NULL, 30000);
-        char *have = dump(r);
+        char *have = co_json_text(r);
         ck_assert_msg(r && json_object_size(r) == 2 && json_is_true(json_object_get(r, "ok")),
                       "bob's own join: %s", have);
         free(have);

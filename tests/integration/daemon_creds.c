@@ -25,7 +25,8 @@
 /* The server cuts the connection at expiry; the reconnect follows at once. */
 #define EXPIRY_WITHIN_MS ((FIRST_JWT_LIFETIME_S + 15) * 1000)
 
-static jwt_key op, sys_acct, app_acct, daemon_key;
+static jwt_chain chain;
+static jwt_key daemon_key;
 static char admin_creds[320], daemon_creds[320], sock[320];
 static char *jwt_second;
 static co_daemon dm;
@@ -42,7 +43,7 @@ static void write_creds(const char *path, const char *token, const jwt_key *user
 static char *daemon_jwt(int64_t expires)
 {
         jwt_user_perms perms = {.expires = expires};
-        char *token = jwt_user(&app_acct, &daemon_key, "delivery", expires ? &perms : NULL);
+        char *token = jwt_user(&chain.app, &daemon_key, "delivery", expires ? &perms : NULL);
         ck_assert_ptr_nonnull(token);
         return token;
 }
@@ -59,25 +60,16 @@ static void spawn_daemon(void)
 
 static void setup(void)
 {
-        ck_assert(jwt_key_new(&op, 'O') && jwt_key_new(&sys_acct, 'A') && jwt_key_new(&app_acct, 'A'));
         ck_assert(jwt_key_new(&daemon_key, 'U'));
-        char *op_jwt = jwt_operator(&op, "test-operator");
-        char *sys_jwt = jwt_account(&op, &sys_acct, "SYS", false);
-        char *app_jwt = jwt_account(&op, &app_acct, "APP", true);
-        const char *pubs[] = {sys_acct.pub, app_acct.pub};
-        const char *jwts[] = {sys_jwt, app_jwt};
-        char *conf = jwt_server_conf(op_jwt, sys_acct.pub, pubs, jwts, 2);
+        char *conf = jwt_chain_conf(&chain);
         ck_assert_ptr_nonnull(conf);
         tu_broker_setup_conf(conf);
         free(conf);
-        free(op_jwt);
-        free(sys_jwt);
-        free(app_jwt);
 
         /* The test's own (and cotal-deliveryctl's) unrestricted user. */
         jwt_key admin;
         ck_assert(jwt_key_new(&admin, 'U'));
-        char *admin_jwt = jwt_user(&app_acct, &admin, "admin", NULL);
+        char *admin_jwt = jwt_user(&chain.app, &admin, "admin", NULL);
         snprintf(admin_creds, sizeof admin_creds, "%.200s/admin.creds", tu_broker.dir);
         ck_assert_int_eq(jwt_write_creds(admin_creds, admin_jwt, &admin), 0);
         free(admin_jwt);
@@ -105,42 +97,6 @@ static void teardown(void)
         tu_broker_teardown();
 }
 
-typedef struct log_ctx {
-        co_daemon *dm;
-        const char *text;
-        int times;
-} log_ctx;
-
-static int count(const char *hay, const char *needle)
-{
-        int n = 0;
-        for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-                n++;
-        return n;
-}
-
-static bool logged(void *arg)
-{
-        log_ctx *c = arg;
-        char *err = proc_stderr(&c->dm->p);
-        bool found = count(err, c->text) >= (c->times ? c->times : 1);
-        free(err);
-        return found;
-}
-
-static json_t *diag(char **raw)
-{
-        char *out = NULL;
-        ck_assert_int_eq(tu_ctl(&out, NULL, (const char *[]){"diag", "--socket", sock, "--json", NULL}), 0);
-        json_t *doc = json_loads(out, 0, NULL);
-        ck_assert_ptr_nonnull(doc);
-        if (raw)
-                *raw = out;
-        else
-                free(out);
-        return doc;
-}
-
 /* No secret anywhere in text: the seed, its base32 body, a JWT. */
 static void no_secrets(const char *what, const char *text)
 {
@@ -157,21 +113,21 @@ START_TEST(a_rotated_file_is_used_when_the_old_jwt_expires)
         /* Rotate: same nkey, a JWT without expiry; SIGHUP checks it now. */
         write_creds(daemon_creds, jwt_second, &daemon_key);
         ck_assert_int_eq(proc_signal(&dm.p, SIGHUP), 0);
-        ck_assert_msg(test_wait_until(logged, &(log_ctx){&dm, "Reloaded creds ", 0}, WAIT_MS), "no reload line");
+        ck_assert_msg(co_daemon_logged_within(&dm, "Reloaded creds ", WAIT_MS), "no reload line");
         char *err = proc_stderr(&dm.p);
         ck_assert_msg(strstr(err, "new JWT for "), "%s", err);
         free(err);
 
         /* The server cuts the expired connection; the reconnect uses the
          * new JWT and the daemon stays up. */
-        ck_assert_msg(test_wait_until(logged, &(log_ctx){&dm, "Reconnected to ", 0}, EXPIRY_WITHIN_MS),
+        ck_assert_msg(co_daemon_logged_within(&dm, "Reconnected to ", EXPIRY_WITHIN_MS),
                       "no reconnect after the first JWT expired");
         ck_assert_msg(proc_wait(&dm.p, 0) == -ETIMEDOUT, "the daemon exited at the expiry");
         co_chat(S, ALICE, "general", "after", NULL);
         ck_assert(co_wait_id("DLV_" S, DLV_BOB, "after:" BOB ":1", WAIT_MS));
 
         char *raw = NULL;
-        json_t *doc = diag(&raw);
+        json_t *doc = co_diag(sock, &raw);
         json_t *creds = json_object_get(doc, "creds");
         ck_assert_str_eq(json_string_value(json_object_get(creds, "path")), daemon_creds);
         ck_assert_int_eq(json_integer_value(json_object_get(creds, "rotations")), 1);
@@ -186,16 +142,16 @@ START_TEST(a_file_with_another_identity_is_rejected)
 {
         jwt_key other;
         ck_assert(jwt_key_new(&other, 'U'));
-        char *token = jwt_user(&app_acct, &other, "intruder", NULL);
+        char *token = jwt_user(&chain.app, &other, "intruder", NULL);
         write_creds(daemon_creds, token, &other);
         free(token);
         ck_assert_int_eq(proc_signal(&dm.p, SIGHUP), 0);
-        ck_assert_msg(test_wait_until(logged, &(log_ctx){&dm, "Rejected the creds file on reload", 0}, WAIT_MS),
+        ck_assert_msg(co_daemon_logged_within(&dm, "Rejected the creds file on reload", WAIT_MS),
                       "the other identity was not rejected");
         char *err = proc_stderr(&dm.p);
         ck_assert_msg(strstr(err, "the identity changed from"), "%s", err);
         free(err);
-        json_t *doc = diag(NULL);
+        json_t *doc = co_diag(sock, NULL);
         json_t *creds = json_object_get(doc, "creds");
         ck_assert_int_eq(json_integer_value(json_object_get(creds, "rotations")), 1);
         ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(creds, "last_rejection")), "identity"));

@@ -43,20 +43,6 @@ static void teardown(void)
         tu_broker_teardown();
 }
 
-/* `cotal-deliveryctl diag --socket sock --json`, parsed; NULL when it
- * failed (then *status tells). */
-static json_t *diag_json(int *status)
-{
-        char *out = NULL, *err = NULL;
-        int st = tu_ctl(&out, &err, (const char *[]){"diag", "--socket", sock, "--json", NULL});
-        json_t *doc = st == 0 ? json_loads(out, 0, NULL) : NULL;
-        if (status)
-                *status = st;
-        free(out);
-        free(err);
-        return doc;
-}
-
 static json_t *path(json_t *doc, const char *a, const char *b)
 {
         json_t *v = json_object_get(doc, a);
@@ -82,7 +68,7 @@ START_TEST(socket_is_private_and_answers_with_the_daemons_state)
 
         co_chat(S, ALICE, "general", "dg-1", NULL);
         ck_assert(co_wait_id("DLV_" S, DLV_BOB, "dg-1:" BOB ":1", WAIT_MS));
-        json_t *doc = diag_json(NULL);
+        json_t *doc = co_diag(sock, NULL);
         ck_assert_ptr_nonnull(doc);
         ck_assert_int_eq(json_integer_value(path(doc, "pid", NULL)), dm.p.pid);
         ck_assert_str_eq(json_string_value(path(doc, "space", NULL)), S);
@@ -123,7 +109,7 @@ typedef struct link_ctx {
 static bool link_is(void *arg)
 {
         link_ctx *c = arg;
-        json_t *doc = diag_json(NULL);
+        json_t *doc = co_diag(sock, NULL);
         bool ok = doc && json_is_true(path(doc, "link", "connected")) == c->want_connected &&
                   json_integer_value(path(doc, "link", "reconnects")) >= c->reconnects;
         json_decref(doc);
@@ -137,7 +123,7 @@ START_TEST(a_healed_broker_outage_stays_visible)
         ck_assert_msg(test_wait_until(link_is, &(link_ctx){false, 0}, WAIT_MS), "diag never showed the link down");
         ck_assert_int_eq(natsd_restart(&tu_broker), 0);
         ck_assert_msg(test_wait_until(link_is, &(link_ctx){true, 1}, WAIT_MS), "diag never showed the reconnect");
-        json_t *doc = diag_json(NULL);
+        json_t *doc = co_diag(sock, NULL);
         ck_assert(has_event(doc, "disconnect"));
         ck_assert(has_event(doc, "reconnect"));
         ck_assert_int_ge(json_integer_value(path(doc, "connection_events_total", NULL)), 3);
@@ -160,7 +146,7 @@ START_TEST(a_second_daemon_never_takes_a_live_socket)
         ck_assert_msg(strstr(err, "another daemon is serving it"), "%s", err);
         free(err);
         proc_destroy(&second.p);
-        json_t *doc = diag_json(NULL);
+        json_t *doc = co_diag(sock, NULL);
         ck_assert_ptr_nonnull(doc);
         ck_assert_int_eq(json_integer_value(path(doc, "pid", NULL)), dm.p.pid);
         json_decref(doc);

@@ -47,24 +47,9 @@ static void teardown(void)
         tu_broker_teardown();
 }
 
-typedef struct log_ctx {
-        co_daemon *dm;
-        const char *text;
-} log_ctx;
-
-static bool logged(void *arg)
-{
-        log_ctx *c = arg;
-        char *err = proc_stderr(&c->dm->p);
-        bool found = strstr(err, c->text) != NULL;
-        free(err);
-        return found;
-}
-
 static void expect_log(const char *text)
 {
-        log_ctx c = {&dm, text};
-        if (!test_wait_until(logged, &c, 10000)) {
+        if (!co_daemon_logged_within(&dm, text, 10000)) {
                 co_daemon_dump(&dm);
                 ck_abort_msg("no log line containing \"%s\"", text);
         }

@@ -18,27 +18,14 @@
 #define STREAM "ORDERS"
 #define ASYNC_ERROR_TIMEOUT_MS 5000
 
-static jwt_key op, sys_acct, app_acct;
+static jwt_chain chain;
 
 static void setup(void)
 {
-        ck_assert(jwt_key_new(&op, 'O'));
-        ck_assert(jwt_key_new(&sys_acct, 'A'));
-        ck_assert(jwt_key_new(&app_acct, 'A'));
-        char *op_jwt = jwt_operator(&op, "test-operator");
-        /* JetStream must stay off in the system account: 2.9 exits otherwise. */
-        char *sys_jwt = jwt_account(&op, &sys_acct, "SYS", false);
-        char *app_jwt = jwt_account(&op, &app_acct, "APP", true);
-        ck_assert(op_jwt && sys_jwt && app_jwt);
-        const char *pubs[] = {sys_acct.pub, app_acct.pub};
-        const char *jwts[] = {sys_jwt, app_jwt};
-        char *conf = jwt_server_conf(op_jwt, sys_acct.pub, pubs, jwts, 2);
-        ck_assert(conf);
+        char *conf = jwt_chain_conf(&chain);
+        ck_assert_ptr_nonnull(conf);
         tu_broker_setup_conf(conf);
         free(conf);
-        free(op_jwt);
-        free(sys_jwt);
-        free(app_jwt);
 }
 
 static void teardown(void)
@@ -110,7 +97,7 @@ START_TEST(creds_file_connects_and_uses_jetstream)
 {
         char path[512];
         jwt_key worker;
-        make_user(path, sizeof path, &worker, &app_acct, "worker", NULL);
+        make_user(path, sizeof path, &worker, &chain.app, "worker", NULL);
 
         /* The daemon's own creds reader accepts the file (it also insists
          * on mode 0600) and finds the user's public key in it. */
@@ -159,7 +146,7 @@ START_TEST(pub_outside_the_allow_list_is_refused)
         /* JetStream API for the stream and the acks; one order subject. */
         const char *const pub_allow[] = {"$JS.API.>", "orders.created", NULL};
         jwt_user_perms perms = {.pub_allow = pub_allow};
-        make_user(path, sizeof path, &clerk, &app_acct, "clerk", &perms);
+        make_user(path, sizeof path, &clerk, &chain.app, "clerk", &perms);
 
         atomic_store(&async_error, NATS_OK);
         natsConnection *nc = NULL;
@@ -194,12 +181,12 @@ START_TEST(unknown_account_expired_user_and_no_creds_are_refused)
 {
         char path[512], rogue_path[512], expired_path[512];
         jwt_key user, rogue_acct, rogue_user, expired_user;
-        make_user(path, sizeof path, &user, &app_acct, "known", NULL);
+        make_user(path, sizeof path, &user, &chain.app, "known", NULL);
         /* A well-formed account the operator never signed for the server. */
         ck_assert(jwt_key_new(&rogue_acct, 'A'));
         make_user(rogue_path, sizeof rogue_path, &rogue_user, &rogue_acct, "rogue", NULL);
         jwt_user_perms lapsed = {.expires = (int64_t)time(NULL) - 60};
-        make_user(expired_path, sizeof expired_path, &expired_user, &app_acct, "expired", &lapsed);
+        make_user(expired_path, sizeof expired_path, &expired_user, &chain.app, "expired", &lapsed);
 
         natsConnection *nc = NULL;
         natsStatus s = tu_connect_creds(&nc, rogue_path, NULL, NULL);

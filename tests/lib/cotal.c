@@ -523,3 +523,48 @@ bool co_frozen_within(co_freezer *f, int64_t timeout_ms)
         f->sub = NULL;
         return ok || atomic_load(&f->frozen);
 }
+
+typedef struct log_wait {
+        co_daemon *dm;
+        const char *text;
+} log_wait;
+
+static bool has_logged(void *arg)
+{
+        log_wait *w = arg;
+        char *err = proc_stderr(&w->dm->p);
+        bool found = strstr(err, w->text) != NULL;
+        free(err);
+        return found;
+}
+
+bool co_daemon_logged_within(co_daemon *dm, const char *text, int64_t timeout_ms)
+{
+        return test_wait_until(has_logged, &(log_wait){dm, text}, timeout_ms);
+}
+
+json_t *co_diag(const char *sock, char **raw)
+{
+        char *out = NULL;
+        ck_assert_int_eq(tu_ctl(&out, NULL, (const char *[]){"diag", "--socket", sock, "--json", NULL}), 0);
+        json_t *doc = json_loads(out, 0, NULL);
+        ck_assert_msg(doc, "diag printed no JSON: %s", out);
+        if (raw)
+                *raw = out;
+        else
+                free(out);
+        return doc;
+}
+
+char *co_json_text(const json_t *j)
+{
+        return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : strdup("(no reply)");
+}
+
+json_t *co_member_record(const char *space, const char *channel, const char *owner)
+{
+        char bucket[256], key[512];
+        snprintf(bucket, sizeof bucket, "cotal_members_%s", space);
+        snprintf(key, sizeof key, "%s/%s", channel, owner);
+        return co_kv_value(bucket, key, NULL);
+}

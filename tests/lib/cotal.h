@@ -93,6 +93,18 @@ void co_daemon_finish(co_daemon *dm);
 int co_run(Suite *s);
 /* Dumps the daemon's stderr to ours (for failures). */
 void co_daemon_dump(const co_daemon *dm);
+/* Waits until the daemon's stderr contains text; true if it came. */
+bool co_daemon_logged_within(co_daemon *dm, const char *text, int64_t timeout_ms);
+/* `cotal-deliveryctl diag --socket sock --json`, which must succeed,
+ * parsed (owned). raw (may be NULL) gets the document's text (owned). */
+json_t *co_diag(const char *sock, char **raw);
+
+/* Compact, key-sorted text of j for failure messages ("(no reply)" for
+ * NULL). Owned. */
+char *co_json_text(const json_t *j);
+/* The latest membership record <channel>/<owner> of space (NULL: none,
+ * or a DEL/PURGE marker). Owned. */
+json_t *co_member_record(const char *space, const char *channel, const char *owner);
 
 /* Stops a daemon (SIGSTOP) from the subscriber thread the moment the first
  * message is published on subject, so a test can catch it mid-work on a

@@ -349,3 +349,22 @@ char *jwt_server_conf(const char *operator_jwt, const char *system_account_pub, 
         }
         return text;
 }
+
+char *jwt_chain_conf(jwt_chain *c)
+{
+        if (!jwt_key_new(&c->op, 'O') || !jwt_key_new(&c->sys, 'A') || !jwt_key_new(&c->app, 'A'))
+                return NULL;
+        char *op_jwt = jwt_operator(&c->op, "test-operator");
+        char *sys_jwt = jwt_account(&c->op, &c->sys, "SYS", false);
+        char *app_jwt = jwt_account(&c->op, &c->app, "APP", true);
+        char *conf = NULL;
+        if (op_jwt && sys_jwt && app_jwt) {
+                const char *pubs[] = {c->sys.pub, c->app.pub};
+                const char *jwts[] = {sys_jwt, app_jwt};
+                conf = jwt_server_conf(op_jwt, c->sys.pub, pubs, jwts, 2);
+        }
+        free(op_jwt);
+        free(sys_jwt);
+        free(app_jwt);
+        return conf;
+}

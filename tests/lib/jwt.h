@@ -54,3 +54,13 @@ int jwt_write_creds(const char *path, const char *user_jwt, const jwt_key *user)
  * Pass it as natsd_start's extra_conf. Owned (free()). */
 char *jwt_server_conf(const char *operator_jwt, const char *system_account_pub, const char *const *account_pubs,
                       const char *const *account_jwts, size_t n);
+
+/* The usual trust chain of one test server: a fresh operator, a system
+ * account (JetStream off, as 2.9 requires) and one JetStream account
+ * "APP" whose users the test issues. */
+typedef struct jwt_chain {
+        jwt_key op, sys, app;
+} jwt_chain;
+/* Makes the keys and returns the server configuration for natsd_start
+ * (owned, free()); NULL on failure. */
+char *jwt_chain_conf(jwt_chain *c);

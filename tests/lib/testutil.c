@@ -1,6 +1,8 @@
 /* testutil: broker fixture and helpers for the integration tests. */
 #include "testutil.h"
 
+#include "broker.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,8 +12,6 @@
 natsd tu_broker;
 natsConnection *tu_nc;
 const char *tu_ctl_creds;
-
-#define CONNECT_AUTH_ATTEMPTS 3
 
 void tu_broker_setup(void)
 {
@@ -56,26 +56,21 @@ void tu_broker_setup_conf(const char *conf)
 
 natsStatus tu_connect_creds(natsConnection **nc, const char *creds, natsErrHandler err_cb, void *closure)
 {
-        natsOptions *o = NULL;
-        *nc = NULL;
-        natsStatus s = natsOptions_Create(&o);
-        if (s == NATS_OK)
-                s = natsOptions_SetURL(o, tu_broker.url);
-        if (s == NATS_OK)
-                s = natsOptions_SetUserCredentialsFromFiles(o, creds, NULL);
-        if (s == NATS_OK && err_cb)
-                s = natsOptions_SetErrorHandler(o, err_cb, closure);
-        /* nats-server 2.9.10 refuses about 1 in 300 connections with valid
-         * creds ("authentication error"); a refusal is retried (reported)
-         * so only a user the server never accepts fails. */
-        for (int attempt = 1; s == NATS_OK || s == NATS_CONNECTION_AUTH_FAILED; attempt++) {
-                s = natsConnection_Connect(nc, o);
-                if (s != NATS_CONNECTION_AUTH_FAILED || attempt == CONNECT_AUTH_ATTEMPTS)
-                        break;
-                fprintf(stderr, "creds %s refused on attempt %d; retrying\n", creds, attempt);
-        }
-        natsOptions_Destroy(o);
-        return s;
+        /* The daemon's own connection setup, so the tests get its retry
+         * of a connect refused for authentication (see broker_connect). */
+        broker_config bc = {
+                .servers = tu_broker.url,
+                .creds_file = creds,
+                .name = "cotal-test",
+                .reconnect = true,
+                .on_error = err_cb,
+                .cb_arg = closure,
+        };
+        char err[512];
+        int r = broker_connect(&bc, nc, err, sizeof err);
+        if (r < 0)
+                fprintf(stderr, "connect with creds %s: %s\n", creds, err);
+        return r == 0 ? NATS_OK : r == -EACCES ? NATS_CONNECTION_AUTH_FAILED : NATS_ERR;
 }
 
 int tu_ctl(char **out, char **err, const char *const *args)
