@@ -518,7 +518,12 @@ static bool is_frozen(void *arg)
 bool co_frozen_within(co_freezer *f, int64_t timeout_ms)
 {
         bool ok = test_wait_until(is_frozen, f, timeout_ms);
+        /* cnats 3.4.1's reader thread can still be handing a message to a
+         * subscription that is destroyed under it (a use-after-free seen as
+         * a SIGSEGV in natsConn_processMsg): once the flush's PONG is read,
+         * every message sent before the UNSUB has been handled. */
         (void)natsSubscription_Unsubscribe(f->sub);
+        (void)natsConnection_Flush(tu_nc);
         natsSubscription_Destroy(f->sub);
         f->sub = NULL;
         return ok || atomic_load(&f->frozen);
