@@ -140,6 +140,19 @@ int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, siz
         return 0;
 }
 
+void broker_sub_close(natsConnection *nc, natsSubscription **sub)
+{
+        if (!*sub)
+                return;
+        (void)natsSubscription_Unsubscribe(*sub);
+        /* A closed or reconnecting connection reads nothing: the flush
+         * fails at once and destroying is safe. */
+        if (nc)
+                (void)natsConnection_FlushTimeout(nc, BROKER_SUB_CLOSE_FLUSH_MS);
+        natsSubscription_Destroy(*sub);
+        *sub = NULL;
+}
+
 static void set_error(jsapi_error *err, int code, int err_code, const char *what, const char *detail)
 {
         if (!err)

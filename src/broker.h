@@ -78,6 +78,15 @@ int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *cons
  * allocation failure. */
 char *broker_unique_subject(const char *prefix, const char *tag);
 
+/* Unsubscribes, then destroys *sub (set to NULL) once the server's
+ * answer to a flush (bounded by BROKER_SUB_CLOSE_FLUSH_MS) shows that
+ * every message sent before the UNSUB was handled. cnats 3.4.1's reader
+ * thread looks a subscription up and uses it after dropping the lock
+ * (natsConn_processMsg), so destroying one that still receives messages
+ * is a use-after-free. NULL *sub is fine. */
+void broker_sub_close(natsConnection *nc, natsSubscription **sub);
+#define BROKER_SUB_CLOSE_FLUSH_MS 500
+
 /* Maps a cnats status to a negative errno (NATS_TIMEOUT -> -ETIMEDOUT,
  * NATS_NO_RESPONDERS -> -ENXIO, NATS_NOT_FOUND -> -ENOENT, …). */
 int broker_errno(natsStatus s);

@@ -735,10 +735,7 @@ void control_stop(daemon_ctx *d)
                 return;
         if (c->thread)
                 daemon_join(d, c->thread);
-        if (c->sub) {
-                natsSubscription_Unsubscribe(c->sub);
-                natsSubscription_Destroy(c->sub);
-        }
+        broker_sub_close(d->nc, &c->sub);
         jspub_fini(&c->pub);
         kvstate_fini(&c->st);
         kv_bucket_fini(&c->members);

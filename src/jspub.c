@@ -42,10 +42,7 @@ void jspub_fini(jspub *j)
 {
         if (!j)
                 return;
-        if (j->sub) {
-                natsSubscription_Unsubscribe(j->sub);
-                natsSubscription_Destroy(j->sub);
-        }
+        broker_sub_close(j->nc, &j->sub);
         free(j->reply_prefix);
         free(j->results);
         memset(j, 0, sizeof *j);

@@ -47,11 +47,7 @@ static int create_consumer(kv_watch *w)
         json_t *reply = NULL;
         jsapi_error jerr;
 
-        if (w->sub) {
-                natsSubscription_Unsubscribe(w->sub);
-                natsSubscription_Destroy(w->sub);
-                w->sub = NULL;
-        }
+        broker_sub_close(w->nc, &w->sub);
         delete_consumer(w);
 
         /* The deliver subject is inside _INBOX_<D>.> (§1.4). */
@@ -115,10 +111,7 @@ void kv_watch_stop(kv_watch *w)
 {
         if (!w)
                 return;
-        if (w->sub) {
-                natsSubscription_Unsubscribe(w->sub);
-                natsSubscription_Destroy(w->sub);
-        }
+        broker_sub_close(w->nc, &w->sub);
         if (w->nc && w->stream && w->name)
                 delete_consumer(w);
         free(w->bucket);

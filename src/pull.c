@@ -45,10 +45,7 @@ void pull_stop(pull_sub *p)
 {
         if (!p)
                 return;
-        if (p->sub) {
-                natsSubscription_Unsubscribe(p->sub);
-                natsSubscription_Destroy(p->sub);
-        }
+        broker_sub_close(p->nc, &p->sub);
         free(p->stream);
         free(p->consumer);
         free(p->next_subject);

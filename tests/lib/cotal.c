@@ -1,6 +1,8 @@
 /* cotal: daemon-test fixtures on the real broker. */
 #include "cotal.h"
 
+#include "broker.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -518,14 +520,8 @@ static bool is_frozen(void *arg)
 bool co_frozen_within(co_freezer *f, int64_t timeout_ms)
 {
         bool ok = test_wait_until(is_frozen, f, timeout_ms);
-        /* cnats 3.4.1's reader thread can still be handing a message to a
-         * subscription that is destroyed under it (a use-after-free seen as
-         * a SIGSEGV in natsConn_processMsg): once the flush's PONG is read,
-         * every message sent before the UNSUB has been handled. */
-        (void)natsSubscription_Unsubscribe(f->sub);
-        (void)natsConnection_Flush(tu_nc);
-        natsSubscription_Destroy(f->sub);
-        f->sub = NULL;
+        /* Messages are still streaming in: see broker_sub_close. */
+        broker_sub_close(tu_nc, &f->sub);
         return ok || atomic_load(&f->frozen);
 }
 
