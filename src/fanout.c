@@ -9,7 +9,7 @@
 #include "contract_record.h"
 #include "jsack.h"
 #include "jspub.h"
-#include "kvstate.h"
+#include "kv_cache.h"
 #include "log.h"
 #include "pull.h"
 #include "roster.h"
@@ -53,7 +53,7 @@ struct fanout {
         pthread_t thread;
         pull_sub pull;
         jspub pub;
-        kvstate st;
+        kv_cache *cache;     /* ACLs, members, channel classes (§6.4 fenced) */
         natsMsg **msgs;
         plan *plans;
         sent *sent;          /* parallel to jspub results */
@@ -156,32 +156,39 @@ static int publish_entry(daemon_ctx *d, struct fanout *f, const contract_chat *c
         return r;
 }
 
-/* §6.2: durable-class channel. */
-static int route_durable(daemon_ctx *d, struct fanout *f, const contract_chat *chat, const char *raw, size_t raw_len,
-                         const char *channel, uint64_t seq)
+/* One chat message being routed: what publish_entry needs. */
+typedef struct route {
+        daemon_ctx *d;
+        struct fanout *f;
+        const contract_chat *chat;
+        const char *raw;
+        size_t raw_len;
+        const char *channel;
+        uint64_t seq;
+} route;
+
+static int route_member(const contract_member *m, void *arg)
 {
-        contract_member *members = NULL;
-        size_t n = 0;
-        int r = kvstate_members_of(&f->st, channel, &members, &n);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n && r == 0; i++) {
-                const contract_member *m = &members[i];
-                if (strcmp(m->owner, chat->from_id) == 0)
-                        continue; /* never backstop the sender's own post */
-                if (!contract_member_eligible(m, seq))
-                        continue;
-                r = publish_entry(d, f, chat, raw, raw_len, channel, seq, m->owner, REASON_DURABLE_CHANNEL,
-                                  m->generation);
-        }
-        kvstate_members_free(members, n);
-        return r;
+        route *rt = arg;
+        if (strcmp(m->owner, rt->chat->from_id) == 0)
+                return 0; /* never backstop the sender's own post */
+        if (!contract_member_eligible(m, rt->seq))
+                return 0;
+        return publish_entry(rt->d, rt->f, rt->chat, rt->raw, rt->raw_len, rt->channel, rt->seq, m->owner,
+                             REASON_DURABLE_CHANNEL, m->generation);
+}
+
+/* §6.2: durable-class channel; the member scan comes from the fenced
+ * cache (§6.4: exact channel part, never a prefix). */
+static int route_durable(route *rt)
+{
+        return kv_cache_members_each(rt->f->cache, rt->channel, route_member, rt);
 }
 
 /* §6.3: any other class — live @mentions. */
-static int route_live(daemon_ctx *d, struct fanout *f, const contract_chat *chat, const char *raw, size_t raw_len,
-                      const char *channel, uint64_t seq)
+static int route_live(route *rt)
 {
+        const contract_chat *chat = rt->chat;
         if (!json_is_array(chat->mentions))
                 return 0; /* [hardening] not an array: no mentions */
         strmap done;
@@ -194,22 +201,20 @@ static int route_live(daemon_ctx *d, struct fanout *f, const contract_chat *chat
                         break;
                 if (!json_is_string(v))
                         continue;
-                char *owner = roster_resolve(d, json_string_value(v));
+                char *owner = roster_resolve(rt->d, json_string_value(v));
                 if (!owner || strcmp(owner, chat->from_id) == 0 || strmap_get(&done, owner)) {
                         free(owner);
                         continue;
                 }
-                contract_acl acl;
-                char why[200];
-                int a = kvstate_acl(&f->st, owner, &acl, why, sizeof why);
-                if (a == 0 && contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, channel)) {
-                        r = publish_entry(d, f, chat, raw, raw_len, channel, seq, owner, REASON_LIVE_MENTION, 0);
+                const contract_acl *acl;
+                const char *why;
+                if (kv_cache_acl(rt->f->cache, owner, &acl, &why) == 0 &&
+                    contract_channel_in_allow((const char *const *)acl->allow, acl->n_allow, rt->channel)) {
+                        r = publish_entry(rt->d, rt->f, chat, rt->raw, rt->raw_len, rt->channel, rt->seq, owner,
+                                          REASON_LIVE_MENTION, 0);
                         if (r == 0)
                                 r = strmap_put(&done, owner, (void *)1);
-                } else if (a < 0 && a != -ENOENT) {
-                        r = a;
                 }
-                contract_acl_fini(&acl);
                 free(owner);
         }
         strmap_fini(&done);
@@ -257,25 +262,23 @@ static plan handle(daemon_ctx *d, struct fanout *f, natsMsg *m)
                 return p;
         }
         char *channel = strndup(chspan.p, chspan.len);
-        int r = channel ? kvstate_channel_is_durable(&f->st, channel) : -ENOMEM;
+        route rt = {.d = d, .f = f, .chat = &chat, .raw = raw, .raw_len = raw_len, .channel = channel, .seq = p.seq};
+        int r = -ENOMEM;
         p.first = f->pub.n;
-        if (r == 1)
-                r = route_durable(d, f, &chat, raw, raw_len, channel, p.seq);
-        else if (r == 0)
-                r = route_live(d, f, &chat, raw, raw_len, channel, p.seq);
+        if (channel)
+                r = kv_cache_channel_is_durable(f->cache, channel) ? route_durable(&rt) : route_live(&rt);
         p.count = f->pub.n - p.first;
         if (r < 0) {
                 /* §6.5: transient failure -> nak with delay, never terminate. */
                 log_warning("Failed to fan out %s seq %" PRIu64 " (channel %s): %s; retrying in %d ms",
                             d->names.chat_stream, p.seq, channel ? channel : "?",
-                            f->st.last_error[0] ? f->st.last_error : strerror(-r), FANOUT_NAK_DELAY_MS);
+                            f->pub.last_error[0] ? f->pub.last_error : strerror(-r), FANOUT_NAK_DELAY_MS);
                 p.kind = PLAN_NAK;
         } else {
                 p.kind = PLAN_PUBLISHED;
                 log_debug("Fanned out %s seq %" PRIu64 " on %s to %zu recipients", d->names.chat_stream, p.seq,
                           channel, p.count);
         }
-        f->st.last_error[0] = '\0';
         free(channel);
         contract_chat_fini(&chat);
         return p;
@@ -456,6 +459,18 @@ static bool before_fetch(daemon_ctx *d, void *self)
         return wait_for_reader(d, self);
 }
 
+/* §6.4: the batch is handled against KV state at least as new as the
+ * moment it was fetched. */
+static int prepare(daemon_ctx *d, void *self)
+{
+        struct fanout *f = self;
+        int r = kv_cache_fence(f->cache, KV_CACHE_FENCE_TIMEOUT_MS);
+        if (r < 0)
+                log_warning("Failed to bring the fan-out's KV view up to date (%s); %s batch retried in %d ms",
+                            kv_cache_error(f->cache), d->names.chat_stream, FANOUT_NAK_DELAY_MS);
+        return r;
+}
+
 static void handle_at(daemon_ctx *d, void *self, int i)
 {
         struct fanout *f = self;
@@ -484,6 +499,7 @@ static void *fanout_thread(void *arg)
                 .beat = &d->beat_fanout,
                 .rebind = rebind,
                 .before_fetch = before_fetch,
+                .prepare = prepare,
                 .handle = handle_at,
                 .finish = finish,
         };
@@ -509,8 +525,14 @@ int fanout_start(daemon_ctx *d)
                           f->pull.last_error);
         if (r == 0 && (r = jspub_init(&f->pub, d->nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up inbox publishing: %s", f->pub.last_error);
-        if (r == 0 && (r = kvstate_init(&f->st, d->nc, &d->names)) < 0)
-                log_error("Failed to open KV buckets for the fan-out: %s", strerror(-r));
+        if (r == 0) {
+                char name[128], err[600];
+                snprintf(name, sizeof name, "dfan_%.100s", d->id);
+                r = kv_cache_open(&f->cache, d->nc, &d->names, d->inbox_prefix, name,
+                                  KV_CACHE_ACL | KV_CACHE_MEMBERS | KV_CACHE_CHANNELS, err, sizeof err);
+                if (r < 0)
+                        log_error("Failed to watch the KV buckets for the fan-out: %s", err);
+        }
         if (r == 0)
                 r = -pthread_create(&f->thread, NULL, fanout_thread, d);
         if (r < 0) {
@@ -530,7 +552,7 @@ void fanout_stop(daemon_ctx *d)
                 daemon_join(d, f->thread);
         pull_stop(&f->pull);
         jspub_fini(&f->pub);
-        kvstate_fini(&f->st);
+        kv_cache_close(f->cache);
         for (size_t i = 0; i < f->sent_cap; i++)
                 free(f->sent[i].owner);
         free(f->sent);

@@ -158,6 +158,11 @@ static int restart(kv_watch *w)
         return create_consumer(w);
 }
 
+int kv_watch_restart(kv_watch *w)
+{
+        return restart(w);
+}
+
 static int fill_entry(kv_watch *w, natsMsg *m, jsMsgMetaData *md, kv_watch_entry *e)
 {
         const char *subject = natsMsg_GetSubject(m);
@@ -195,26 +200,29 @@ int kv_watch_next(kv_watch *w, int64_t timeout_ms, kv_watch_entry *e)
 
         for (;;) {
                 int r = 0;
-                if (!w->sub)
-                        r = restart(w);
-                else if (clock_mono_ms() - w->last_seen_ms >
-                         (int64_t)KV_WATCH_HEARTBEAT_MS * KV_WATCH_MISSED_HEARTBEATS)
-                        r = restart(w); /* the consumer is presumed gone */
-                if (r < 0)
+                if (!w->sub && (r = restart(w)) < 0)
                         return r;
                 if (w->initial_done && !w->replay_announced) {
                         w->replay_announced = true;
                         return -EAGAIN;
                 }
                 int64_t left = deadline - clock_mono_ms();
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                int64_t wait = left < KV_WATCH_HEARTBEAT_MS ? left : KV_WATCH_HEARTBEAT_MS;
+                int64_t wait = left <= 0 ? 0 : left < KV_WATCH_HEARTBEAT_MS ? left : KV_WATCH_HEARTBEAT_MS;
 
                 natsMsg *m = NULL;
                 natsStatus s = natsSubscription_NextMsg(&m, w->sub, wait);
-                if (s == NATS_TIMEOUT)
+                if (s == NATS_TIMEOUT) {
+                        /* Silence is judged only once nothing is buffered:
+                         * an owner that was busy elsewhere for a while
+                         * first reads the heartbeats that did arrive. */
+                        if (clock_mono_ms() - w->last_seen_ms >
+                                    (int64_t)KV_WATCH_HEARTBEAT_MS * KV_WATCH_MISSED_HEARTBEATS &&
+                            (r = restart(w)) < 0)
+                                return r; /* the consumer is presumed gone */
+                        if (clock_mono_ms() >= deadline)
+                                return -ETIMEDOUT;
                         continue;
+                }
                 if (s != NATS_OK) {
                         /* Subscription broken (connection closed): start
                          * over on the next call. */

@@ -48,12 +48,17 @@ void kv_watch_entry_fini(kv_watch_entry *e);
 int kv_watch_start(kv_watch *w, natsConnection *nc, const char *bucket, const char *key, const char *name,
                    const char *inbox_prefix);
 
-/* Waits up to timeout_ms for the next entry. Returns 0 with *e filled,
+/* Waits up to timeout_ms (0: takes only what is already buffered) for the
+ * next entry. Returns 0 with *e filled,
  * -ETIMEDOUT when nothing arrived, -EAGAIN once right after the initial
  * replay completed (or after a restart replay), or another negative errno
  * when the consumer could not be re-created (last_error says why; the next
  * call tries again). */
 int kv_watch_next(kv_watch *w, int64_t timeout_ms, kv_watch_entry *e);
+
+/* Re-creates the consumer now: the latest value of every key is replayed
+ * (restarts counts it). 0 or -errno. */
+int kv_watch_restart(kv_watch *w);
 
 /* Deletes the consumer (best effort) and frees everything. Accepts a zeroed
  * struct. */

@@ -6,7 +6,7 @@
 #include "contract_record.h"
 #include "jsack.h"
 #include "jspub.h"
-#include "kvstate.h"
+#include "kv_cache.h"
 #include "log.h"
 #include "pull.h"
 #include "worker.h"
@@ -44,7 +44,7 @@ struct reader {
         pthread_t thread;
         pull_sub pull;
         jspub pub;
-        kvstate st;
+        kv_cache *cache;   /* ACLs and members (§6.4 fenced per batch) */
         natsMsg **msgs;
         verdict *v;
 };
@@ -98,15 +98,11 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
                 free(owner);
                 return v;
         }
-        /* Rows 3-4: the owner's current ACL, read fresh. */
-        contract_acl acl;
-        int a = kvstate_acl(&r->st, owner, &acl, why, sizeof why);
-        if (a < 0 && a != -ENOENT) {
-                /* A read failure is not "unknown": retry, no ceiling. */
-                log_warning("Failed to read ACL of %.64s for %s seq %" PRIu64 ": %s; retrying in %d ms", owner,
-                            d->names.inbox_stream, v.seq, r->st.last_error, READER_NAK_DELAY_MS);
-                v.what = DECIDE_NAK;
-        } else if (a == -ENOENT) {
+        /* Rows 3-4: the owner's current ACL, as of this batch's fence. */
+        const contract_acl *acl;
+        const char *unknown_why;
+        int a = kv_cache_acl(r->cache, owner, &acl, &unknown_why);
+        if (a < 0) {
                 if (v.delivered >= READER_MAX_REDELIVERIES) {
                         log_warning("! delivery endpoint: plane-3 reader: gave up on entry for unknown owner %s after "
                                     "%" PRIu64 " redeliveries",
@@ -114,32 +110,22 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
                         v.what = DECIDE_TERM;
                 } else {
                         log_info("Deferred %s entry seq %" PRIu64 " for unknown owner %.64s (%s), delivery %" PRIu64,
-                                 d->names.inbox_stream, v.seq, owner, why, v.delivered);
+                                 d->names.inbox_stream, v.seq, owner, unknown_why, v.delivered);
                         v.what = DECIDE_NAK;
                 }
-        } else if (!contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, e.channel)) {
+        } else if (!contract_channel_in_allow((const char *const *)acl->allow, acl->n_allow, e.channel)) {
                 /* Row 5: revoked or narrowed. */
                 v = drop(d, v, "channel not in the owner's read ACL", owner, e.channel);
         } else {
                 bool eligible = true;
                 if (e.reason == REASON_DURABLE_CHANNEL) {
-                        /* Row 6: membership interval, read fresh. */
-                        contract_member mem;
-                        int mr = kvstate_member(&r->st, e.channel, owner, &mem, NULL);
-                        if (mr < 0 && mr != -ENOENT) {
-                                log_warning("Failed to read membership %s/%.64s for %s seq %" PRIu64
-                                            ": %s; retrying in %d ms",
-                                            e.channel, owner, d->names.inbox_stream, v.seq, r->st.last_error,
-                                            READER_NAK_DELAY_MS);
-                                v.what = DECIDE_NAK;
-                                eligible = false;
-                        } else if (mr == -ENOENT || !contract_member_eligible(&mem, e.seq)) {
-                                v = drop(d, v, mr == -ENOENT ? "no membership record"
-                                                             : "chat seq outside the membership interval",
+                        /* Row 6: membership interval, as of this batch's fence. */
+                        const contract_member *mem = kv_cache_member(r->cache, e.channel, owner);
+                        if (!mem || !contract_member_eligible(mem, e.seq)) {
+                                v = drop(d, v, !mem ? "no membership record" : "chat seq outside the membership interval",
                                          owner, e.channel);
                                 eligible = false;
                         }
-                        contract_member_fini(&mem);
                 }
                 if (eligible) {
                         /* Rows 7-9: transfer; ack after the PubAck. */
@@ -159,7 +145,6 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
                         free(body);
                 }
         }
-        contract_acl_fini(&acl);
         contract_entry_fini(&e);
         v.owner = owner;
         return v;
@@ -222,6 +207,18 @@ static int rebind(daemon_ctx *d, void *self)
         return r;
 }
 
+/* §6.4 / §7: entries are authorized against KV state at least as new as
+ * the moment they were fetched. */
+static int prepare(daemon_ctx *d, void *self)
+{
+        struct reader *r = self;
+        int rc = kv_cache_fence(r->cache, KV_CACHE_FENCE_TIMEOUT_MS);
+        if (rc < 0)
+                log_warning("Failed to bring the reader's KV view up to date (%s); %s batch retried in %d ms",
+                            kv_cache_error(r->cache), d->names.inbox_stream, READER_NAK_DELAY_MS);
+        return rc;
+}
+
 static void decide_at(daemon_ctx *d, void *self, int i)
 {
         struct reader *r = self;
@@ -249,6 +246,7 @@ static void *reader_thread(void *arg)
                 .self = r,
                 .beat = &d->beat_reader,
                 .rebind = rebind,
+                .prepare = prepare,
                 .handle = decide_at,
                 .finish = finish,
         };
@@ -273,8 +271,14 @@ int reader_start(daemon_ctx *d)
                           r->pull.last_error);
         if (rc == 0 && (rc = jspub_init(&r->pub, d->nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up deliver publishing: %s", r->pub.last_error);
-        if (rc == 0 && (rc = kvstate_init(&r->st, d->nc, &d->names)) < 0)
-                log_error("Failed to open KV buckets for the reader: %s", strerror(-rc));
+        if (rc == 0) {
+                char name[128], err[600];
+                snprintf(name, sizeof name, "drdr_%.100s", d->id);
+                rc = kv_cache_open(&r->cache, d->nc, &d->names, d->inbox_prefix, name,
+                                   KV_CACHE_ACL | KV_CACHE_MEMBERS, err, sizeof err);
+                if (rc < 0)
+                        log_error("Failed to watch the KV buckets for the reader: %s", err);
+        }
         if (rc == 0)
                 rc = -pthread_create(&r->thread, NULL, reader_thread, d);
         if (rc < 0) {
@@ -294,7 +298,7 @@ void reader_stop(daemon_ctx *d)
                 daemon_join(d, r->thread);
         pull_stop(&r->pull);
         jspub_fini(&r->pub);
-        kvstate_fini(&r->st);
+        kv_cache_close(r->cache);
         free(r->msgs);
         free(r->v);
         free(r);

@@ -9,6 +9,17 @@
 
 #define WORKER_REBIND_BACKOFF_MS 1000
 #define WORKER_FETCH_BACKOFF_MS 250
+#define WORKER_RETRY_DELAY_MS 2000 /* §6.5 / §7 nak delay */
+
+/* Hands msgs[from..n) back to the server and frees them. */
+static void give_back(worker *w, int from, int n, const char *ack)
+{
+        for (int i = from; i < n; i++) {
+                (void)pull_ack(w->pull, w->msgs[i], ack);
+                natsMsg_Destroy(w->msgs[i]);
+                w->msgs[i] = NULL;
+        }
+}
 
 void *worker_run(daemon_ctx *d, worker *w)
 {
@@ -36,17 +47,20 @@ void *worker_run(daemon_ctx *d, worker *w)
                         daemon_backoff(d, WORKER_FETCH_BACKOFF_MS);
                         continue;
                 }
+                if (n > 0 && w->prepare && w->prepare(d, w->self) < 0) {
+                        char nak[64];
+                        jsack_nak_delay(nak, sizeof nak, WORKER_RETRY_DELAY_MS);
+                        give_back(w, 0, n, nak);
+                        daemon_backoff(d, WORKER_FETCH_BACKOFF_MS);
+                        continue;
+                }
                 jspub_reset(w->pub);
                 int handled = 0;
                 for (; handled < n && !atomic_load(&d->stopping); handled++)
                         w->handle(d, w->self, handled);
                 /* Stopping: give back at once what was not handled, so a
                  * successor does not wait for ack_wait (§10.4). */
-                for (int i = handled; i < n; i++) {
-                        (void)pull_ack(w->pull, w->msgs[i], JSACK_NAK);
-                        natsMsg_Destroy(w->msgs[i]);
-                        w->msgs[i] = NULL;
-                }
+                give_back(w, handled, n, JSACK_NAK);
                 w->finish(d, w->self, handled);
         }
         return NULL;

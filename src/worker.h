@@ -24,6 +24,10 @@ typedef struct worker {
         int (*rebind)(daemon_ctx *d, void *self);
         /* Runs before each fetch; false stops the loop. May be NULL. */
         bool (*before_fetch)(daemon_ctx *d, void *self);
+        /* Runs once a fetch returned messages, before any is handled
+         * (the KV fence, §6.4). < 0 gives the whole batch back, to be
+         * redelivered after a delay. May be NULL. */
+        int (*prepare)(daemon_ctx *d, void *self);
         /* Decides about msgs[i] (publishing through pub as needed). */
         void (*handle)(daemon_ctx *d, void *self, int i);
         /* After the PubAcks: acks msgs[0..n) and destroys them. */
