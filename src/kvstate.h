@@ -1,7 +1,7 @@
-/* kvstate: what the fan-out and the reader read from the KV for each
- * message — ACLs (§4.3), membership records (§4.4), channel delivery
- * classes (§4.6) — read fresh from the broker every time, which is what
- * PROTOCOL §6.4 asks for. One handle per thread. Absence and
+/* kvstate: ACLs (§4.3), membership records (§4.4) and channel delivery
+ * classes (§4.6) read fresh from the broker on every call — what the
+ * control service uses for its occasional requests (the fan-out and the
+ * reader use kv_cache, fenced per batch). One handle per thread. Absence and
  * unreadability are not errors (-ENOENT); transport failures are. */
 #pragma once
 
