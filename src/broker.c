@@ -2,9 +2,11 @@
  * of its own; every handle is owned by the caller. */
 #include "broker.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +164,30 @@ static void set_error(jsapi_error *err, int code, int err_code, const char *what
         snprintf(err->description, sizeof err->description, "%s%s", what, detail ? detail : "");
 }
 
+/* Decodes a JetStream API reply (borrowed msg): 0 with *reply owned, or
+ * -EPROTO / -EREMOTEIO as jsapi_request. */
+static int parse_api_reply(natsMsg *msg, json_t **reply, jsapi_error *err)
+{
+        json_error_t jerr;
+        json_t *root = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, &jerr);
+        if (!root || !json_is_object(root)) {
+                json_decref(root);
+                set_error(err, 0, 0, "malformed JetStream API reply: ", root ? "not an object" : jerr.text);
+                return -EPROTO;
+        }
+        json_t *e = json_object_get(root, "error");
+        if (e) {
+                json_t *d = json_object_get(e, "description");
+                set_error(err, (int)json_integer_value(json_object_get(e, "code")),
+                          (int)json_integer_value(json_object_get(e, "err_code")),
+                          json_is_string(d) ? json_string_value(d) : "unknown JetStream error", NULL);
+                json_decref(root);
+                return -EREMOTEIO;
+        }
+        *reply = root;
+        return 0;
+}
+
 int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms,
                   json_t **reply, jsapi_error *err)
 {
@@ -185,27 +211,96 @@ int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, i
                 set_error(err, 0, 0, natsStatus_GetText(s), NULL);
                 return broker_errno(s);
         }
-
-        json_error_t jerr;
-        json_t *root = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, &jerr);
+        int r = parse_api_reply(msg, reply, err);
         natsMsg_Destroy(msg);
-        if (!root || !json_is_object(root)) {
-                json_decref(root);
-                set_error(err, 0, 0, "malformed JetStream API reply: ", root ? "not an object" : jerr.text);
-                return -EPROTO;
-        }
+        return r;
+}
 
-        json_t *e = json_object_get(root, "error");
-        if (e) {
-                json_t *d = json_object_get(e, "description");
-                set_error(err, (int)json_integer_value(json_object_get(e, "code")),
-                          (int)json_integer_value(json_object_get(e, "err_code")),
-                          json_is_string(d) ? json_string_value(d) : "unknown JetStream error", NULL);
-                json_decref(root);
-                return -EREMOTEIO;
+int jsapi_batch_init(jsapi_batch *b, natsConnection *nc, const char *inbox_prefix)
+{
+        memset(b, 0, sizeof *b);
+        b->nc = nc;
+        b->prefix = broker_unique_subject(inbox_prefix ? inbox_prefix : "_INBOX", "api");
+        char *wild = NULL;
+        if (!b->prefix || asprintf(&wild, "%s.>", b->prefix) < 0) {
+                jsapi_batch_fini(b);
+                return -ENOMEM;
         }
-        *reply = root;
+        natsStatus s = natsConnection_SubscribeSync(&b->sub, nc, wild);
+        free(wild);
+        if (s != NATS_OK) {
+                jsapi_batch_fini(b);
+                return broker_errno(s);
+        }
         return 0;
+}
+
+void jsapi_batch_fini(jsapi_batch *b)
+{
+        if (b->nc)
+                broker_sub_close(b->nc, &b->sub);
+        free(b->prefix);
+        memset(b, 0, sizeof *b);
+}
+
+/* Which request of the current round a reply answers, or -1 (a late
+ * reply of an earlier round). */
+static long batch_index(const jsapi_batch *b, const char *subject, size_t n)
+{
+        size_t plen = strlen(b->prefix);
+        uint64_t round, index;
+        char tail;
+        if (strncmp(subject, b->prefix, plen) != 0 ||
+            sscanf(subject + plen, ".%" SCNu64 ".%" SCNu64 "%c", &round, &index, &tail) != 2 || round != b->round ||
+            index >= n)
+                return -1;
+        return (long)index;
+}
+
+int jsapi_batch_request(jsapi_batch *b, const char *const *subjects, size_t n, int64_t timeout_ms, json_t **replies,
+                        jsapi_error *errs)
+{
+        int64_t deadline = clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : BROKER_REQUEST_TIMEOUT_MS);
+        size_t left = 0;
+        b->round++;
+        for (size_t i = 0; i < n; i++) {
+                char reply[320];
+                replies[i] = NULL;
+                memset(&errs[i], 0, sizeof errs[i]);
+                snprintf(reply, sizeof reply, "%s.%" PRIu64 ".%zu", b->prefix, b->round, i);
+                natsStatus s = natsConnection_PublishRequest(b->nc, subjects[i], reply, NULL, 0);
+                if (s != NATS_OK) {
+                        set_error(&errs[i], 0, 0, natsStatus_GetText(s), NULL);
+                        return broker_errno(s);
+                }
+                left++;
+        }
+        /* All at once, without waiting for cnats' flusher. */
+        (void)natsConnection_FlushTimeout(b->nc, deadline - clock_mono_ms());
+        int r = 0;
+        while (left > 0) {
+                int64_t wait = deadline - clock_mono_ms();
+                natsMsg *m = NULL;
+                natsStatus s = wait > 0 ? natsSubscription_NextMsg(&m, b->sub, wait) : NATS_TIMEOUT;
+                if (s != NATS_OK) {
+                        for (size_t i = 0; i < n; i++)
+                                if (!replies[i] && !errs[i].description[0])
+                                        set_error(&errs[i], 0, 0, natsStatus_GetText(s), NULL);
+                        return broker_errno(s);
+                }
+                long i = batch_index(b, natsMsg_GetSubject(m), n);
+                const char *status = NULL;
+                if (i >= 0 && !replies[i] && !errs[i].description[0]) {
+                        left--;
+                        int ri = natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status
+                                         ? (set_error(&errs[i], 0, 0, "no responders", NULL), -ENXIO)
+                                         : parse_api_reply(m, &replies[i], &errs[i]);
+                        if (ri < 0 && r == 0)
+                                r = ri;
+                }
+                natsMsg_Destroy(m);
+        }
+        return r;
 }
 
 char *broker_unique_subject(const char *prefix, const char *tag)

@@ -73,6 +73,26 @@ int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body
 int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *consumer, int64_t timeout_ms,
                         json_t **reply, jsapi_error *err);
 
+/* Several JetStream API requests sent at once (one flush: natsConnection_
+ * Request waits ~1 ms for cnats' flusher per call, research/cnats.md) and
+ * answered on one reply subscription under our inbox prefix. One thread
+ * owns a jsapi_batch. */
+typedef struct jsapi_batch {
+        natsConnection *nc;      /* borrowed */
+        natsSubscription *sub;   /* <prefix>.> */
+        char *prefix;
+        uint64_t round;          /* replies of earlier rounds are ignored */
+} jsapi_batch;
+
+int jsapi_batch_init(jsapi_batch *b, natsConnection *nc, const char *inbox_prefix);
+void jsapi_batch_fini(jsapi_batch *b); /* accepts a zeroed struct */
+/* Sends an empty-bodied request to each of subjects[0..n) and waits (up to
+ * timeout_ms, 0 = default) for every reply: replies[i] owned (json_decref,
+ * whatever the result) or NULL with errs[i] set. Returns 0 if all succeeded, else the first error (as
+ * jsapi_request). */
+int jsapi_batch_request(jsapi_batch *b, const char *const *subjects, size_t n, int64_t timeout_ms, json_t **replies,
+                        jsapi_error *errs);
+
 /* "<prefix>.<tag>.<unique>": a fresh subject under our own inbox prefix
  * (§1.4: every reply and delivery lands under _INBOX_<D>.). Owned; NULL on
  * allocation failure. */

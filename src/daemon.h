@@ -65,6 +65,10 @@ typedef struct daemon {
          * sd_notify watchdog: a wedged loop stops the pings. */
         atomic_llong beat_fanout, beat_reader, beat_control;
 
+        /* Reader batches finished: the fan-out's E1 wait re-reads the
+         * reader's ack floor as soon as this moves. */
+        atomic_ullong reader_rounds;
+
         /* Tunables the workers read; the main thread sets them at start
          * and on reload (SIGHUP). cfg itself is main-thread only. */
         atomic_int fanout_batch, reader_batch, inbox_lead_limit;

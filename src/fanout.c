@@ -27,7 +27,10 @@
 #define FANOUT_WAIT_MS 500
 #define FANOUT_PUBACK_TIMEOUT_MS 10000
 #define FANOUT_NAK_DELAY_MS 2000  /* §6.5 */
-#define FANOUT_LEAD_POLL_MS 100
+/* While paused for the reader: how often its progress is looked at, and
+ * the longest gap between two reads of its ack floor. */
+#define FANOUT_LEAD_STEP_MS 2
+#define FANOUT_LEAD_POLL_MS 10
 
 /* E1: entries written per owner that the reader has not acked yet. */
 typedef struct owner_backlog {
@@ -373,26 +376,37 @@ static bool wait_for_reader(daemon_ctx *d, struct fanout *f)
         size_t batch = (size_t)atomic_load(&d->fanout_batch);
         const char *owner = NULL;
         size_t max = backlog_max(f, &owner);
+        uint64_t rounds = atomic_load(&d->reader_rounds);
+        int64_t next_read = 0;
         while (max + batch > limit) {
                 if (atomic_load(&d->stopping))
                         return false;
-                if (refresh_floor(d, f) == 0) {
-                        max = backlog_max(f, &owner);
-                        if (max + batch <= limit)
-                                break;
+                /* Re-read the floor when a reader batch finished, else
+                 * every FANOUT_LEAD_POLL_MS (its acks may reach the server
+                 * a little after the batch ends). */
+                uint64_t now_rounds = atomic_load(&d->reader_rounds);
+                int64_t now = daemon_mono_ms();
+                if (now_rounds != rounds || now >= next_read) {
+                        rounds = now_rounds;
+                        next_read = now + FANOUT_LEAD_POLL_MS;
+                        if (refresh_floor(d, f) == 0) {
+                                max = backlog_max(f, &owner);
+                                if (max + batch <= limit)
+                                        break;
+                        }
                 }
                 if (!f->paused) {
                         f->paused = true;
                         atomic_fetch_add(&d->counters.fanout_pauses, 1);
-                        log_notice("Fan-out paused: owner %.64s has %zu unread entries in %s (limit %zu, batch %zu); "
-                                   "waiting for the reader",
-                                   owner ? owner : "?", max, d->names.inbox_stream, limit, batch);
+                        log_info("Fan-out paused: owner %.64s has %zu unread entries in %s (limit %zu, batch %zu); "
+                                 "waiting for the reader",
+                                 owner ? owner : "?", max, d->names.inbox_stream, limit, batch);
                 }
-                daemon_backoff(d, FANOUT_LEAD_POLL_MS);
+                daemon_backoff(d, FANOUT_LEAD_STEP_MS);
         }
         if (f->paused) {
                 f->paused = false;
-                log_notice("Fan-out resumed: largest unread backlog in %s is %zu", d->names.inbox_stream, max);
+                log_info("Fan-out resumed: largest unread backlog in %s is %zu", d->names.inbox_stream, max);
         }
         return true;
 }

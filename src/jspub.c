@@ -171,6 +171,10 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
 
 size_t jspub_wait(jspub *j, int64_t timeout_ms)
 {
+        /* Send the round now rather than when cnats' flusher wakes up
+         * (~1 ms later, research/cnats.md pitfall 1). */
+        if (j->outstanding > 0)
+                (void)natsConnection_FlushTimeout(j->nc, timeout_ms < 1000 ? timeout_ms : 1000);
         (void)drain(j, 0, clock_mono_ms() + timeout_ms);
         size_t bad = 0;
         for (size_t i = 0; i < j->n; i++) {

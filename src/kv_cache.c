@@ -64,6 +64,7 @@ typedef struct chan_list {
 
 struct kv_cache {
         watched b[B_COUNT];
+        jsapi_batch api;  /* the fence's STREAM.INFO requests, sent together */
         strmap acls;      /* token(owner) -> acl_rec */
         strmap members;   /* full key -> mem_rec (owning) */
         strmap by_chan;   /* key's channel part -> chan_list */
@@ -322,30 +323,12 @@ static void drop_vanished(kv_cache *c, bucket_kind k, uint64_t first_seq)
                 b->first_seq = first_seq;
 }
 
-/* The bucket stream's first and last sequence. */
-static int stream_bounds(kv_cache *c, watched *b, uint64_t *first, uint64_t *last)
-{
-        json_t *reply = NULL;
-        jsapi_error jerr;
-        int r = jsapi_stream_info(b->w.nc, b->w.stream, NULL, 0, &reply, &jerr);
-        if (r < 0) {
-                snprintf(c->error, sizeof c->error, "stream info %s: %s", b->w.stream, jerr.description);
-                return r;
-        }
-        *first = *last = 0;
-        (void)json_path_u64(reply, "state.first_seq", first);
-        (void)json_path_u64(reply, "state.last_seq", last);
-        json_decref(reply);
-        return 0;
-}
-
-static int fence_one(kv_cache *c, bucket_kind k, int64_t deadline)
+/* Applies watch updates until bucket k's cache has seen the stream's last
+ * sequence target (first: its first sequence). */
+static int fence_one(kv_cache *c, bucket_kind k, uint64_t first, uint64_t target, int64_t deadline)
 {
         watched *b = &c->b[k];
-        uint64_t first = 0, target = 0;
-        int r = stream_bounds(c, b, &first, &target);
-        if (r < 0)
-                return r;
+        int r;
         int64_t probe_at = clock_mono_ms() + FENCE_PROBE_EVERY_MS;
         bool resynced = false;
         while (b->applied < target) {
@@ -392,16 +375,36 @@ static int fence_one(kv_cache *c, bucket_kind k, int64_t deadline)
 int kv_cache_fence(kv_cache *c, int64_t timeout_ms)
 {
         int64_t deadline = clock_mono_ms() + timeout_ms;
+        const char *subjects[B_COUNT];
+        bucket_kind kinds[B_COUNT];
+        char bufs[B_COUNT][300];
+        json_t *replies[B_COUNT];
+        jsapi_error errs[B_COUNT];
+        size_t n = 0;
         c->stats.fences++;
         c->error[0] = '\0';
         for (int k = 0; k < B_COUNT; k++) {
                 if (!c->b[k].on)
                         continue;
-                int r = fence_one(c, (bucket_kind)k, deadline);
-                if (r < 0)
-                        return r;
+                snprintf(bufs[n], sizeof bufs[n], "$JS.API.STREAM.INFO.%s", c->b[k].w.stream);
+                subjects[n] = bufs[n];
+                kinds[n++] = (bucket_kind)k;
         }
-        return 0;
+        /* Every bucket's bounds in one round trip, read after the fetch. */
+        int r = jsapi_batch_request(&c->api, subjects, n, timeout_ms, replies, errs);
+        for (size_t i = 0; i < n; i++) {
+                uint64_t first = 0, last = 0;
+                if (r == 0) {
+                        (void)json_path_u64(replies[i], "state.first_seq", &first);
+                        (void)json_path_u64(replies[i], "state.last_seq", &last);
+                        r = fence_one(c, kinds[i], first, last, deadline);
+                } else if (!c->error[0] && !replies[i]) {
+                        snprintf(c->error, sizeof c->error, "stream info %s: %s", c->b[kinds[i]].w.stream,
+                                 errs[i].description);
+                }
+                json_decref(replies[i]);
+        }
+        return r;
 }
 
 const char *kv_cache_error(const kv_cache *c)
@@ -504,7 +507,9 @@ int kv_cache_open(kv_cache **out, natsConnection *nc, const contract_names *n, c
         strmap_init(&c->members);
         strmap_init(&c->by_chan);
         strmap_init(&c->classes);
-        int r = 0;
+        int r = jsapi_batch_init(&c->api, nc, inbox_prefix);
+        if (r < 0)
+                snprintf(c->error, sizeof c->error, "reply subscription: %s", strerror(-r));
         if (r == 0 && (which & KV_CACHE_ACL))
                 r = watch_bucket(c, B_ACL, nc, n->acl_bucket, inbox_prefix, name);
         if (r == 0 && (which & KV_CACHE_MEMBERS))
@@ -530,6 +535,7 @@ void kv_cache_close(kv_cache *c)
                 forget(c, (bucket_kind)k);
                 kv_watch_stop(&c->b[k].w);
         }
+        jsapi_batch_fini(&c->api);
         strmap_fini(&c->acls);
         strmap_fini(&c->members);
         strmap_fini(&c->by_chan);

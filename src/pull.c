@@ -53,6 +53,8 @@ void pull_stop(pull_sub *p)
         memset(p, 0, sizeof *p);
 }
 
+#define PULL_FLUSH_TIMEOUT_MS 1000
+
 static int send_request(pull_sub *p, int batch, int64_t expires_ms)
 {
         char body[96];
@@ -64,6 +66,10 @@ static int send_request(pull_sub *p, int batch, int64_t expires_ms)
                          natsStatus_GetText(s));
                 return broker_errno(s);
         }
+        /* cnats writes a plain publish up to ~1 ms late (its flusher
+         * thread naps first, research/cnats.md pitfall 1); every hop of a
+         * delivery pays that twice. One PING round trip is cheaper. */
+        (void)natsConnection_FlushTimeout(p->nc, PULL_FLUSH_TIMEOUT_MS);
         p->open = true;
         p->requested = batch;
         p->received = 0;

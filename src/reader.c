@@ -228,6 +228,8 @@ static void decide_at(daemon_ctx *d, void *self, int i)
 static void finish(daemon_ctx *d, void *self, int n)
 {
         finish_batch(d, self, n);
+        if (n > 0)
+                atomic_fetch_add(&d->reader_rounds, 1);
 }
 
 static void *reader_thread(void *arg)

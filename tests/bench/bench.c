@@ -6,7 +6,7 @@
  * duplicated a delivery.
  *
  *   cotal-bench [--quick] [--soak] [--repeat N] [--deliveries N]
- *               [--cases k1,k20,k200,live] [--yardstick PATH]
+ *               [--cases k1,k20,k200,live] [--yardstick PATH] [--latency-load PERCENT]
  *
  * Each case (K recipients per chat message) runs --repeat times (3; 1 with
  * --quick), the yardstick then the daemon, each on a fresh space preloaded
@@ -130,6 +130,7 @@ struct options {
         const char *yardstick;
         const char *deliveryd;
         int latency_ms;
+        uint64_t latency_load;  /* percent of the measured rate paced in the latency phase */
 };
 
 struct bench {
@@ -905,12 +906,12 @@ static void latency_report(struct run *r, const struct latency *lat)
         free(v);
 }
 
-/* Chat messages paced at half the measured rate: every delivery's stored
+/* Chat messages paced at --latency-load percent (default half) of the measured rate: every delivery's stored
  * time minus its chat message's. Counts the deliveries it caused. */
 static bool latency_phase(struct run *r)
 {
         const struct options *o = &r->b->opt;
-        double per_s = r->res->rate / 2.0 / (double)r->sp.c->owners;
+        double per_s = r->res->rate * (double)o->latency_load / 100.0 / (double)r->sp.c->owners;
         uint64_t cap = (uint64_t)ceil(per_s * o->latency_ms / 1000.0) + 1;
         struct latency lat;
         int err = latency_init(&lat, r, cap);
@@ -1183,7 +1184,8 @@ static void soak(struct bench *b)
 static void usage(FILE *f)
 {
         fprintf(f, "usage: cotal-bench [--quick] [--soak] [--repeat N] [--deliveries N]\n"
-                   "                   [--cases k1,k20,k200,live] [--yardstick PATH]\n");
+                   "                   [--cases k1,k20,k200,live] [--yardstick PATH]\n"
+                   "                   [--latency-load PERCENT]\n");
 }
 
 static int select_cases(struct options *o, const char *list)
@@ -1226,6 +1228,7 @@ static int parse_options(struct options *o, int argc, char **argv)
                 {"deliveries", required_argument, NULL, 'd'},
                 {"cases", required_argument, NULL, 'c'},
                 {"yardstick", required_argument, NULL, 'y'},
+                {"latency-load", required_argument, NULL, 'l'},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
@@ -1251,6 +1254,9 @@ static int parse_options(struct options *o, int argc, char **argv)
                 case 'y':
                         o->yardstick = optarg;
                         break;
+                case 'l':
+                        r = parse_count(optarg, 1, 100, &o->latency_load);
+                        break;
                 case 'h':
                         usage(stdout);
                         exit(0);
@@ -1262,6 +1268,8 @@ static int parse_options(struct options *o, int argc, char **argv)
                 return -EINVAL;
         o->repeat = repeat ? (int)repeat : o->quick ? 1 : DEFAULT_REPEAT;
         o->latency_ms = o->quick ? QUICK_LATENCY_MS : LATENCY_MS;
+        if (!o->latency_load)
+                o->latency_load = 50; /* the "half the maximum rate" */
         if (!o->deliveries)
                 o->deliveries = o->soak ? (o->quick ? QUICK_SOAK_DELIVERIES : SOAK_DELIVERIES)
                                         : (o->quick ? QUICK_DELIVERIES : DEFAULT_DELIVERIES);
