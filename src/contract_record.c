@@ -136,6 +136,16 @@ static bool c_header_safe(const char *s)
 
 /* Serialises v compactly into a malloc'd NUL-terminated buffer (owned by
  * the caller). 0, -EINVAL (jansson refused, e.g. invalid UTF-8) or -ENOMEM. */
+/* True if s can be written between quotes as is: printable ASCII without
+ * '"' or '\\' (what jansson would escape, it would also change). */
+static bool plain_json_string(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e || *s == '"' || *s == '\\')
+                        return false;
+        return true;
+}
+
 static int dump_compact(const json_t *v, char **out, size_t *out_len)
 {
         size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
@@ -530,19 +540,30 @@ int contract_entry_encode(const char *msg_json, size_t msg_len, const char *chan
                 return -EINVAL;
         if (!contract_utf8_valid(channel, strlen(channel)))
                 return -EINVAL;
-        /* jansson escapes the channel, so any byte sequence stays JSON. */
-        jch = json_string(channel);
-        if (jch == NULL)
-                return -ENOMEM;
-        r = dump_compact(jch, &ch_json, &ch_len);
-        json_decref(jch);
-        if (r < 0)
-                return r;
+        if (plain_json_string(channel)) {
+                /* The common case, once per recipient: nothing to escape. */
+                ch_len = strlen(channel);
+        } else {
+                /* jansson escapes the channel, so any byte sequence stays JSON. */
+                jch = json_string(channel);
+                if (jch == NULL)
+                        return -ENOMEM;
+                r = dump_compact(jch, &ch_json, &ch_len);
+                json_decref(jch);
+                if (r < 0)
+                        return r;
+        }
         /* §5.2: msg is embedded verbatim (semantic preservation for free). */
         sb_str(&b, "{\"msg\":");
         sb_add(&b, msg_json, msg_len);
         sb_str(&b, ",\"channel\":");
-        sb_add(&b, ch_json, ch_len);
+        if (ch_json) {
+                sb_add(&b, ch_json, ch_len);
+        } else {
+                sb_add(&b, "\"", 1);
+                sb_add(&b, channel, ch_len);
+                sb_add(&b, "\"", 1);
+        }
         snprintf(num, sizeof(num), ",\"seq\":%" PRIu64 ",\"reason\":\"", seq);
         sb_str(&b, num);
         sb_str(&b, reason_str);

@@ -2,6 +2,7 @@
  * consumer ensure of §3). */
 #include "daemon.h"
 
+#include "broker.h"
 #include "clock.h"
 #include "log.h"
 #include "provision.h"
@@ -38,8 +39,57 @@ void daemon_backoff(daemon_ctx *d, int64_t ms)
 void daemon_shut_link(daemon_ctx *d)
 {
         bool expected = false;
-        if (d->nc && atomic_compare_exchange_strong(&d->link_shut, &expected, true))
-                natsConnection_Close(d->nc);
+        if (!atomic_compare_exchange_strong(&d->link_shut, &expected, true))
+                return;
+        natsConnection *all[] = {d->nc, d->fanout_nc, d->reader_nc};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+                if (all[i])
+                        natsConnection_Close(all[i]);
+}
+
+void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg)
+{
+        daemon_ctx *d = arg;
+        const char *text = NULL;
+        natsConnection_GetLastError(nc, &text);
+        char reason[CONNLOG_REASON_MAX];
+        snprintf(reason, sizeof reason, "%s%s%s (subscription %.64s)", natsStatus_GetText(err), text ? ": " : "",
+                 text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
+        connlog_add(&d->links, CONNLOG_ERROR, reason);
+        log_warning("! delivery endpoint: %s%s%s (subscription %s)", natsStatus_GetText(err), text ? ": " : "",
+                    text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
+}
+
+void daemon_close_worker(natsConnection **nc)
+{
+        if (!*nc)
+                return;
+        (void)natsConnection_FlushTimeout(*nc, 1000); /* the last acks */
+        natsConnection_Close(*nc);
+        natsConnection_Destroy(*nc);
+        *nc = NULL;
+}
+
+int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc)
+{
+        char err[512], name[64];
+        snprintf(name, sizeof name, "cotal:delivery-%s", role);
+        broker_config bc = {
+                .servers = d->cfg.server,
+                .jwt_cb = d->cfg.no_auth ? NULL : creds_source_jwt_cb,
+                .sign_cb = creds_source_sign_cb,
+                .creds_arg = &d->creds,
+                .inbox_prefix = d->inbox_prefix,
+                .name = name,
+                .connect_timeout_ms = 2000,
+                .reconnect = true,
+                .on_error = daemon_on_error,
+                .cb_arg = d,
+        };
+        int r = broker_connect(&bc, nc, err, sizeof err);
+        if (r < 0)
+                log_error("Failed to connect the %s to %s: %s", role, d->cfg.server, err);
+        return r;
 }
 
 void daemon_join(daemon_ctx *d, pthread_t thread)

@@ -47,6 +47,11 @@ typedef struct daemon {
         creds_source creds;      /* valid when creds_loaded; cnats threads read it */
         bool creds_loaded;
         natsConnection *nc;      /* main connection, owned */
+        /* The fan-out's and the reader's own connections (owned by those
+         * modules; daemon_shut_link closes them too). One connection per
+         * hot loop: on a shared one, cnats' connection lock and its
+         * per-message wake-ups were most of the daemon's CPU time. */
+        natsConnection *fanout_nc, *reader_nc;
 
         /* link: written by cnats connection callbacks */
         atomic_llong disconnected_since_ms; /* monotonic ms; 0 while connected */
@@ -95,8 +100,20 @@ void daemon_backoff(daemon_ctx *d, int64_t ms);
  * shutdown is bounded even when the broker does not answer. */
 void daemon_join(daemon_ctx *d, pthread_t thread);
 
-/* Closes the connection (once) so blocked calls return. */
+/* Closes the connections (once) so blocked calls return. */
 void daemon_shut_link(daemon_ctx *d);
+
+/* A connection for one worker, made like the main one (same servers,
+ * creds callbacks, inbox prefix _INBOX_<D>, reconnecting forever) and
+ * named "cotal:delivery-<role>". Asynchronous errors (permission
+ * violations) are logged like the main connection's. 0 or -errno (logged). */
+int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc);
+
+/* Flushes (bounded), closes and destroys a worker connection; NULLs it. */
+void daemon_close_worker(natsConnection **nc);
+
+/* The main connection's asynchronous-error callback (arg: the daemon). */
+void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg);
 
 /* Ensures a durable consumer of PROTOCOL §3 exists: CONSUMER.INFO, create
  * with exactly config when missing, never modify one that exists (a

@@ -30,6 +30,11 @@
 /* While paused for the reader: how often its progress is looked at, and
  * the longest gap between two reads of its ack floor. */
 #define FANOUT_LEAD_STEP_MS 2
+/* Inbox entries one round aims at: with K recipients per message a batch
+ * of B chat messages is B x K publishes held in memory until their
+ * PubAcks (200 x 256 would be 51,200), so big channels fetch fewer
+ * messages per round. */
+#define FANOUT_ROUND_ENTRIES 8192
 #define FANOUT_LEAD_POLL_MS 10
 
 /* E1: entries written per owner that the reader has not acked yet. */
@@ -67,6 +72,7 @@ struct fanout {
         /* Where a re-created durable must resume: the lowest CHAT seq not
          * yet acked (nak'ed ones included), else the last acked + 1. */
         uint64_t acked_through;
+        size_t widest;       /* most entries one message produced, last round */
         uint64_t *naked;     /* seqs nak'ed and not acked since */
         size_t n_naked, cap_naked;
 };
@@ -357,7 +363,7 @@ static int refresh_floor(daemon_ctx *d, struct fanout *f)
 {
         json_t *reply = NULL;
         jsapi_error jerr;
-        int r = jsapi_consumer_info(d->nc, d->names.inbox_stream, CONTRACT_READER_DURABLE, 0, &reply, &jerr);
+        int r = jsapi_consumer_info(d->fanout_nc, d->names.inbox_stream, CONTRACT_READER_DURABLE, 0, &reply, &jerr);
         if (r < 0)
                 return r;
         uint64_t floor = 0;
@@ -453,8 +459,6 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                 if (pull_ack(&f->pull, f->msgs[i], ack) < 0)
                         log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
                                     d->names.chat_stream, p->seq);
-                natsMsg_Destroy(f->msgs[i]);
-                f->msgs[i] = NULL;
         }
 }
 
@@ -466,6 +470,14 @@ static int rebind(daemon_ctx *d, void *self)
                 log_notice("Re-bound durable %s/%s (resuming at seq %" PRIu64 ")", d->names.chat_stream,
                            CONTRACT_FANOUT_DURABLE, resume_seq(f));
         return r;
+}
+
+static int batch_size(daemon_ctx *d, void *self, int configured)
+{
+        (void)d;
+        struct fanout *f = self;
+        size_t fit = FANOUT_ROUND_ENTRIES / (f->widest ? f->widest : 1);
+        return fit < (size_t)configured ? (fit ? (int)fit : 1) : configured;
 }
 
 static bool before_fetch(daemon_ctx *d, void *self)
@@ -493,6 +505,13 @@ static void handle_at(daemon_ctx *d, void *self, int i)
 
 static void finish(daemon_ctx *d, void *self, int n)
 {
+        struct fanout *f = self;
+        size_t widest = 0;
+        for (int i = 0; i < n; i++)
+                if (f->plans[i].kind == PLAN_PUBLISHED && f->plans[i].count > widest)
+                        widest = f->plans[i].count;
+        if (n > 0)
+                f->widest = widest;
         finish_batch(d, self, n);
 }
 
@@ -512,6 +531,7 @@ static void *fanout_thread(void *arg)
                 .self = f,
                 .beat = &d->beat_fanout,
                 .rebind = rebind,
+                .batch_size = batch_size,
                 .before_fetch = before_fetch,
                 .prepare = prepare,
                 .handle = handle_at,
@@ -531,18 +551,20 @@ int fanout_start(daemon_ctx *d)
         f->plans = calloc(PULL_MAX_BATCH, sizeof *f->plans);
         d->fanout = f;
         int r = !f->msgs || !f->plans ? -ENOMEM : 0;
+        if (r == 0)
+                r = daemon_connect_worker(d, "fanout", &d->fanout_nc);
         if (r == 0 && (r = ensure(d, f, false)) < 0)
                 log_error("Failed to bind durable %s/%s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE);
-        if (r == 0 && (r = pull_start(&f->pull, d->nc, d->inbox_prefix, d->names.chat_stream,
+        if (r == 0 && (r = pull_start(&f->pull, d->fanout_nc, d->inbox_prefix, d->names.chat_stream,
                                       CONTRACT_FANOUT_DURABLE)) < 0)
                 log_error("Failed to subscribe for %s/%s: %s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE,
                           f->pull.last_error);
-        if (r == 0 && (r = jspub_init(&f->pub, d->nc, d->inbox_prefix)) < 0)
+        if (r == 0 && (r = jspub_init(&f->pub, d->fanout_nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up inbox publishing: %s", f->pub.last_error);
         if (r == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "dfan_%.100s", d->id);
-                r = kv_cache_open(&f->cache, d->nc, &d->names, d->inbox_prefix, name,
+                r = kv_cache_open(&f->cache, d->fanout_nc, &d->names, d->inbox_prefix, name,
                                   KV_CACHE_ACL | KV_CACHE_MEMBERS | KV_CACHE_CHANNELS, err, sizeof err);
                 if (r < 0)
                         log_error("Failed to watch the KV buckets for the fan-out: %s", err);
@@ -567,6 +589,7 @@ void fanout_stop(daemon_ctx *d)
         pull_stop(&f->pull);
         jspub_fini(&f->pub);
         kv_cache_close(f->cache);
+        daemon_close_worker(&d->fanout_nc);
         for (size_t i = 0; i < f->sent_cap; i++)
                 free(f->sent[i].owner);
         free(f->sent);

@@ -16,6 +16,7 @@
 #define HDR_STATUS "Status"
 /* How long a publish may wait for room in the in-flight window. */
 #define JSPUB_WINDOW_WAIT_MS 10000
+#define JSPUB_SPENT_MAX 1024
 
 int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix)
 {
@@ -38,11 +39,15 @@ int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix)
         return 0;
 }
 
+static void bury(jspub *j);
+
 void jspub_fini(jspub *j)
 {
         if (!j)
                 return;
         broker_sub_close(j->nc, &j->sub);
+        bury(j);
+        free(j->spent);
         free(j->reply_prefix);
         free(j->results);
         memset(j, 0, sizeof *j);
@@ -58,6 +63,66 @@ void jspub_reset(jspub *j)
 const jspub_result *jspub_result_at(const jspub *j, size_t index)
 {
         return index < j->n ? &j->results[index] : NULL;
+}
+
+/* The PubAck nats-server 2.9 writes for a stored message, exactly
+ * {"stream":"<name>","seq":<n>} or the same with ,"duplicate":true before
+ * the closing brace (stream names hold no '"'), is read without a JSON
+ * parser: one per publish, it was a visible share of the daemon's CPU.
+ * Anything else (errors, other servers' shapes) returns false and goes
+ * through jansson. */
+static bool parse_puback_fast(const char *d, int len, jspub_result *r)
+{
+        static const char head[] = "{\"stream\":\"";
+        static const char seq_key[] = "\",\"seq\":";
+        static const char dup[] = ",\"duplicate\":true}";
+        if (!d || len < (int)sizeof head || memcmp(d, head, sizeof head - 1) != 0 || d[len - 1] != '}')
+                return false;
+        const char *end = d + len, *q = memchr(d + sizeof head - 1, '"', (size_t)(end - d) - (sizeof head - 1));
+        if (!q || end - q < (long)sizeof seq_key || memcmp(q, seq_key, sizeof seq_key - 1) != 0)
+                return false;
+        const char *p = q + sizeof seq_key - 1;
+        uint64_t seq = 0;
+        int digits = 0;
+        for (; p < end && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
+                seq = seq * 10 + (uint64_t)(*p - '0');
+        if (digits == 0)
+                return false;
+        bool duplicate = false;
+        if (end - p == (long)sizeof dup - 1 && memcmp(p, dup, sizeof dup - 1) == 0)
+                duplicate = true;
+        else if (!(end - p == 1 && *p == '}'))
+                return false;
+        r->state = JSPUB_OK;
+        r->seq = seq;
+        r->duplicate = duplicate;
+        return true;
+}
+
+/* Keeps m to be destroyed with others: at the end of the round or once
+ * JSPUB_SPENT_MAX are kept (bounded memory); at once if that fails. */
+static void retire(jspub *j, natsMsg *m)
+{
+        if (j->n_spent >= JSPUB_SPENT_MAX)
+                bury(j);
+        if (j->n_spent == j->cap_spent) {
+                size_t ncap = j->cap_spent ? j->cap_spent * 2 : 512;
+                natsMsg **ns = realloc(j->spent, ncap * sizeof *ns);
+                if (!ns) {
+                        natsMsg_Destroy(m);
+                        return;
+                }
+                j->spent = ns;
+                j->cap_spent = ncap;
+        }
+        j->spent[j->n_spent++] = m;
+}
+
+static void bury(jspub *j)
+{
+        for (size_t i = 0; i < j->n_spent; i++)
+                natsMsg_Destroy(j->spent[i]);
+        j->n_spent = 0;
 }
 
 /* Applies one PubAck (or status) to its result slot. */
@@ -81,6 +146,8 @@ static void take_reply(jspub *j, natsMsg *m)
                 r->state = strcmp(status, "503") == 0 ? JSPUB_NO_STREAM : JSPUB_ERROR;
                 return;
         }
+        if (parse_puback_fast(natsMsg_GetData(m), natsMsg_GetDataLength(m), r))
+                return;
         json_t *ack = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
         json_t *err = json_object_get(ack, "error");
         json_t *seq = json_object_get(ack, "seq");
@@ -116,7 +183,7 @@ static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
                         return false;
                 }
                 take_reply(j, m);
-                natsMsg_Destroy(m);
+                retire(j, m);
         }
         return true;
 }
@@ -137,8 +204,10 @@ static long new_slot(jspub *j)
 
 long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char *data, size_t len)
 {
-        if (j->outstanding >= JSPUB_MAX_INFLIGHT)
+        if (j->outstanding >= JSPUB_MAX_INFLIGHT) {
                 (void)drain(j, JSPUB_MAX_INFLIGHT / 2, clock_mono_ms() + JSPUB_WINDOW_WAIT_MS);
+                bury(j);
+        }
         long idx = new_slot(j);
         if (idx < 0)
                 return idx;
@@ -151,7 +220,8 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
                 s = natsMsgHeader_Set(m, HDR_MSG_ID, msg_id);
         if (s == NATS_OK)
                 s = natsConnection_PublishMsg(j->nc, m);
-        natsMsg_Destroy(m);
+        if (m)
+                retire(j, m);
         if (s == NATS_MAX_PAYLOAD) {
                 j->results[idx].state = JSPUB_TOO_LARGE;
                 snprintf(j->last_error, sizeof j->last_error, "%zu-byte message to %s exceeds max payload", len,
@@ -186,5 +256,6 @@ size_t jspub_wait(jspub *j, int64_t timeout_ms)
                 bad += j->results[i].state != JSPUB_OK;
         }
         j->outstanding = 0;
+        bury(j);
         return bad;
 }

@@ -36,6 +36,12 @@ typedef struct jspub {
         uint64_t round;          /* replies of older rounds are ignored */
         jspub_result *results;   /* one per publish of this round */
         size_t n, cap, outstanding;
+        /* Messages done with, destroyed together at the end of a round:
+         * cnats 3.4.1 hands every destroyed natsMsg to its collector
+         * thread and wakes it each time it sleeps, so one destroy per
+         * publish and per PubAck cost a thread wake-up each. */
+        natsMsg **spent;
+        size_t n_spent, cap_spent;
         char last_error[256];
 } jspub;
 

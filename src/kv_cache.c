@@ -330,43 +330,55 @@ static int fence_one(kv_cache *c, bucket_kind k, uint64_t first, uint64_t target
         watched *b = &c->b[k];
         int r;
         int64_t probe_at = clock_mono_ms() + FENCE_PROBE_EVERY_MS;
-        bool resynced = false;
-        while (b->applied < target) {
-                int64_t now = clock_mono_ms();
-                if (now >= deadline) {
-                        snprintf(c->error, sizeof c->error,
-                                 "watch %s applied through seq %" PRIu64 ", stream %s is at %" PRIu64, b->w.name,
-                                 b->applied, b->w.stream, target);
-                        return -ETIMEDOUT;
-                }
-                if (now >= probe_at) {
-                        watch_state ws = probe_watch(c, b);
-                        if (ws == WATCH_DRAINED && resynced)
-                                break;
-                        if (ws == WATCH_DRAINED) {
-                                /* The stream's newest message is gone, which
-                                 * no KV operation does (a stream purge or a
-                                 * message delete): what else vanished sent no
-                                 * event either, so start over from a replay. */
-                                resynced = true;
-                                c->stats.resyncs++;
+        bool resynced = false, settled = false;
+        for (;;) {
+                while (!settled && b->applied < target) {
+                        int64_t now = clock_mono_ms();
+                        if (now >= deadline) {
+                                snprintf(c->error, sizeof c->error,
+                                         "watch %s applied through seq %" PRIu64 ", stream %s is at %" PRIu64,
+                                         b->w.name, b->applied, b->w.stream, target);
+                                return -ETIMEDOUT;
                         }
-                        if (ws != WATCH_BEHIND && (r = restart_watch(c, b)) < 0)
+                        if (now >= probe_at) {
+                                watch_state ws = probe_watch(c, b);
+                                if (ws == WATCH_DRAINED && resynced) {
+                                        settled = true;
+                                        break;
+                                }
+                                if (ws == WATCH_DRAINED) {
+                                        /* The stream's newest message is gone,
+                                         * which no KV operation does (a stream
+                                         * purge or a message delete): what else
+                                         * vanished sent no event either, so
+                                         * start over from a replay. */
+                                        resynced = true;
+                                        c->stats.resyncs++;
+                                }
+                                if (ws != WATCH_BEHIND && (r = restart_watch(c, b)) < 0)
+                                        return r;
+                                probe_at = now + FENCE_PROBE_EVERY_MS;
+                        }
+                        int64_t step = deadline - now < FENCE_STEP_MS ? deadline - now : FENCE_STEP_MS;
+                        r = read_one(c, k, step);
+                        if (r < 0 && r != -ETIMEDOUT && r != -EAGAIN) {
+                                snprintf(c->error, sizeof c->error, "%s", b->w.last_error);
                                 return r;
-                        probe_at = now + FENCE_PROBE_EVERY_MS;
+                        }
                 }
-                int64_t step = deadline - now < FENCE_STEP_MS ? deadline - now : FENCE_STEP_MS;
-                r = read_one(c, k, step);
-                if (r < 0 && r != -ETIMEDOUT && r != -EAGAIN) {
-                        snprintf(c->error, sizeof c->error, "%s", b->w.last_error);
-                        return r;
+                /* Take what else is already buffered, without waiting. */
+                unsigned restarts = b->restarts;
+                for (int i = 0; i < KV_CACHE_DRAIN_MAX; i++) {
+                        r = read_one(c, k, 0);
+                        if (r < 0 && r != -EAGAIN)
+                                break;
                 }
-        }
-        /* Take what else is already buffered, without waiting. */
-        for (int i = 0; i < KV_CACHE_DRAIN_MAX; i++) {
-                r = read_one(c, k, 0);
-                if (r < 0 && r != -EAGAIN)
+                if (b->restarts == restarts)
                         break;
+                /* The watch was re-created meanwhile (a gap, a broker
+                 * restart): the cache was emptied for its replay, which
+                 * must reach the target before anything is looked up. */
+                settled = false;
         }
         drop_vanished(c, k, first);
         return 0;

@@ -190,8 +190,6 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                 if (pull_ack(&r->pull, r->msgs[i], ack) < 0)
                         log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
                                     d->names.inbox_stream, v->seq);
-                natsMsg_Destroy(r->msgs[i]);
-                r->msgs[i] = NULL;
                 free(v->owner);
                 free(v->msg_id);
                 memset(v, 0, sizeof *v);
@@ -265,18 +263,20 @@ int reader_start(daemon_ctx *d)
         r->v = calloc(PULL_MAX_BATCH, sizeof *r->v);
         d->reader = r;
         int rc = !r->msgs || !r->v ? -ENOMEM : 0;
+        if (rc == 0)
+                rc = daemon_connect_worker(d, "reader", &d->reader_nc);
         if (rc == 0 && (rc = ensure(d)) < 0)
                 log_error("Failed to bind durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
-        if (rc == 0 && (rc = pull_start(&r->pull, d->nc, d->inbox_prefix, d->names.inbox_stream,
+        if (rc == 0 && (rc = pull_start(&r->pull, d->reader_nc, d->inbox_prefix, d->names.inbox_stream,
                                         CONTRACT_READER_DURABLE)) < 0)
                 log_error("Failed to subscribe for %s/%s: %s", d->names.inbox_stream, CONTRACT_READER_DURABLE,
                           r->pull.last_error);
-        if (rc == 0 && (rc = jspub_init(&r->pub, d->nc, d->inbox_prefix)) < 0)
+        if (rc == 0 && (rc = jspub_init(&r->pub, d->reader_nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up deliver publishing: %s", r->pub.last_error);
         if (rc == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "drdr_%.100s", d->id);
-                rc = kv_cache_open(&r->cache, d->nc, &d->names, d->inbox_prefix, name,
+                rc = kv_cache_open(&r->cache, d->reader_nc, &d->names, d->inbox_prefix, name,
                                    KV_CACHE_ACL | KV_CACHE_MEMBERS, err, sizeof err);
                 if (rc < 0)
                         log_error("Failed to watch the KV buckets for the reader: %s", err);
@@ -301,6 +301,7 @@ void reader_stop(daemon_ctx *d)
         pull_stop(&r->pull);
         jspub_fini(&r->pub);
         kv_cache_close(r->cache);
+        daemon_close_worker(&d->reader_nc);
         free(r->msgs);
         free(r->v);
         free(r);

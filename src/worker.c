@@ -35,7 +35,10 @@ void *worker_run(daemon_ctx *d, worker *w)
                 }
                 if (w->before_fetch && !w->before_fetch(d, w->self))
                         break;
-                int n = pull_fetch(w->pull, w->msgs, atomic_load(w->batch), w->expires_ms, w->wait_ms);
+                int batch = atomic_load(w->batch);
+                if (w->batch_size)
+                        batch = w->batch_size(d, w->self, batch);
+                int n = pull_fetch(w->pull, w->msgs, batch, w->expires_ms, w->wait_ms);
                 if (n == -ENOENT) {
                         log_warning("Durable %s/%s is gone (%s); re-creating it", w->stream, w->durable,
                                     w->pull->last_error);
@@ -62,6 +65,12 @@ void *worker_run(daemon_ctx *d, worker *w)
                  * successor does not wait for ack_wait (§10.4). */
                 give_back(w, handled, n, JSACK_NAK);
                 w->finish(d, w->self, handled);
+                /* Destroyed together, after the acks: cnats wakes its
+                 * collector thread per destroy when it sleeps. */
+                for (int i = 0; i < handled; i++) {
+                        natsMsg_Destroy(w->msgs[i]);
+                        w->msgs[i] = NULL;
+                }
         }
         return NULL;
 }

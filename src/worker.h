@@ -22,6 +22,8 @@ typedef struct worker {
         atomic_llong *beat;           /* stamped every iteration (watchdog) */
         /* Re-creates the durable after it vanished; 0 or -errno. */
         int (*rebind)(daemon_ctx *d, void *self);
+        /* The batch to fetch next, at most *batch; NULL: *batch. */
+        int (*batch_size)(daemon_ctx *d, void *self, int configured);
         /* Runs before each fetch; false stops the loop. May be NULL. */
         bool (*before_fetch)(daemon_ctx *d, void *self);
         /* Runs once a fetch returned messages, before any is handled
@@ -30,7 +32,7 @@ typedef struct worker {
         int (*prepare)(daemon_ctx *d, void *self);
         /* Decides about msgs[i] (publishing through pub as needed). */
         void (*handle)(daemon_ctx *d, void *self, int i);
-        /* After the PubAcks: acks msgs[0..n) and destroys them. */
+        /* After the PubAcks: acks msgs[0..n) (the loop destroys them). */
         void (*finish)(daemon_ctx *d, void *self, int n);
 } worker;
 
