@@ -40,6 +40,8 @@ const char config_usage[] =
         "  --diag-socket PATH   diagnostics socket for `cotal-deliveryctl diag`\n"
         "                       (default $RUNTIME_DIRECTORY/diag.sock under\n"
         "                       systemd, else none; \"none\" turns it off)\n"
+        "  --standby            if the lease is held, wait and take it over once\n"
+        "                       it is released or expires (instead of exit 1)\n"
         "  --shard N, --shards N  only shard 0 of 1 is supported\n"
         "  --version, -h/--help\n"
         "\n"
@@ -77,6 +79,7 @@ static const key_def keys[] = {
         {"inbox-lead-limit", K_INT, 10, 900, OFF(inbox_lead_limit), true},
         {"shutdown-timeout-ms", K_MS, 100, 60000, OFF(shutdown_timeout_ms), true},
         {"diag-socket", K_STRING, 0, 0, OFF(diag_socket), true},
+        {"standby", K_BOOL, 0, 1, OFF(standby), true},
 };
 
 static const key_def *find_key(const char *name)
@@ -313,6 +316,7 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                 {"inbox-lead-limit", required_argument, NULL, OPT_KEY},
                 {"shutdown-timeout-ms", required_argument, NULL, OPT_KEY},
                 {"diag-socket", required_argument, NULL, OPT_KEY},
+                {"standby", no_argument, NULL, OPT_KEY},
                 {"shard", required_argument, NULL, OPT_SHARD},
                 {"shards", required_argument, NULL, OPT_SHARDS},
                 {"dev-mint", no_argument, NULL, OPT_DEV_MINT},

@@ -20,6 +20,7 @@ typedef struct config {
         char *server;           /* URL list */
         char *creds;            /* creds file path, NULL with no_auth */
         bool no_auth;           /* E3: open broker, generated id */
+        bool standby;           /* wait for a held lease instead of exit 1 */
         bool creds_defaulted;   /* creds is the §10.1 default path */
         char *config_file;
         int log_level;          /* syslog priority */

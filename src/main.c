@@ -35,6 +35,7 @@
 #define ROSTER_LOAD_TIMEOUT_MS 5000
 #define STATUS_PERIOD_MS 5000
 #define MALLOC_ARENAS 2             /* see main() */
+#define STANDBY_POLL_MS 100         /* --standby: lease key reads */
 /* A worker whose loop has not turned for this long is wedged: a batch
  * waits at most ~10 s for PubAcks and a join's catch-up is bounded by its
  * fetch expiries, so 45 s leaves room for both. */
@@ -299,6 +300,75 @@ static void reload(daemon_ctx *d)
 
 enum { RUN_STOPPED = 0, RUN_FAILED = 1, RUN_BROKER_GONE = 2 };
 
+/* True once the broker has been unreachable past broker-gone-ms (§10.3). */
+static bool broker_gone(daemon_ctx *d, int64_t now)
+{
+        int64_t since = atomic_load(&d->disconnected_since_ms);
+        if (!since || now - since <= d->cfg.broker_gone_ms)
+                return false;
+        char n[40];
+        contract_js_number((double)d->cfg.broker_gone_ms / 1000.0, n, sizeof n);
+        log_error("✗ delivery: broker unreachable for >%ss — exiting (coupled to the broker)", n);
+        return true;
+}
+
+/* --standby (beyond upstream, §14.4 style: nothing changes on the wire):
+ * the lease is held, so wait instead of exiting, and take it over as soon
+ * as the key is free — deleted by its holder's release (§9) or aged out by
+ * the bucket TTL after a crash. §11.3 grants no consumer on the delivery
+ * bucket, so the key is read with STREAM.MSG.GET every STANDBY_POLL_MS;
+ * nothing is written until the create-if-absent of §9 succeeds. Returns
+ * RUN_STOPPED (signal), RUN_FAILED / RUN_BROKER_GONE, or -1 once the lease
+ * is ours. */
+static int standby(daemon_ctx *d, const sigset_t *signals)
+{
+        char status[600];
+        snprintf(status, sizeof status, "standby: lease held (%.500s)", d->lease.last_error);
+        log_notice("Standing by: lease %s/%s is held (%s); taking over once it is released or expires",
+                   d->names.delivery_bucket, CONTRACT_LEASE_KEY, d->lease.last_error);
+        /* Running as intended: systemd must not time the start out. */
+        notify_ready(status);
+        int64_t wd_ms = notify_watchdog_ms(), last_wd = 0, last_status = daemon_mono_ms();
+        for (;;) {
+                struct timespec tick = {.tv_sec = 0, .tv_nsec = STANDBY_POLL_MS * 1000000L};
+                siginfo_t si;
+                int sig = sigtimedwait(signals, &si, &tick);
+                if (sig == SIGHUP)
+                        reload(d);
+                if (sig == SIGTERM || sig == SIGINT) {
+                        log_notice("Received %s while standing by; exiting", strsignal(sig));
+                        return RUN_STOPPED;
+                }
+                int64_t now = daemon_mono_ms();
+                if (broker_gone(d, now))
+                        return RUN_BROKER_GONE;
+                kv_entry e;
+                int r = kv_get(&d->lease.kv, CONTRACT_LEASE_KEY, &e);
+                bool free_now = r == -ENOENT || (r == 0 && e.op != KV_OP_PUT);
+                if (r == 0)
+                        kv_entry_fini(&e);
+                if (free_now) {
+                        r = lease_acquire(&d->lease);
+                        if (r == 0) {
+                                log_notice("Took over lease %s/%s at revision %llu", d->names.delivery_bucket,
+                                           CONTRACT_LEASE_KEY, (unsigned long long)d->lease.revision);
+                                return -1;
+                        }
+                        if (r != -EEXIST)
+                                log_warning("Failed to take over the lease: %s", d->lease.kv.last_error);
+                }
+                if (wd_ms && now - last_wd >= wd_ms / 2 && !atomic_load(&d->disconnected_since_ms)) {
+                        last_wd = now;
+                        notify_watchdog();
+                }
+                if (now - last_status >= STATUS_PERIOD_MS) {
+                        last_status = now;
+                        notify_status(status);
+                }
+                diag_serve(d);
+        }
+}
+
 static int run(daemon_ctx *d, const sigset_t *signals)
 {
         char line[512];
@@ -335,13 +405,8 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                 /* §10.3 broker watchdog, from the connection's state. */
                 if (now - last_probe >= WATCHDOG_PERIOD_MS) {
                         last_probe = now;
-                        int64_t since = atomic_load(&d->disconnected_since_ms);
-                        if (since && now - since > d->cfg.broker_gone_ms) {
-                                char n[40];
-                                contract_js_number((double)d->cfg.broker_gone_ms / 1000.0, n, sizeof n);
-                                log_error("✗ delivery: broker unreachable for >%ss — exiting (coupled to the broker)", n);
+                        if (broker_gone(d, now))
                                 return RUN_BROKER_GONE;
-                        }
                 }
                 /* WATCHDOG=1 only while the lease renews, the link is up and
                  * every worker's loop turns: a wedged loop gets restarted. */
@@ -448,6 +513,14 @@ int main(int argc, char **argv)
         if (lease_init(&d.lease, d.nc, d.names.delivery_bucket, d.id) < 0)
                 goto out_conn;
         int r = lease_acquire(&d.lease);
+        if (r == -EEXIST && d.cfg.standby) {
+                int outcome = standby(&d, &signals);
+                if (outcome >= 0) {
+                        code = outcome == RUN_STOPPED ? 0 : 1;
+                        goto out_conn;
+                }
+                r = 0;
+        }
         if (r < 0) {
                 fprintf(stderr, "✗ delivery: a live lease already exists for shard 0 — another delivery daemon is "
                                 "running. Not binding.\n");

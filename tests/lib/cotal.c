@@ -321,8 +321,17 @@ void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra,
 {
         const char *bin = getenv("COTAL_DELIVERYD");
         ck_assert_msg(bin, "COTAL_DELIVERYD is not set");
-        char *argv[40];
+        char *argv[48];
         int n = 0;
+        if (getenv("COTAL_TEST_VALGRIND")) {
+                /* Memcheck: any error or a definite/indirect leak makes the
+                 * exit status 99 instead of the daemon's own. */
+                static char *const vg[] = {"/usr/bin/valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+                                           "--show-leak-kinds=definite,indirect",
+                                           "--errors-for-leak-kinds=definite,indirect", "--num-callers=30"};
+                for (size_t i = 0; i < sizeof vg / sizeof vg[0]; i++)
+                        argv[n++] = vg[i];
+        }
         argv[n++] = (char *)bin;
         argv[n++] = "--space";
         argv[n++] = (char *)space;
@@ -331,7 +340,7 @@ void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra,
         argv[n++] = "--no-auth";
         argv[n++] = "--log-level";
         argv[n++] = "debug";
-        for (int i = 0; extra && extra[i] && n < 39; i++)
+        for (int i = 0; extra && extra[i] && n < 47; i++)
                 argv[n++] = (char *)extra[i];
         argv[n] = NULL;
         memset(dm, 0, sizeof *dm);

@@ -76,7 +76,8 @@ typedef struct co_daemon {
  * may be NULL) and waits until it prints its ready line. Returns true when
  * ready; false if it exited or timed out (p.status tells). */
 bool co_daemon_start(co_daemon *dm, const char *space, const char *const *extra);
-/* Spawns without waiting. */
+/* Spawns without waiting. With COTAL_TEST_VALGRIND set, the daemon runs
+ * under valgrind memcheck (exit status 99 on any error or leak). */
 void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra, char *const *env);
 bool co_daemon_wait_ready(co_daemon *dm, int64_t timeout_ms);
 /* SIGTERM and wait; returns the exit status. */
