@@ -70,11 +70,9 @@ void daemon_close_worker(natsConnection **nc)
         *nc = NULL;
 }
 
-int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc)
+broker_config daemon_broker_config(daemon_ctx *d, const char *name)
 {
-        char err[512], name[64];
-        snprintf(name, sizeof name, "cotal:delivery-%s", role);
-        broker_config bc = {
+        return (broker_config){
                 .servers = d->cfg.server,
                 .jwt_cb = d->cfg.no_auth ? NULL : creds_source_jwt_cb,
                 .sign_cb = creds_source_sign_cb,
@@ -86,6 +84,13 @@ int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc)
                 .on_error = daemon_on_error,
                 .cb_arg = d,
         };
+}
+
+int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc)
+{
+        char err[512], name[64];
+        snprintf(name, sizeof name, "cotal:delivery-%s", role);
+        broker_config bc = daemon_broker_config(d, name);
         int r = broker_connect(&bc, nc, err, sizeof err);
         if (r < 0)
                 log_error("Failed to connect the %s to %s: %s", role, d->cfg.server, err);

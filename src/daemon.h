@@ -4,6 +4,7 @@
  * state written from cnats' threads are the atomics under "link". */
 #pragma once
 
+#include "broker.h"
 #include "config.h"
 #include "connlog.h"
 #include "creds.h"
@@ -102,6 +103,12 @@ void daemon_join(daemon_ctx *d, pthread_t thread);
 
 /* Closes the connections (once) so blocked calls return. */
 void daemon_shut_link(daemon_ctx *d);
+
+/* The daemon's connection settings (§10.2 step 5): servers, creds
+ * callbacks (the file is re-read at every reconnect: rotation), the inbox
+ * prefix _INBOX_<D> (every reply, pull delivery and watch lands under it),
+ * reconnects, the error callback. name is borrowed. */
+broker_config daemon_broker_config(daemon_ctx *d, const char *name);
 
 /* A connection for one worker, made like the main one (same servers,
  * creds callbacks, inbox prefix _INBOX_<D>, reconnecting forever) and

@@ -104,26 +104,15 @@ static bool reachable(daemon_ctx *d)
         return r == 0 || r == -EACCES;
 }
 
-/* §10.2 step 5: creds (re-read at every reconnect: rotation), the custom inbox prefix _INBOX_<D> (every reply,
- * pull delivery and watch lands under it), reconnects enabled. */
+/* §10.2 step 5: the main connection (daemon_broker_config) with the link
+ * callbacks the broker watchdog and diagnostics read. */
 static int connect_main(daemon_ctx *d)
 {
         char err[512];
-        broker_config bc = {
-                .servers = d->cfg.server,
-                .jwt_cb = d->cfg.no_auth ? NULL : creds_source_jwt_cb,
-                .sign_cb = creds_source_sign_cb,
-                .creds_arg = &d->creds,
-                .inbox_prefix = d->inbox_prefix,
-                .name = "cotal:delivery",
-                .connect_timeout_ms = 2000,
-                .reconnect = true,
-                .on_disconnected = on_disconnected,
-                .on_reconnected = on_reconnected,
-                .on_closed = on_closed,
-                .on_error = daemon_on_error,
-                .cb_arg = d,
-        };
+        broker_config bc = daemon_broker_config(d, "cotal:delivery");
+        bc.on_disconnected = on_disconnected;
+        bc.on_reconnected = on_reconnected;
+        bc.on_closed = on_closed;
         int r = broker_connect(&bc, &d->nc, err, sizeof err);
         if (r < 0) {
                 connlog_add(&d->links, CONNLOG_ERROR, err);
