@@ -134,8 +134,6 @@ static bool c_header_safe(const char *s)
         return strpbrk(s, "\r\n") == NULL;
 }
 
-/* Serialises v compactly into a malloc'd NUL-terminated buffer (owned by
- * the caller). 0, -EINVAL (jansson refused, e.g. invalid UTF-8) or -ENOMEM. */
 /* True if s can be written between quotes as is: printable ASCII without
  * '"' or '\\' (what jansson would escape, it would also change). */
 static bool plain_json_string(const char *s)
@@ -146,6 +144,8 @@ static bool plain_json_string(const char *s)
         return true;
 }
 
+/* Serialises v compactly into a malloc'd NUL-terminated buffer (owned by
+ * the caller). 0, -EINVAL (jansson refused, e.g. invalid UTF-8) or -ENOMEM. */
 static int dump_compact(const json_t *v, char **out, size_t *out_len)
 {
         size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;

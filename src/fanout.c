@@ -30,12 +30,12 @@
 /* While paused for the reader: how often its progress is looked at, and
  * the longest gap between two reads of its ack floor. */
 #define FANOUT_LEAD_STEP_MS 2
+#define FANOUT_LEAD_POLL_MS 10
 /* Inbox entries one round aims at: with K recipients per message a batch
  * of B chat messages is B x K publishes held in memory until their
  * PubAcks (200 x 256 would be 51,200), so big channels fetch fewer
  * messages per round. */
 #define FANOUT_ROUND_ENTRIES 8192
-#define FANOUT_LEAD_POLL_MS 10
 
 /* E1: entries written per owner that the reader has not acked yet. */
 typedef struct owner_backlog {

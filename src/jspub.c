@@ -204,10 +204,8 @@ static long new_slot(jspub *j)
 
 long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char *data, size_t len)
 {
-        if (j->outstanding >= JSPUB_MAX_INFLIGHT) {
+        if (j->outstanding >= JSPUB_MAX_INFLIGHT)
                 (void)drain(j, JSPUB_MAX_INFLIGHT / 2, clock_mono_ms() + JSPUB_WINDOW_WAIT_MS);
-                bury(j);
-        }
         long idx = new_slot(j);
         if (idx < 0)
                 return idx;

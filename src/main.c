@@ -20,8 +20,8 @@
 #include "roster.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,8 +312,8 @@ static bool broker_gone(daemon_ctx *d, int64_t now)
 static int standby(daemon_ctx *d, const sigset_t *signals)
 {
         char status[600];
-        snprintf(status, sizeof status, "standby: lease held (%.500s)", d->lease.last_error);
-        log_notice("Standing by: lease %s/%s is held (%s); taking over once it is released or expires",
+        snprintf(status, sizeof status, "standby: lease %.500s", d->lease.last_error);
+        log_notice("Standing by: lease %s/%s is %s; taking over once it is released or expires",
                    d->names.delivery_bucket, CONTRACT_LEASE_KEY, d->lease.last_error);
         /* Running as intended: systemd must not time the start out. */
         notify_ready(status);

@@ -16,6 +16,7 @@
 /* A request whose expiry passed this long ago without a 408 was lost
  * (server restart, reconnect): issue a new one. */
 #define PULL_LOST_GRACE_MS 1000
+#define PULL_FLUSH_TIMEOUT_MS 1000 /* a pull request is flushed at once */
 
 int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream,
                const char *consumer)
@@ -52,8 +53,6 @@ void pull_stop(pull_sub *p)
         free(p->inbox);
         memset(p, 0, sizeof *p);
 }
-
-#define PULL_FLUSH_TIMEOUT_MS 1000
 
 static int send_request(pull_sub *p, int batch, int64_t expires_ms)
 {
