@@ -41,97 +41,16 @@ static void teardown(void)
         tu_broker_teardown();
 }
 
-/* Publishes with retries (bounded) across a broker outage; the Nats-Msg-Id
- * makes a retry of a stored message harmless. */
-static void chat_retrying(const char *id)
-{
-        char subject[256], body[512];
-        snprintf(subject, sizeof subject, "cotal." S ".chat." ALICE ".general");
-        snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":\"" ALICE "\",\"name\":\"alice\"},\"parts\":[]}",
-                 id);
-        jsCtx *js = NULL;
-        ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MsgId = id;
-        po.MaxWait = 2000;
-        natsStatus s = NATS_ERR;
-        for (int attempt = 0; attempt < 60 && s != NATS_OK; attempt++) {
-                jsPubAck *pa = NULL;
-                s = js_Publish(&pa, js, subject, body, (int)strlen(body), &po, NULL);
-                jsPubAck_Destroy(pa);
-                if (s != NATS_OK) {
-                        struct timespec ts = {0, 250000000}; /* bounded retry back-off */
-                        nanosleep(&ts, NULL);
-                }
-        }
-        jsCtx_Destroy(js);
-        ck_assert_msg(s == NATS_OK, "could not publish %s", id);
-}
-
-/* Counts, over all members, the ids prefix-0..prefix-(n-1) that are
- * missing from / duplicated in their dlv subject, or foreign there. */
-typedef struct tally {
-        int missing, dup, foreign;
-} tally;
-
-static tally count_set(const char *prefix, int n)
-{
-        tally t = {0};
-        for (size_t k = 0; k < K; k++) {
-                char subj[256], want_suffix[128];
-                snprintf(subj, sizeof subj, "cotal." S ".dlv.%s", members[k]);
-                snprintf(want_suffix, sizeof want_suffix, ":%s:1", members[k]);
-                co_msg *m = NULL;
-                size_t got = co_msgs_on(DLV, subj, &m);
-                int *seen = calloc((size_t)n, sizeof *seen);
-                size_t pl = strlen(prefix);
-                for (size_t i = 0; i < got; i++) {
-                        if (strncmp(m[i].msg_id, prefix, pl) != 0 || m[i].msg_id[pl] != '-')
-                                continue;
-                        int idx = atoi(m[i].msg_id + pl + 1);
-                        if (idx < 0 || idx >= n || !strstr(m[i].msg_id, want_suffix)) {
-                                t.foreign++;
-                                continue;
-                        }
-                        if (seen[idx]++)
-                                t.dup++;
-                }
-                for (int i = 0; i < n; i++)
-                        t.missing += seen[i] == 0;
-                free(seen);
-                co_msgs_free(m, got);
-        }
-        return t;
-}
-
-typedef struct settle_ctx {
-        const char *prefix;
-        int n;
-        tally t;
-} settle_ctx;
-
-static bool complete(void *arg)
-{
-        settle_ctx *c = arg;
-        c->t = count_set(c->prefix, c->n);
-        return c->t.missing == 0;
-}
-
 /* Waits until every member has every message of prefix (bounded: a nak or
  * ack lost in a broker restart is redelivered after ack_wait, 60 s), then
  * asserts the exact set: none missing, none twice, nothing foreign. */
 static void settle(const char *prefix, int n)
 {
-        settle_ctx c = {prefix, n, {0}};
-        int64_t t0 = test_now_ms();
-        bool ok = test_wait_until(complete, &c, SETTLE_MS);
-        fprintf(stderr, "%s: %d messages x %zu members settled in %lld ms: %d missing, %d duplicated\n", prefix, n, K,
-                (long long)(test_now_ms() - t0), c.t.missing, c.t.dup);
-        if (!ok)
+        co_tally t = co_dlv_settle(S, members, K, 1, prefix, n, SETTLE_MS, NULL);
+        if (t.missing)
                 co_daemon_dump(&dm);
-        ck_assert_msg(c.t.missing == 0 && c.t.dup == 0 && c.t.foreign == 0, "%s: %d missing, %d duplicated, %d foreign",
-                      prefix, c.t.missing, c.t.dup, c.t.foreign);
+        ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "%s: %d missing, %d duplicated, %d foreign",
+                      prefix, t.missing, t.dup, t.foreign);
 }
 
 static void broker_restart_mid_load(const char *prefix, int sig)
@@ -144,7 +63,7 @@ static void broker_restart_mid_load(const char *prefix, int sig)
                         ck_assert_int_eq(natsd_restart(&tu_broker), 0);
                 }
                 snprintf(id, sizeof id, "%s-%d", prefix, i);
-                chat_retrying(id);
+                co_chat_retrying(S, ALICE, "general", id);
         }
         settle(prefix, ROUND);
         ck_assert_msg(proc_wait(&dm.p, 0) == -ETIMEDOUT, "the daemon exited during a short outage");
@@ -167,7 +86,7 @@ START_TEST(daemon_sigkill_then_restart_loses_nothing)
         char id[64];
         for (int i = 0; i < ROUND; i++) {
                 snprintf(id, sizeof id, "dk-%d", i);
-                chat_retrying(id);
+                co_chat_retrying(S, ALICE, "general", id);
                 if (i == ROUND / 2) {
                         proc_signal(&dm.p, SIGKILL);
                         ck_assert_int_eq(proc_wait(&dm.p, 5000), 0);
@@ -202,7 +121,7 @@ START_TEST(deleted_durables_are_recreated_and_nothing_is_lost)
                 if (i == 2 * ROUND / 3)
                         json_decref(tu_api("$JS.API.CONSUMER.DELETE.%s.%s", "INBOX_" S, "reader", NULL));
                 snprintf(id, sizeof id, "dd-%d", i);
-                chat_retrying(id);
+                co_chat_retrying(S, ALICE, "general", id);
         }
         settle("dd", ROUND);
         /* Both durables exist again. */

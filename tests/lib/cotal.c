@@ -59,6 +59,34 @@ uint64_t co_chat(const char *space, const char *sender, const char *channel, con
         return co_publish_raw(subject, id, body, strlen(body));
 }
 
+void co_chat_retrying(const char *space, const char *sender, const char *channel, const char *id)
+{
+        char *subject = NULL, *body = NULL;
+        ck_assert(asprintf(&subject, "cotal.%s.chat.%s.%s", space, sender, channel) > 0);
+        ck_assert(asprintf(&body, "{\"id\":\"%s\",\"ts\":%lld,\"from\":{\"id\":\"%s\",\"name\":\"agent\"},\"parts\":[]}",
+                           id, (long long)wall_ms(), sender) > 0);
+        jsCtx *js = NULL;
+        ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        po.MaxWait = 2000;
+        natsStatus s = NATS_ERR;
+        for (int attempt = 0; attempt < 60 && s != NATS_OK; attempt++) {
+                jsPubAck *pa = NULL;
+                s = js_Publish(&pa, js, subject, body, (int)strlen(body), &po, NULL);
+                jsPubAck_Destroy(pa);
+                if (s != NATS_OK) {
+                        struct timespec ts = {0, 250000000}; /* bounded retry back-off */
+                        nanosleep(&ts, NULL);
+                }
+        }
+        jsCtx_Destroy(js);
+        free(body);
+        free(subject);
+        ck_assert_msg(s == NATS_OK, "could not publish %s: %s", id, natsStatus_GetText(s));
+}
+
 uint64_t co_chat_burst(const char *space, const char *sender, const char *channel, const char *prefix, int n,
                        size_t pad)
 {
@@ -464,6 +492,83 @@ int co_count_id(const char *stream, const char *subject, const char *id)
                 c += m[i].msg_id && strcmp(m[i].msg_id, id) == 0;
         co_msgs_free(m, n);
         return c;
+}
+
+static co_tally tally(const char *space, const char *const *owners, size_t k, uint64_t gen, const char *prefix, int n,
+                      bool report)
+{
+        co_tally t = {0};
+        char stream[256];
+        snprintf(stream, sizeof stream, "DLV_%s", space);
+        size_t pl = strlen(prefix);
+        int *seen = calloc((size_t)n + 1, sizeof *seen);
+        ck_assert(seen);
+        for (size_t o = 0; o < k; o++) {
+                char subject[256], suffix[128];
+                snprintf(subject, sizeof subject, "cotal.%s.dlv.%s", space, owners[o]);
+                snprintf(suffix, sizeof suffix, ":%s:%llu", owners[o], (unsigned long long)gen);
+                memset(seen, 0, ((size_t)n + 1) * sizeof *seen);
+                co_msg *m = NULL;
+                size_t got = co_msgs_on(stream, subject, &m);
+                for (size_t i = 0; i < got; i++) {
+                        const char *id = m[i].msg_id;
+                        if (!id || strncmp(id, prefix, pl) != 0 || id[pl] != '-')
+                                continue;
+                        char *end = NULL;
+                        long idx = strtol(id + pl + 1, &end, 10);
+                        if (end == id + pl + 1 || idx < 0 || idx >= n || strcmp(end, suffix) != 0) {
+                                t.foreign++;
+                                continue;
+                        }
+                        if (seen[idx]++)
+                                t.dup++;
+                }
+                for (int i = 0; i < n; i++) {
+                        if (seen[i])
+                                continue;
+                        if (t.missing++ < 5 && report)
+                                fprintf(stderr, "missing: %s-%d%s\n", prefix, i, suffix);
+                }
+                co_msgs_free(m, got);
+        }
+        free(seen);
+        return t;
+}
+
+co_tally co_dlv_tally(const char *space, const char *const *owners, size_t k, uint64_t gen, const char *prefix, int n)
+{
+        return tally(space, owners, k, gen, prefix, n, false);
+}
+
+typedef struct settle_ctx {
+        const char *space, *prefix;
+        const char *const *owners;
+        size_t k;
+        uint64_t gen;
+        int n;
+        co_tally t;
+} settle_ctx;
+
+static bool settled(void *arg)
+{
+        settle_ctx *c = arg;
+        c->t = co_dlv_tally(c->space, c->owners, c->k, c->gen, c->prefix, c->n);
+        return c->t.missing == 0;
+}
+
+co_tally co_dlv_settle(const char *space, const char *const *owners, size_t k, uint64_t gen, const char *prefix, int n,
+                       int64_t timeout_ms, int64_t *took_ms)
+{
+        settle_ctx c = {.space = space, .prefix = prefix, .owners = owners, .k = k, .gen = gen, .n = n};
+        int64_t t0 = test_now_ms();
+        if (!test_wait_until(settled, &c, timeout_ms))
+                c.t = tally(space, owners, k, gen, prefix, n, true); /* names a few */
+        int64_t took = test_now_ms() - t0;
+        fprintf(stderr, "%s: %d messages x %zu owners settled in %lld ms: %d missing, %d duplicated, %d foreign\n",
+                prefix, n, k, (long long)took, c.t.missing, c.t.dup, c.t.foreign);
+        if (took_ms)
+                *took_ms = took;
+        return c.t;
 }
 
 typedef struct id_ctx {

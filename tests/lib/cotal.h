@@ -26,6 +26,10 @@ uint64_t co_chat(const char *space, const char *sender, const char *channel, con
  * with pad bytes of text; returns the last CHAT seq. */
 uint64_t co_chat_burst(const char *space, const char *sender, const char *channel, const char *prefix, int n,
                        size_t pad);
+/* co_chat with bounded retries across a broker outage or an election
+ * (about 15 s in all); the Nats-Msg-Id makes a retry of a stored message
+ * harmless. Fails the test if it never lands. */
+void co_chat_retrying(const char *space, const char *sender, const char *channel, const char *id);
 /* Publishes raw bytes on a subject through JetStream (poison tests). */
 uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *data, size_t len);
 
@@ -125,6 +129,20 @@ bool co_frozen_within(co_freezer *f, int64_t timeout_ms);
  * subject, or last_seq when subject is NULL) or timeout. Returns the last
  * value seen. */
 uint64_t co_wait_count(const char *stream, const char *subject, uint64_t want, int64_t timeout_ms);
+
+/* The exact-set check of the fault tests: over owners[0..k), the dedup ids
+ * "<prefix>-<i>:<owner>:<gen>" (0 <= i < n) on each owner's dlv subject of
+ * DLV_<space>. missing: expected ids absent; dup: ids present twice or
+ * more; foreign: ids of that prefix that should not be there. */
+typedef struct co_tally {
+        int missing, dup, foreign;
+} co_tally;
+co_tally co_dlv_tally(const char *space, const char *const *owners, size_t k, uint64_t gen, const char *prefix, int n);
+/* Waits (bounded by timeout_ms) until nothing is missing, prints the
+ * figures on stderr ("<prefix>: N messages x K owners settled in T ms: …")
+ * and returns the last tally; *took_ms (may be NULL) gets T. */
+co_tally co_dlv_settle(const char *space, const char *const *owners, size_t k, uint64_t gen, const char *prefix, int n,
+                       int64_t timeout_ms, int64_t *took_ms);
 
 /* How many messages on subject in stream carry Nats-Msg-Id id. */
 int co_count_id(const char *stream, const char *subject, const char *id);
