@@ -430,9 +430,10 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                                 const jspub_result *res = jspub_result_at(&f->pub, k);
                                 if (res->state == JSPUB_TOO_LARGE) {
                                         /* Poison: the entry can never be written. */
-                                        log_warning("Dropped entry of %s seq %" PRIu64 " for %.64s: %s",
+                                        log_warning("Dropped entry of %s seq %" PRIu64 " for %.64s: larger "
+                                                    "than the broker's max payload (%" PRId64 " bytes)",
                                                     d->names.chat_stream, p->seq, f->sent[k].owner,
-                                                    f->pub.last_error);
+                                                    natsConnection_GetMaxPayload(f->pub.nc));
                                 } else if (res->state != JSPUB_OK) {
                                         ack = nak;
                                 }

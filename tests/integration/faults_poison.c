@@ -6,10 +6,12 @@
  * owner may not read. Each is dropped with a log line naming its stream
  * and sequence (§6.1, §7 rows 1, 2, 2a, 5); nothing of it reaches a dlv
  * stream; every good message reaches every member exactly once; and no
- * good message waits behind a bad one: each is copied to every member
- * within GOOD_BOUND_MS of its publish. The bound is below the 2 s nak
- * delay (§6.5, §7), so a bad input that sent its batch back through a
- * retry would break it. */
+ * good message waits behind a bad one: each (published once the previous
+ * one arrived, right behind a bad input) is copied to every member within
+ * GOOD_BOUND_MS of its publish. In the plain build the bound is below the
+ * 2 s nak delay (§6.5, §7), so a bad input that sent its batch back
+ * through a retry would break it; in every build the log must show no
+ * retry. */
 #include "cotal.h"
 
 #include <errno.h>
@@ -26,7 +28,14 @@
 #define DLV "DLV_" S
 #define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define GOOD 200
+/* Under AddressSanitizer the daemon's large allocations (the 1 MB posts)
+ * cost far more; the bound there leaves the nak-delay argument to the log
+ * check (no retry line). */
+#if defined(__SANITIZE_ADDRESS__)
+#define GOOD_BOUND_MS 5000
+#else
 #define GOOD_BOUND_MS 1900
+#endif
 #define SETTLE_MS 60000
 
 static const char *const members[] = {BOB, CAROL, DAVE};
@@ -56,6 +65,21 @@ static void on_dlv(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
                 pthread_mutex_unlock(&clock_of.lock);
         }
         natsMsg_Destroy(m);
+}
+
+typedef struct arrived_ctx {
+        int i;
+} arrived_ctx;
+
+static bool arrived_everywhere(void *arg)
+{
+        int i = ((arrived_ctx *)arg)->i;
+        bool all = true;
+        pthread_mutex_lock(&clock_of.lock);
+        for (size_t k = 0; k < K; k++)
+                all = all && clock_of.arrived[i][k] != 0;
+        pthread_mutex_unlock(&clock_of.lock);
+        return all;
 }
 
 static void setup(void)
@@ -149,7 +173,8 @@ static void publish_poison(int i, poison *p)
                 char *body = big_post(len);
                 p->seq = co_publish_raw(chat_subj, NULL, body, len);
                 free(body);
-                snprintf(p->expect, sizeof p->expect, "Dropped entry of " CHAT " seq %llu for ",
+                snprintf(p->expect, sizeof p->expect,
+                         "Dropped entry of " CHAT " seq %llu for " BOB ": larger than the broker's max payload",
                          (unsigned long long)p->seq);
         }
 }
@@ -173,6 +198,11 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
                 clock_of.sent[i] = test_now_ms();
                 pthread_mutex_unlock(&clock_of.lock);
                 co_chat(S, ALICE, "general", id, NULL);
+                /* Paced by the pipeline itself: the next pair goes out once
+                 * this message reached everyone, so a delay is what a bad
+                 * input in front of it caused, not a queue the test built. */
+                arrived_ctx a = {i};
+                (void)test_wait_until(arrived_everywhere, &a, 10 * GOOD_BOUND_MS);
                 publish_poison(i, &bad[i]);
         }
         co_tally t = co_dlv_settle(S, members, K, 1, "pz", GOOD, SETTLE_MS, NULL);
@@ -188,7 +218,7 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
         char *err = proc_stderr(&dm.p);
         for (int i = 0; i < GOOD; i++)
                 ck_assert_msg(strstr(err, bad[i].expect), "no drop line \"%s\"", bad[i].expect);
-        ck_assert_msg(!strstr(err, "retrying in"), "a bad input went through a retry");
+        ck_assert_msg(!strstr(err, "retrying in") && !strstr(err, "retried in"), "a bad input went through a retry");
         free(err);
         co_daemon_assert_healthy(&dm);
 
@@ -200,8 +230,12 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
         pthread_mutex_lock(&clock_of.lock);
         for (int i = 0; i < GOOD; i++)
                 for (size_t k = 0; k < K; k++)
-                        if (clock_of.arrived[i][k])
+                        if (clock_of.arrived[i][k]) {
                                 delay[n++] = clock_of.arrived[i][k] - clock_of.sent[i];
+                                if (delay[n - 1] > GOOD_BOUND_MS / 4)
+                                        fprintf(stderr, "slow: pz-%d for %.8s took %lld ms (behind bad input %d)\n",
+                                                i, members[k], (long long)delay[n - 1], i - 1);
+                        }
         pthread_mutex_unlock(&clock_of.lock);
         ck_assert_uint_eq(n, (size_t)GOOD * K);
         qsort(delay, n, sizeof *delay, cmp_i64);
