@@ -614,13 +614,19 @@ static void freeze_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
         (void)sub;
         co_freezer *f = arg;
         if (!atomic_exchange(&f->frozen, true))
-                (void)kill(f->pid, SIGSTOP);
+                (void)kill(f->pid, f->sig);
         natsMsg_Destroy(msg);
 }
 
 void co_freeze_at_first(co_freezer *f, pid_t pid, const char *subject)
 {
+        co_signal_at_first(f, pid, SIGSTOP, subject);
+}
+
+void co_signal_at_first(co_freezer *f, pid_t pid, int sig, const char *subject)
+{
         f->pid = pid;
+        f->sig = sig;
         atomic_init(&f->frozen, false);
         ck_assert(natsConnection_Subscribe(&f->sub, tu_nc, subject, freeze_cb, f) == NATS_OK);
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);

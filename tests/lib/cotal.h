@@ -118,10 +118,14 @@ json_t *co_member_record(const char *space, const char *channel, const char *own
 typedef struct co_freezer {
         natsSubscription *sub;
         pid_t pid;
+        int sig;
         atomic_bool frozen;
 } co_freezer;
 /* Subscribes (core NATS, flushed) before the work is triggered. */
 void co_freeze_at_first(co_freezer *f, pid_t pid, const char *subject);
+/* The same with another signal (SIGKILL: a crash mid-batch); "frozen"
+ * then means "signalled". */
+void co_signal_at_first(co_freezer *f, pid_t pid, int sig, const char *subject);
 /* Waits until the daemon was stopped; unsubscribes either way. */
 bool co_frozen_within(co_freezer *f, int64_t timeout_ms);
 
