@@ -103,6 +103,7 @@ START_TEST(twenty_daemons_race_ten_rounds_and_one_wins_each)
 {
         static race r;
         int64_t worst_ms = 0;
+        int no_connect = 0;
         for (int round = 0; round < ROUNDS; round++) {
                 /* The round's traffic waits in CHAT before anyone holds the lease. */
                 for (int j = 0; j < PER_ROUND; j++) {
@@ -130,7 +131,12 @@ START_TEST(twenty_daemons_race_ten_rounds_and_one_wins_each)
                                 continue;
                         char *err = proc_stderr(&r.d[i].p);
                         ck_assert_msg(r.d[i].p.status == 1, "round %d racer %d exited %d", round, i, r.d[i].p.status);
-                        ck_assert_msg(strstr(err, "a live lease already exists"), "round %d racer %d: %s", round, i,
+                        /* Refused the lease, or (twenty processes starting on
+                         * two loaded cores) could not even connect in time:
+                         * both exit 1 for systemd to retry (§10.2). */
+                        bool refused = strstr(err, "a live lease already exists") != NULL;
+                        no_connect += !refused;
+                        ck_assert_msg(refused || strstr(err, "can't reach NATS"), "round %d racer %d: %s", round, i,
                                       err);
                         /* Nothing durable without the lease (§9). */
                         ck_assert_msg(!strstr(err, "bound to") && !strstr(err, "Bound"), "round %d racer %d bound: %s",
@@ -149,8 +155,8 @@ START_TEST(twenty_daemons_race_ten_rounds_and_one_wins_each)
         ck_assert_uint_eq(co_messages(DLV, NULL), (uint64_t)ROUNDS * PER_ROUND * K);
         fprintf(stderr,
                 "lease_race: %d rounds x %d daemons: one winner each, %d messages x %zu members, 0 lost, 0 "
-                "duplicated; slowest round decided in %lld ms\n",
-                ROUNDS, RACERS, ROUNDS * PER_ROUND, K, (long long)worst_ms);
+                "duplicated; slowest round decided in %lld ms; %d racers could not connect in time\n",
+                ROUNDS, RACERS, ROUNDS * PER_ROUND, K, (long long)worst_ms, no_connect);
 }
 END_TEST
 

@@ -5,13 +5,13 @@
  * wrong shape, malformed inbox entries and an entry for a channel its
  * owner may not read. Each is dropped with a log line naming its stream
  * and sequence (§6.1, §7 rows 1, 2, 2a, 5); nothing of it reaches a dlv
- * stream; every good message reaches every member exactly once; and no
+ * stream; every good message reaches every member exactly once; no
  * good message waits behind a bad one: each (published once the previous
  * one arrived, right behind a bad input) is copied to every member within
- * GOOD_BOUND_MS of its publish. In the plain build the bound is below the
- * 2 s nak delay (§6.5, §7), so a bad input that sent its batch back
- * through a retry would break it; in every build the log must show no
- * retry. */
+ * GOOD_BOUND_MS of its publish; and no bad input made the daemon retry a
+ * batch (the 2 s nak delay of §6.5 and §7) or lose its connection (the
+ * log shows neither). A 1 MB post costs the fan-out ~150 ms of JSON work
+ * in the plain build; the bound leaves room for a loaded CI machine. */
 #include "cotal.h"
 
 #include <errno.h>
@@ -28,13 +28,11 @@
 #define DLV "DLV_" S
 #define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define GOOD 200
-/* Under AddressSanitizer the daemon's large allocations (the 1 MB posts)
- * cost far more; the bound there leaves the nak-delay argument to the log
- * check (no retry line). */
+/* Under AddressSanitizer the 1 MB posts cost the daemon several times more. */
 #if defined(__SANITIZE_ADDRESS__)
-#define GOOD_BOUND_MS 5000
+#define GOOD_BOUND_MS 6000
 #else
-#define GOOD_BOUND_MS 1900
+#define GOOD_BOUND_MS 3000
 #endif
 #define SETTLE_MS 60000
 
@@ -219,6 +217,7 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
         for (int i = 0; i < GOOD; i++)
                 ck_assert_msg(strstr(err, bad[i].expect), "no drop line \"%s\"", bad[i].expect);
         ck_assert_msg(!strstr(err, "retrying in") && !strstr(err, "retried in"), "a bad input went through a retry");
+        ck_assert_msg(!strstr(err, "disconnected from the broker"), "a bad input cost the daemon its connection");
         free(err);
         co_daemon_assert_healthy(&dm);
 
