@@ -28,7 +28,6 @@
 #define CHAT "CHAT_" S
 #define MEMBERS_BUCKET "cotal_members_" S
 #define MEMBERS_STREAM "KV_cotal_members_" S
-#define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define EVE "UEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEEVEE"
 #define DINBOX(o) "cotal." S ".dinbox." o
 #define DLVSUBJ(o) "cotal." S ".dlv." o

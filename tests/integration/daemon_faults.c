@@ -14,7 +14,6 @@
 
 #define S "ft"
 #define DLV "DLV_" S
-#define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define ROUND 150
 #define SETTLE_MS 100000
 
@@ -25,11 +24,7 @@ static co_daemon dm;
 static void setup(void)
 {
         tu_broker_setup();
-        co_provision(S);
-        for (size_t i = 0; i < K; i++) {
-                co_acl(S, members[i], "[\"general\"]");
-                co_member(S, "general", members[i], 0, 1, -1);
-        }
+        co_provision_general(S, members, K);
         ck_assert(co_daemon_start(&dm, S, NULL));
 }
 

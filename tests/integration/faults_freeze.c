@@ -16,7 +16,6 @@
 #include "contract_config.h"
 
 #define S "fz"
-#define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define FIRST 300
 #define SECOND 100
 #define WINDOW_MS "3000"
@@ -33,11 +32,7 @@ static co_daemon dm;
 static void setup(void)
 {
         tu_broker_setup();
-        co_provision(S);
-        for (size_t i = 0; i < K; i++) {
-                co_acl(S, members[i], "[\"general\"]");
-                co_member(S, "general", members[i], 0, 1, -1);
-        }
+        co_provision_general(S, members, K);
         const char *const args[] = {"--broker-gone-ms", WINDOW_MS, NULL};
         ck_assert(co_daemon_start(&dm, S, args));
 }

@@ -25,7 +25,6 @@
 #define S "fl"
 #define DLV "DLV_" S
 #define INBOX "INBOX_" S
-#define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define RACERS 20
 #define ROUNDS 10
 #define PER_ROUND 20
@@ -39,11 +38,7 @@ static const char *const members[] = {BOB, CAROL, DAVE};
 static void setup(void)
 {
         tu_broker_setup();
-        co_provision(S);
-        for (size_t i = 0; i < K; i++) {
-                co_acl(S, members[i], "[\"general\"]");
-                co_member(S, "general", members[i], 0, 1, -1);
-        }
+        co_provision_general(S, members, K);
         /* A first daemon creates the durables: `fanout` starts at "new"
          * (§3), so chat from before it existed is never fanned out. */
         co_daemon first;

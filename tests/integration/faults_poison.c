@@ -26,7 +26,6 @@
 #define CHAT "CHAT_" S
 #define INBOX "INBOX_" S
 #define DLV "DLV_" S
-#define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define GOOD 200
 /* Under AddressSanitizer the 1 MB posts cost the daemon several times more. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -83,11 +82,7 @@ static bool arrived_everywhere(void *arg)
 static void setup(void)
 {
         tu_broker_setup();
-        co_provision(S);
-        for (size_t i = 0; i < K; i++) {
-                co_acl(S, members[i], "[\"general\"]");
-                co_member(S, "general", members[i], 0, 1, -1);
-        }
+        co_provision_general(S, members, K);
         ck_assert(co_daemon_start(&dm, S, NULL));
 }
 

@@ -27,6 +27,15 @@ void co_provision(const char *space)
         free(err);
 }
 
+void co_provision_general(const char *space, const char *const *owners, size_t k)
+{
+        co_provision(space);
+        for (size_t i = 0; i < k; i++) {
+                co_acl(space, owners[i], "[\"general\"]");
+                co_member(space, "general", owners[i], 0, 1, -1);
+        }
+}
+
 uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *data, size_t len)
 {
         natsMsg *m = NULL;

@@ -13,10 +13,14 @@
 #define ALICE "UAQGWOEVJKMIO4WXSYOTLARXYOZTCXFK67JASEH6AFFFYK6FOPSKQCAD"
 #define BOB "UDI36ZKVNUM5WMO4QQ6HDQU7F4OH2RCXOJRX6GAIOS5SKVNNSKCDNLJA"
 #define CAROL "UCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROLCAROL"
+#define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define DAEMON_READY_TIMEOUT_MS 20000
 
 /* Provisions space (must succeed). */
 void co_provision(const char *space);
+/* Provisions space and makes each of owners[0..k) a reader of "general"
+ * (ACL ["general"]) and its member from the start (generation 1). */
+void co_provision_general(const char *space, const char *const *owners, size_t k);
 
 /* Publishes a chat message from sender on channel, as an agent does
  * (JetStream, Nats-Msg-Id = id). extra: more JSON members to merge into
