@@ -1,13 +1,15 @@
 /* daemon: the one context of cotal-deliveryd. It owns the configuration,
  * the connection, the lease, the workers and the counters; every module
  * gets it passed explicitly. Threads: see README.md "Threading". The only
- * state written from cnats' threads are the atomics under "link". */
+ * state written from cnats' threads are the atomics under "link" and the
+ * permission-violation table "denied" (behind its own mutex). */
 #pragma once
 
 #include "broker.h"
 #include "config.h"
 #include "connlog.h"
 #include "creds.h"
+#include "denials.h"
 #include "contract_subject.h"
 #include "lease.h"
 
@@ -59,6 +61,9 @@ typedef struct daemon {
         atomic_bool link_closed;            /* the connection is closed for good */
         atomic_ullong reconnects;
         connlog links;                      /* the last 64 connection events */
+        /* The broker's permission violations on any of our connections,
+         * noted by daemon_on_error (its own lock). */
+        denials denied;
         int64_t started_wall_ms, started_mono_ms;
 
         /* lifecycle */
