@@ -98,6 +98,19 @@ void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
                     text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
 }
 
+int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key)
+{
+        int64_t delay = DAEMON_DENIED_DELAY_MIN_MS;
+        for (uint64_t i = 1; i < delivered && delay < DAEMON_DENIED_DELAY_MAX_MS; i++)
+                delay *= 2;
+        if (delay > DAEMON_DENIED_DELAY_MAX_MS)
+                delay = DAEMON_DENIED_DELAY_MAX_MS;
+        /* Jitter without shared random state: a multiplicative hash of the
+         * key, so entries refused together do not come back together. */
+        uint64_t h = (key + delivered) * 0x9E3779B97F4A7C15ULL;
+        return delay - (int64_t)((h >> 33) % (uint64_t)(delay / 5 + 1));
+}
+
 void daemon_close_worker(natsConnection **nc)
 {
         if (!*nc)
