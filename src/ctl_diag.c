@@ -108,6 +108,16 @@ static void print_table(const json_t *doc)
                num(n, "delivered"), num(n, "dropped"), num(n, "deferred"), num(n, "terminated"));
         printf("workers  last turn: fanout %lldms, reader %lldms, control %lldms ago\n", num(w, "fanout"),
                num(w, "reader"), num(w, "control"));
+        const json_t *den = json_object_get(doc, "denials");
+        if (num(den, "total") > 0) {
+                printf("denied   %lld permission violations (PROTOCOL §11.3 grants missing?):\n", num(den, "total"));
+                size_t di;
+                json_t *dv;
+                json_array_foreach(json_object_get(den, "subjects"), di, dv)
+                        printf("  cannot %s \"%s\" x%lld\n", str(dv, "op"), str(dv, "subject"), num(dv, "count"));
+                if (num(den, "untracked") > 0)
+                        printf("  %lld more on subjects not tracked\n", num(den, "untracked"));
+        }
         printf("config  ");
         const char *key;
         json_t *v;

@@ -47,17 +47,68 @@ void daemon_shut_link(daemon_ctx *d)
                         natsConnection_Close(all[i]);
 }
 
+/* PROTOCOL §10.3 names the line; §11.3 is what the operator compares the
+ * credential with. One line per distinct subject (a denied publish is
+ * dropped by the server without an answer, so whatever sent it retries
+ * on its own schedule and would repeat the line each time); the repeats
+ * are counted for the diagnostics. */
+static void note_denial(daemon_ctx *d, const char *text)
+{
+        denial_op op;
+        char subject[DENIALS_SUBJECT_MAX];
+        if (!denials_parse(text, &op, subject, sizeof subject)) {
+                op = DENIAL_OTHER;
+                snprintf(subject, sizeof subject, "%s", text && *text ? text : "(no text)");
+        }
+        uint64_t count = 0;
+        denial_seen seen = denials_note(&d->denied, op, subject, daemon_mono_ms(), &count);
+        if (seen == DENIAL_FIRST) {
+                char reason[CONNLOG_REASON_MAX];
+                snprintf(reason, sizeof reason, "permission denied: %s \"%.100s\"", denial_op_verb(op), subject);
+                connlog_add(&d->links, CONNLOG_ERROR, reason);
+                log_error("! delivery endpoint: NATS permission denied: cannot %s \"%s\" — check this endpoint's "
+                          "ACLs (a denied peer looks \"absent\" rather than blocked); the delivery credential needs "
+                          "PROTOCOL §11.3's grants. Repeats on this subject are counted, not logged",
+                          denial_op_verb(op), subject);
+        } else if (seen == DENIAL_TABLE_FULL) {
+                log_error("! delivery endpoint: NATS permission denied on more than %d distinct subjects (the latest: "
+                          "cannot %s \"%s\"); further subjects are counted, not logged",
+                          DENIALS_MAX_SUBJECTS, denial_op_verb(op), subject);
+        }
+}
+
 void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg)
 {
         daemon_ctx *d = arg;
-        const char *text = NULL;
-        natsConnection_GetLastError(nc, &text);
+        /* While this callback runs, cnats has set this thread's last error
+         * to the text of the very error reported; the connection's own
+         * last error may already be a later one. */
+        const char *text = nats_GetLastError(NULL);
+        if (!text || !*text)
+                natsConnection_GetLastError(nc, &text);
+        if (err == NATS_NOT_PERMITTED) {
+                note_denial(d, text);
+                return;
+        }
         char reason[CONNLOG_REASON_MAX];
         snprintf(reason, sizeof reason, "%s%s%s (subscription %.64s)", natsStatus_GetText(err), text ? ": " : "",
                  text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
         connlog_add(&d->links, CONNLOG_ERROR, reason);
         log_warning("! delivery endpoint: %s%s%s (subscription %s)", natsStatus_GetText(err), text ? ": " : "",
                     text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
+}
+
+int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key)
+{
+        int64_t delay = DAEMON_DENIED_DELAY_MIN_MS;
+        for (uint64_t i = 1; i < delivered && delay < DAEMON_DENIED_DELAY_MAX_MS; i++)
+                delay *= 2;
+        if (delay > DAEMON_DENIED_DELAY_MAX_MS)
+                delay = DAEMON_DENIED_DELAY_MAX_MS;
+        /* Jitter without shared random state: a multiplicative hash of the
+         * key, so entries refused together do not come back together. */
+        uint64_t h = (key + delivered) * 0x9E3779B97F4A7C15ULL;
+        return delay - (int64_t)((h >> 33) % (uint64_t)(delay / 5 + 1));
 }
 
 void daemon_close_worker(natsConnection **nc)

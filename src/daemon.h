@@ -1,13 +1,15 @@
 /* daemon: the one context of cotal-deliveryd. It owns the configuration,
  * the connection, the lease, the workers and the counters; every module
  * gets it passed explicitly. Threads: see README.md "Threading". The only
- * state written from cnats' threads are the atomics under "link". */
+ * state written from cnats' threads are the atomics under "link" and the
+ * permission-violation table "denied" (behind its own mutex). */
 #pragma once
 
 #include "broker.h"
 #include "config.h"
 #include "connlog.h"
 #include "creds.h"
+#include "denials.h"
 #include "contract_subject.h"
 #include "lease.h"
 
@@ -59,6 +61,9 @@ typedef struct daemon {
         atomic_bool link_closed;            /* the connection is closed for good */
         atomic_ullong reconnects;
         connlog links;                      /* the last 64 connection events */
+        /* The broker's permission violations on any of our connections,
+         * noted by daemon_on_error (its own lock). */
+        denials denied;
         int64_t started_wall_ms, started_mono_ms;
 
         /* lifecycle */
@@ -119,7 +124,19 @@ int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc);
 /* Flushes (bounded), closes and destroys a worker connection; NULLs it. */
 void daemon_close_worker(natsConnection **nc);
 
-/* The main connection's asynchronous-error callback (arg: the daemon). */
+/* The retry delay of work whose publish the broker refused for
+ * permissions (see daemon_on_error): the credential lacks a grant, which
+ * only an operator fixes, so retries back off from DAEMON_DENIED_DELAY_MIN_MS
+ * doubling per delivery to DAEMON_DENIED_DELAY_MAX_MS, spread by up to 20 %
+ * jitter derived from key (e.g. the message's stream sequence). */
+#define DAEMON_DENIED_DELAY_MIN_MS 2000
+#define DAEMON_DENIED_DELAY_MAX_MS 30000
+int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key);
+
+/* The connections' asynchronous-error callback (arg: the daemon). A
+ * permission violation is noted in d->denied and logged once per subject
+ * at error priority (PROTOCOL §10.3 wording); other errors are logged as
+ * warnings. */
 void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg);
 
 /* Ensures a durable consumer of PROTOCOL §3 exists: CONSUMER.INFO, create

@@ -212,6 +212,8 @@ json_t *diag_snapshot(daemon_ctx *d)
                 "config", config_json(&d->cfg), "creds", creds_json(d), "connection_events_total",
                 (json_int_t)events_total,
                 "connection_events", events);
+        if (doc)
+                json_object_set_new(doc, "denials", denials_json(&d->denied));
         return doc;
 }
 

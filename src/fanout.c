@@ -417,15 +417,26 @@ static bool wait_for_reader(daemon_ctx *d, struct fanout *f)
         return true;
 }
 
+/* Whether the broker refused this round's publish to owner's dinbox
+ * subject for permissions (dropped by the server, never answered). */
+static bool dinbox_denied(daemon_ctx *d, struct fanout *f, const char *owner)
+{
+        char *subject = owner ? contract_dinbox_subject(&d->names, owner) : NULL;
+        bool denied = subject && denials_publish_denied_since(&d->denied, subject, f->pub.round_ms);
+        free(subject);
+        return denied;
+}
+
 static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
 {
         (void)jspub_wait(&f->pub, FANOUT_PUBACK_TIMEOUT_MS);
-        char nak[64];
+        char nak[64], nak_denied[64];
         jsack_nak_delay(nak, sizeof nak, FANOUT_NAK_DELAY_MS);
         for (int i = 0; i < n; i++) {
                 plan *p = &f->plans[i];
                 const char *ack = JSACK_ACK;
                 if (p->kind == PLAN_PUBLISHED) {
+                        bool denied = false;
                         for (size_t k = p->first; k < p->first + p->count; k++) {
                                 const jspub_result *res = jspub_result_at(&f->pub, k);
                                 if (res->state == JSPUB_TOO_LARGE) {
@@ -436,7 +447,25 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                                                     natsConnection_GetMaxPayload(f->pub.nc));
                                 } else if (res->state != JSPUB_OK) {
                                         ack = nak;
+                                        denied = denied || dinbox_denied(d, f, f->sent[k].owner);
                                 }
+                        }
+                        jsack_meta meta;
+                        if (denied && jsack_parse(natsMsg_GetReply(f->msgs[i]), &meta)) {
+                                /* The credential lacks PROTOCOL §11.3's
+                                 * "P.dinbox.*" (logged once by
+                                 * daemon_on_error): back off (§6.5 still:
+                                 * nak, never terminate). */
+                                int64_t delay = daemon_denied_delay_ms(meta.delivered, p->seq);
+                                jsack_nak_delay(nak_denied, sizeof nak_denied, delay);
+                                log_debug("Deferred %s seq %" PRIu64 ": an inbox write was refused (permissions), "
+                                          "delivery %" PRIu64 "; retrying in %lld ms",
+                                          d->names.chat_stream, p->seq, meta.delivered, (long long)delay);
+                                note_outcome(f, p->seq, false);
+                                if (pull_ack(&f->pull, f->msgs[i], nak_denied) < 0)
+                                        log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
+                                                    d->names.chat_stream, p->seq);
+                                continue;
                         }
                         if (ack != nak) {
                                 for (size_t k = p->first; k < p->first + p->count; k++) {
@@ -562,6 +591,8 @@ int fanout_start(daemon_ctx *d)
                           f->pull.last_error);
         if (r == 0 && (r = jspub_init(&f->pub, d->fanout_nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up inbox publishing: %s", f->pub.last_error);
+        f->pub.stop = &d->stopping;
+        f->pub.denied_ms = &d->denied.last_ms;
         if (r == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "dfan_%.100s", d->id);

@@ -23,6 +23,7 @@ int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix)
         memset(j, 0, sizeof *j);
         j->nc = nc;
         j->round = 1;
+        j->round_ms = clock_mono_ms();
         j->reply_prefix = broker_unique_subject(inbox_prefix, "pub");
         if (!j->reply_prefix)
                 return -ENOMEM;
@@ -55,6 +56,8 @@ void jspub_fini(jspub *j)
 
 void jspub_reset(jspub *j)
 {
+        j->round_ms = clock_mono_ms();
+        j->gave_up_denied = false;
         j->round++;
         j->n = 0;
         j->outstanding = 0;
@@ -165,18 +168,51 @@ static void take_reply(jspub *j, natsMsg *m)
         json_decref(ack);
 }
 
+/* The deadline drain must not wait past: the caller's, or the graces of
+ * jspub.stop / jspub.denied_ms once they apply (*denied set then). */
+static int64_t effective_deadline(jspub *j, int64_t deadline, int64_t *stop_seen_ms, bool *denied)
+{
+        int64_t now = clock_mono_ms();
+        if (j->stop && atomic_load(j->stop)) {
+                if (!*stop_seen_ms)
+                        *stop_seen_ms = now;
+                if (*stop_seen_ms + JSPUB_STOP_GRACE_MS < deadline)
+                        deadline = *stop_seen_ms + JSPUB_STOP_GRACE_MS;
+        }
+        int64_t denial = j->denied_ms ? atomic_load(j->denied_ms) : 0;
+        if (denial && denial >= j->round_ms && denial + JSPUB_DENIED_GRACE_MS < deadline) {
+                deadline = denial + JSPUB_DENIED_GRACE_MS;
+                *denied = true;
+        }
+        return deadline;
+}
+
 /* Takes replies until none is left pending or the deadline passes.
- * Returns false on timeout. */
+ * Returns false on timeout. While stop or denied_ms is watched, waits in
+ * slices of JSPUB_WATCH_SLICE_MS so either is noticed. */
+#define JSPUB_WATCH_SLICE_MS 100
 static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
 {
+        int64_t stop_seen_ms = 0;
         while (j->outstanding > until_outstanding) {
-                int64_t left = deadline - clock_mono_ms();
-                if (left <= 0)
+                bool denied = false;
+                int64_t until = effective_deadline(j, deadline, &stop_seen_ms, &denied);
+                int64_t left = until - clock_mono_ms();
+                if (left <= 0) {
+                        j->gave_up_denied = denied;
                         return false;
+                }
+                int64_t wait = left;
+                if ((j->stop || j->denied_ms) && wait > JSPUB_WATCH_SLICE_MS)
+                        wait = JSPUB_WATCH_SLICE_MS;
                 natsMsg *m = NULL;
-                natsStatus s = natsSubscription_NextMsg(&m, j->sub, left);
-                if (s == NATS_TIMEOUT)
+                natsStatus s = natsSubscription_NextMsg(&m, j->sub, wait);
+                if (s == NATS_TIMEOUT && wait < left)
+                        continue;
+                if (s == NATS_TIMEOUT) {
+                        j->gave_up_denied = denied;
                         return false;
+                }
                 if (s != NATS_OK) {
                         snprintf(j->last_error, sizeof j->last_error, "PubAck subscription: %s",
                                  natsStatus_GetText(s));
@@ -248,8 +284,13 @@ size_t jspub_wait(jspub *j, int64_t timeout_ms)
         for (size_t i = 0; i < j->n; i++) {
                 if (j->results[i].state == JSPUB_PENDING) {
                         j->results[i].state = JSPUB_TIMEOUT;
-                        snprintf(j->last_error, sizeof j->last_error, "no PubAck within %lld ms",
-                                 (long long)timeout_ms);
+                        if (j->gave_up_denied)
+                                snprintf(j->last_error, sizeof j->last_error,
+                                         "no PubAck, and the broker refused a publish of this round (permission "
+                                         "denied)");
+                        else
+                                snprintf(j->last_error, sizeof j->last_error, "no PubAck within %lld ms",
+                                         (long long)timeout_ms);
                 }
                 bad += j->results[i].state != JSPUB_OK;
         }

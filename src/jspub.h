@@ -7,11 +7,16 @@
 #pragma once
 
 #include <nats/nats.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define JSPUB_MAX_INFLIGHT 4096
+/* How long PubAcks are still taken after the owner starts stopping, or
+ * after a permission violation in the round (see stop, denied_ms). */
+#define JSPUB_STOP_GRACE_MS 1000
+#define JSPUB_DENIED_GRACE_MS 500
 
 typedef enum {
         JSPUB_PENDING = 0,
@@ -43,6 +48,17 @@ typedef struct jspub {
         natsMsg **spent;
         size_t n_spent, cap_spent;
         char last_error[256];
+        /* Optional, set by the owner after jspub_init (NULL: ignored).
+         * The PubAck wait ends early JSPUB_STOP_GRACE_MS after *stop is
+         * set, and JSPUB_DENIED_GRACE_MS after a permission violation
+         * (*denied_ms, monotonic ms, 0: none) at or after this round
+         * began: the server drops a refused publish without an answer,
+         * so waiting the full timeout would only hold the batch. What is
+         * unanswered then ends JSPUB_TIMEOUT, as it would anyway. */
+        const atomic_bool *stop;
+        const atomic_llong *denied_ms;
+        int64_t round_ms;        /* monotonic ms at jspub_reset */
+        bool gave_up_denied;     /* this round's wait ended on a violation */
 } jspub;
 
 int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix);

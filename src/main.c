@@ -440,6 +440,7 @@ int main(int argc, char **argv)
         d.started_wall_ms = daemon_wall_ms();
         d.started_mono_ms = daemon_mono_ms();
         connlog_init(&d.links);
+        denials_init(&d.denied);
         publish_tunables(&d);
         if (d.cfg.diag_socket && diag_open(&d, d.cfg.diag_socket, err, sizeof err) < 0)
                 log_warning("Diagnostics socket %s not opened: %s; running without it", d.cfg.diag_socket, err);
@@ -559,6 +560,7 @@ out_nats:
 out:
         diag_close(&d);
         connlog_fini(&d.links);
+        denials_fini(&d.denied);
         if (d.creds_loaded)
                 creds_source_fini(&d.creds);
         contract_names_fini(&d.names);

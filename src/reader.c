@@ -150,17 +150,43 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
         return v;
 }
 
+/* Whether the broker refused this round's publish to owner's dlv subject
+ * for permissions (the server drops it; no PubAck ever comes). */
+static bool dlv_denied(daemon_ctx *d, struct reader *r, const char *owner)
+{
+        char *subject = contract_dlv_subject(&d->names, owner);
+        bool denied = subject && denials_publish_denied_since(&d->denied, subject, r->pub.round_ms);
+        free(subject);
+        return denied;
+}
+
 static void finish_batch(daemon_ctx *d, struct reader *r, int n)
 {
         (void)jspub_wait(&r->pub, READER_PUBACK_TIMEOUT_MS);
-        char nak[64];
+        char nak[64], nak_denied[64];
         jsack_nak_delay(nak, sizeof nak, READER_NAK_DELAY_MS);
         for (int i = 0; i < n; i++) {
                 verdict *v = &r->v[i];
                 decision final = v->what;
+                const char *nak_this = nak;
                 if (v->what == DECIDE_TRANSFER) {
                         const jspub_result *res = jspub_result_at(&r->pub, (size_t)v->pub);
-                        if (res && res->state == JSPUB_OK) {
+                        if (res && res->state != JSPUB_OK && dlv_denied(d, r, v->owner)) {
+                                /* The credential lacks PROTOCOL §11.3's
+                                 * "P.dlv.*": daemon_on_error logged the
+                                 * subject once. Not the entry's fault, and
+                                 * only an operator fixes it, so no row 7
+                                 * ceiling (as §7 exempts KV read failures:
+                                 * nothing is terminated for an outage) and a
+                                 * growing back-off instead of a hot retry. */
+                                int64_t delay = daemon_denied_delay_ms(v->delivered, v->seq);
+                                jsack_nak_delay(nak_denied, sizeof nak_denied, delay);
+                                log_debug("Deferred %s seq %" PRIu64 " for %.64s: its dlv publish was refused "
+                                          "(permissions), delivery %" PRIu64 "; retrying in %lld ms",
+                                          d->names.inbox_stream, v->seq, v->owner, v->delivered, (long long)delay);
+                                final = DECIDE_NAK;
+                                nak_this = nak_denied;
+                        } else if (res && res->state == JSPUB_OK) {
                                 final = DECIDE_ACK;
                                 atomic_fetch_add(&d->counters.delivered, 1);
                                 log_debug("Delivered %s seq %" PRIu64 " to %s.dlv.%.64s", d->names.inbox_stream,
@@ -181,7 +207,7 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                 }
                 const char *ack = JSACK_ACK;
                 if (final == DECIDE_NAK) {
-                        ack = nak;
+                        ack = nak_this;
                         atomic_fetch_add(&d->counters.deferred, 1);
                 } else if (final == DECIDE_TERM) {
                         ack = JSACK_TERM;
@@ -273,6 +299,8 @@ int reader_start(daemon_ctx *d)
                           r->pull.last_error);
         if (rc == 0 && (rc = jspub_init(&r->pub, d->reader_nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up deliver publishing: %s", r->pub.last_error);
+        r->pub.stop = &d->stopping;
+        r->pub.denied_ms = &d->denied.last_ms;
         if (rc == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "drdr_%.100s", d->id);

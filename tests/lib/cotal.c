@@ -354,7 +354,8 @@ json_t *co_request(const char *space, const char *agent, const char *body, const
         return j;
 }
 
-void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra, char *const *env)
+/* auth: "--no-auth", or "--creds" followed by creds. */
+static void spawn(co_daemon *dm, const char *space, const char *creds, const char *const *extra, char *const *env)
 {
         const char *bin = getenv("COTAL_DELIVERYD");
         ck_assert_msg(bin, "COTAL_DELIVERYD is not set");
@@ -374,7 +375,12 @@ void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra,
         argv[n++] = (char *)space;
         argv[n++] = "--server";
         argv[n++] = tu_broker.url;
-        argv[n++] = "--no-auth";
+        if (creds) {
+                argv[n++] = "--creds";
+                argv[n++] = (char *)creds;
+        } else {
+                argv[n++] = "--no-auth";
+        }
         argv[n++] = "--log-level";
         argv[n++] = "debug";
         for (int i = 0; extra && extra[i] && n < 47; i++)
@@ -382,6 +388,17 @@ void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra,
         argv[n] = NULL;
         memset(dm, 0, sizeof *dm);
         ck_assert_int_eq(proc_spawn(&dm->p, argv, env), 0);
+}
+
+void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra, char *const *env)
+{
+        spawn(dm, space, NULL, extra, env);
+}
+
+void co_daemon_spawn_creds(co_daemon *dm, const char *space, const char *creds, const char *const *extra,
+                           char *const *env)
+{
+        spawn(dm, space, creds, extra, env);
 }
 
 static bool ready_or_exited(void *arg)

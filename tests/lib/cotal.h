@@ -87,6 +87,9 @@ bool co_daemon_start(co_daemon *dm, const char *space, const char *const *extra)
 /* Spawns without waiting. With COTAL_TEST_VALGRIND set, the daemon runs
  * under valgrind memcheck (exit status 99 on any error or leak). */
 void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra, char *const *env);
+/* The same with --creds creds instead of --no-auth (operator-mode brokers). */
+void co_daemon_spawn_creds(co_daemon *dm, const char *space, const char *creds, const char *const *extra,
+                           char *const *env);
 bool co_daemon_wait_ready(co_daemon *dm, int64_t timeout_ms);
 /* SIGTERM and wait; returns the exit status. */
 int co_daemon_stop(co_daemon *dm);
