@@ -336,7 +336,7 @@ void co_daemon_spawn(co_daemon *dm, const char *space, const char *const *extra,
         argv[n++] = "--space";
         argv[n++] = (char *)space;
         argv[n++] = "--server";
-        argv[n++] = tu_broker.url;
+        argv[n++] = tu_servers ? (char *)tu_servers : tu_broker.url;
         argv[n++] = "--no-auth";
         argv[n++] = "--log-level";
         argv[n++] = "debug";
