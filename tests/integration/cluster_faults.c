@@ -44,11 +44,51 @@ static const char *const members[] = {BOB, CAROL, DAVE};
 static natsd_cluster cl;
 static co_daemon dm;
 static uint64_t dlv_expected; /* deliveries in DLV over the cases run so far */
+static json_t *space_streams; /* the space's stream names (owned), read in setup */
 
 static void nap_ms(int ms)
 {
         struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
+}
+
+/* A JetStream API reply without an error (owned), or NULL when the request
+ * failed or was refused: reads made around an election are retried by the
+ * caller instead of failing the test (tu_api asserts). */
+static json_t *api_try(const char *subject)
+{
+        natsMsg *reply = NULL;
+        if (natsConnection_RequestString(&reply, tu_nc, subject, "", READ_TIMEOUT_MS) != NATS_OK)
+                return NULL;
+        json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
+        natsMsg_Destroy(reply);
+        if (j && json_object_get(j, "error")) {
+                json_decref(j);
+                j = NULL;
+        }
+        return j;
+}
+
+/* A stream's state.<field>, or -1 if it cannot be read right now. */
+static int64_t stream_state(const char *stream, const char *field)
+{
+        char subject[256];
+        snprintf(subject, sizeof subject, "$JS.API.STREAM.INFO.%s", stream);
+        json_t *j = api_try(subject);
+        json_t *v = json_object_get(json_object_get(j, "state"), field);
+        int64_t n = json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+        json_decref(j);
+        return n;
+}
+
+/* dlv_state, retried (bounded) for a read that must succeed. */
+static uint64_t dlv_state_now(const char *field)
+{
+        int64_t n = -1;
+        for (int a = 0; a < READ_ATTEMPTS && n < 0; a++)
+                n = stream_state(DLV, field);
+        ck_assert_msg(n >= 0, "cannot read %s state.%s", DLV, field);
+        return (uint64_t)n;
 }
 
 /* Every stream of the space (5 streams, 5 KV buckets) is R3 with two
@@ -57,6 +97,7 @@ static void assert_replicated(void)
 {
         json_t *names = tu_api("$JS.API.STREAM.NAMES%s%s", "", "", NULL);
         json_t *list = json_object_get(names, "streams");
+        space_streams = json_incref(list);
         ck_assert_int_eq(json_array_size(list), 10);
         size_t i;
         json_t *name;
@@ -108,6 +149,8 @@ static void teardown(void)
                 tu_nc = NULL;
         }
         tu_servers = NULL;
+        json_decref(space_streams);
+        space_streams = NULL;
         cluster_destroy(&cl);
 }
 
@@ -187,7 +230,7 @@ static tally count_set(jsCtx *js, const char *prefix)
         tally t = {0};
         int(*seen)[ROUND] = calloc(K, sizeof *seen);
         ck_assert_ptr_nonnull(seen);
-        uint64_t last = co_last_seq(DLV);
+        uint64_t last = dlv_state_now("last_seq");
         size_t pl = strlen(prefix);
         for (uint64_t seq = 1; seq <= last; seq++) {
                 natsMsg *m = NULL;
@@ -229,12 +272,8 @@ static bool consumer_idle(const char *stream, const char *durable)
 {
         char subject[256];
         snprintf(subject, sizeof subject, "$JS.API.CONSUMER.INFO.%s.%s", stream, durable);
-        natsMsg *reply = NULL;
-        if (natsConnection_RequestString(&reply, tu_nc, subject, "", READ_TIMEOUT_MS) != NATS_OK)
-                return false;
-        json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
-        natsMsg_Destroy(reply);
-        bool idle = j && !json_object_get(j, "error") && json_integer_value(json_object_get(j, "num_pending")) == 0 &&
+        json_t *j = api_try(subject);
+        bool idle = j && json_integer_value(json_object_get(j, "num_pending")) == 0 &&
                     json_integer_value(json_object_get(j, "num_ack_pending")) == 0;
         json_decref(j);
         return idle;
@@ -245,23 +284,21 @@ static bool settled(void *arg)
         (void)arg;
         nap_ms(POLL_MS); /* three API requests per poll: spare the loaded broker */
         return consumer_idle(CHAT, "fanout") && consumer_idle(INBOX, "reader") &&
-               co_messages(DLV, NULL) >= dlv_expected;
+               stream_state(DLV, "messages") >= (int64_t)dlv_expected;
 }
 
 static bool streams_healthy(void)
 {
-        json_t *names = tu_api("$JS.API.STREAM.NAMES%s%s", "", "", NULL);
         size_t i;
         json_t *name;
         bool ok = true;
-        json_array_foreach(json_object_get(names, "streams"), i, name) {
+        json_array_foreach(space_streams, i, name) {
                 if (!ok)
                         break;
                 ok = cluster_wait_stream_healthy(&cl, tu_nc, json_string_value(name), REJOIN_MS);
                 if (!ok)
                         fprintf(stderr, "%s: not all replicas current after the restart\n", json_string_value(name));
         }
-        json_decref(names);
         return ok;
 }
 
@@ -299,18 +336,22 @@ static int pick_victim(victim_kind kind)
         return (inbox + 1) % NODES;
 }
 
-/* The lease's revision (read while the cluster is whole). */
-static uint64_t lease_revision(void)
+/* The lease bucket holds only the lease key, so its last sequence is the
+ * lease's revision (-1 if it cannot be read right now). */
+static int64_t lease_revision(void)
 {
-        uint64_t rev = 0;
-        json_decref(co_kv_value("cotal_delivery_" S, "lease.0", &rev));
-        return rev;
+        return stream_state(LEASE_STREAM, "last_seq");
 }
 
 static bool lease_renewed(void *arg)
 {
         nap_ms(POLL_MS); /* a read per POLL_MS is plenty against a 15 s period */
-        return lease_revision() > *(uint64_t *)arg;
+        int64_t rev = *(int64_t *)arg;
+        if (rev < 0) {
+                *(int64_t *)arg = lease_revision(); /* no base yet */
+                return false;
+        }
+        return lease_revision() > rev;
 }
 
 static bool time_reached(void *arg)
@@ -340,7 +381,7 @@ static void kill_mid_load(const char *label, const char *prefix, victim_kind kin
         if (kind == VICTIM_LEASE_LEADER) {
                 /* Time the kill so the next renew (every 15 s, §9) falls
                  * into the lease bucket's leader election. */
-                uint64_t rev = lease_revision();
+                int64_t rev = lease_revision();
                 ck_assert_msg(test_wait_until(lease_renewed, &rev, CONTRACT_RENEW_MS + 10000), "no lease renew seen");
                 int64_t start = test_now_ms() + LEASE_KILL_AFTER_RENEW_MS - 1500;
                 kill_due = start + 1500;
@@ -385,7 +426,7 @@ static void kill_mid_load(const char *label, const char *prefix, victim_kind kin
         bool ok = test_wait_until(settled, NULL, SETTLE_MS);
         int64_t settle_ms = test_now_ms() - t_settle;
         tally t = count_set(js, prefix);
-        uint64_t total = co_messages(DLV, NULL);
+        uint64_t total = dlv_state_now("messages");
         printf("cluster_faults: %s: %d messages, %d lost, %d duplicated, recovery %.1f s\n", label, ROUND * (int)K,
                t.lost, t.dup, (double)(t_recovered - t_kill) / 1000.0);
         printf("cluster_faults: %s: killed %s (leading %s) after %.1f s of load; settled %.1f s later; "
