@@ -14,6 +14,7 @@
 
 #define HDR_MSG_ID "Nats-Msg-Id"
 #define HDR_STATUS "Status"
+#define HDR_DESCRIPTION "Description"
 /* How long a publish may wait for room in the in-flight window. */
 #define JSPUB_WINDOW_WAIT_MS 10000
 #define JSPUB_SPENT_MAX 1024
@@ -61,6 +62,7 @@ void jspub_reset(jspub *j)
         j->round++;
         j->n = 0;
         j->outstanding = 0;
+        j->no_responders = 0;
 }
 
 const jspub_result *jspub_result_at(const jspub *j, size_t index)
@@ -146,7 +148,13 @@ static void take_reply(jspub *j, natsMsg *m)
 
         const char *status = NULL;
         if (natsMsgHeader_Get(m, HDR_STATUS, &status) == NATS_OK && status) {
+                /* 503: no stream takes the subject, or (in a cluster) the
+                 * stream has no leader while it elects one. */
+                const char *desc = NULL;
+                (void)natsMsgHeader_Get(m, HDR_DESCRIPTION, &desc);
                 r->state = strcmp(status, "503") == 0 ? JSPUB_NO_STREAM : JSPUB_ERROR;
+                snprintf(j->last_error, sizeof j->last_error, "publish answered with status %.16s%s%.200s", status,
+                         desc && *desc ? " " : "", desc ? desc : "");
                 return;
         }
         if (parse_puback_fast(natsMsg_GetData(m), natsMsg_GetDataLength(m), r))
@@ -188,10 +196,11 @@ static int64_t effective_deadline(jspub *j, int64_t deadline, int64_t *stop_seen
 }
 
 /* Takes replies until none is left pending or the deadline passes.
- * Returns false on timeout. While stop or denied_ms is watched, waits in
- * slices of JSPUB_WATCH_SLICE_MS so either is noticed. */
+ * Returns 0, -ETIMEDOUT, or another -errno when the PubAck subscription
+ * failed (last_error says how). While stop or denied_ms is watched, waits
+ * in slices of JSPUB_WATCH_SLICE_MS so either is noticed. */
 #define JSPUB_WATCH_SLICE_MS 100
-static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
+static int drain(jspub *j, size_t until_outstanding, int64_t deadline)
 {
         int64_t stop_seen_ms = 0;
         while (j->outstanding > until_outstanding) {
@@ -200,7 +209,7 @@ static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
                 int64_t left = until - clock_mono_ms();
                 if (left <= 0) {
                         j->gave_up_denied = denied;
-                        return false;
+                        return -ETIMEDOUT;
                 }
                 int64_t wait = left;
                 if ((j->stop || j->denied_ms) && wait > JSPUB_WATCH_SLICE_MS)
@@ -211,17 +220,28 @@ static bool drain(jspub *j, size_t until_outstanding, int64_t deadline)
                         continue;
                 if (s == NATS_TIMEOUT) {
                         j->gave_up_denied = denied;
-                        return false;
+                        return -ETIMEDOUT;
+                }
+                if (s == NATS_NO_RESPONDERS) {
+                        /* One publish was refused (no stream takes the
+                         * subject, or in a cluster its stream is electing
+                         * a leader); cnats dropped the 503 itself, so keep
+                         * taking the others' replies. */
+                        j->outstanding--;
+                        j->no_responders++;
+                        snprintf(j->last_error, sizeof j->last_error,
+                                 "no responders: the stream has no leader (cluster election) or does not exist");
+                        continue;
                 }
                 if (s != NATS_OK) {
                         snprintf(j->last_error, sizeof j->last_error, "PubAck subscription: %s",
                                  natsStatus_GetText(s));
-                        return false;
+                        return broker_errno(s) < 0 ? broker_errno(s) : -EIO;
                 }
                 take_reply(j, m);
                 retire(j, m);
         }
-        return true;
+        return 0;
 }
 
 static long new_slot(jspub *j)
@@ -279,16 +299,18 @@ size_t jspub_wait(jspub *j, int64_t timeout_ms)
          * (~1 ms later, research/cnats.md pitfall 1). */
         if (j->outstanding > 0)
                 (void)natsConnection_FlushTimeout(j->nc, timeout_ms < 1000 ? timeout_ms : 1000);
-        (void)drain(j, 0, clock_mono_ms() + timeout_ms);
+        int r = drain(j, 0, clock_mono_ms() + timeout_ms);
         size_t bad = 0;
         for (size_t i = 0; i < j->n; i++) {
                 if (j->results[i].state == JSPUB_PENDING) {
-                        j->results[i].state = JSPUB_TIMEOUT;
+                        /* Every reply came in: the unanswered ones got
+                         * the 503s (see no_responders). */
+                        j->results[i].state = r == 0 && j->no_responders ? JSPUB_NO_STREAM : JSPUB_TIMEOUT;
                         if (j->gave_up_denied)
                                 snprintf(j->last_error, sizeof j->last_error,
                                          "no PubAck, and the broker refused a publish of this round (permission "
                                          "denied)");
-                        else
+                        else if (r == -ETIMEDOUT)
                                 snprintf(j->last_error, sizeof j->last_error, "no PubAck within %lld ms",
                                          (long long)timeout_ms);
                 }

@@ -41,6 +41,11 @@ typedef struct jspub {
         uint64_t round;          /* replies of older rounds are ignored */
         jspub_result *results;   /* one per publish of this round */
         size_t n, cap, outstanding;
+        /* 503 replies this round. cnats 3.4.1 turns an empty 503 into
+         * NATS_NO_RESPONDERS and drops the message, reply subject and all,
+         * so which publish it answered is unknown: the publishes still
+         * unanswered once every reply is in are the refused ones. */
+        size_t no_responders;
         /* Messages done with, destroyed together at the end of a round:
          * cnats 3.4.1 hands every destroyed natsMsg to its collector
          * thread and wakes it each time it sleeps, so one destroy per

@@ -15,7 +15,14 @@ typedef struct lease {
         char *holder;           /* owned copy of <D> */
         uint64_t revision;      /* last revision we wrote; 0 = not held */
         bool ready;
-        int64_t last_write_ms;  /* monotonic */
+        int64_t last_write_ms;  /* monotonic; for a renew, when it was first sent */
+        /* A renew whose outcome is not known yet (it timed out, or the
+         * bucket had no leader): the exact value every retry rewrites, so
+         * a retry that finds the key moved can tell whether the move was
+         * an earlier try of its own. Owned; NULL when no renew is open. */
+        char *renew_value;
+        int64_t renew_started_ms; /* monotonic, its first try */
+        bool renew_tried;         /* a try was sent and may have landed */
         char last_error[512];
 } lease;
 
@@ -28,7 +35,11 @@ int lease_acquire(lease *l);
 /* CAS update to ready:true (§9 mark ready). 0 or -errno. */
 int lease_mark_ready(lease *l);
 /* CAS update rewriting since (and ready). -ESTALE when someone else wrote
- * the key; any failure means the lease is lost (§9). */
+ * the key: the lease is lost (§9). Another error (timeout, no responders
+ * while a cluster elects the bucket's leader, disconnected) leaves the
+ * renew open: the next call retries the same value, and if an earlier try
+ * did land it is recognised and adopted instead of being taken for a
+ * rival's write. Whether to retry or give up is the caller's call. */
 int lease_renew(lease *l);
 /* Conditional delete guarded by our last revision (§9 release [FIX]).
  * Returns 0, -ESTALE (not ours any more), or an error; never retries. */

@@ -36,6 +36,13 @@
 #define STATUS_PERIOD_MS 5000
 #define MALLOC_ARENAS 2             /* see main() */
 #define STANDBY_POLL_MS 100         /* --standby: lease key reads */
+/* A renew that could not complete (no answer, or the bucket's stream
+ * electing a leader in a cluster) is retried this often, but only while the
+ * record it renews certainly still lives: its TTL runs from our last
+ * confirmed write, and a try may itself take the KV timeout. */
+#define LEASE_RETRY_MS 1000
+#define LEASE_TRY_TIMEOUT_MS 2000
+#define LEASE_GIVE_UP_MS (CONTRACT_LEASE_TTL_MS - LEASE_TRY_TIMEOUT_MS - 1000)
 /* A worker whose loop has not turned for this long is wedged: a batch
  * waits at most ~10 s for PubAcks and a join's catch-up is bounded by its
  * fetch expiries, so 45 s leaves room for both. */
@@ -363,6 +370,7 @@ static int run(daemon_ctx *d, const sigset_t *signals)
         char line[512];
         int64_t last_probe = daemon_mono_ms(), last_status = 0;
         int64_t wd_ms = notify_watchdog_ms(), last_wd = 0;
+        int64_t next_renew = 0;
 
         for (;;) {
                 struct timespec tick = {.tv_sec = 0, .tv_nsec = MAIN_TICK_MS * 1000000L};
@@ -380,16 +388,30 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                         return 1;
                 int64_t now = daemon_mono_ms();
 
-                /* §9 renew: every 15 s; any failure ends the process. */
-                if (now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS) {
+                /* §9 renew: every 15 s. A rival's write (the revision
+                 * moved) ends the process at once. A try that got no
+                 * answer is retried while the record is certainly alive
+                 * (LEASE_GIVE_UP_MS after our last confirmed write, so no
+                 * one else can have acquired it: §9's single holder
+                 * stands), then ends the process as §9 says. In a cluster
+                 * this rides out the bucket stream's leader election. */
+                if (now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS && now >= next_renew) {
+                        d->lease.kv.timeout_ms = LEASE_TRY_TIMEOUT_MS;
                         int r = lease_renew(&d->lease);
-                        if (r < 0) {
+                        if (r < 0 && r != -ESTALE && now + LEASE_RETRY_MS < d->lease.last_write_ms + LEASE_GIVE_UP_MS) {
+                                log_warning("Failed to renew the lease (%s); retrying in %d ms (gives up %lld ms "
+                                            "after the last renew)",
+                                            d->lease.last_error, LEASE_RETRY_MS, (long long)LEASE_GIVE_UP_MS);
+                                next_renew = now + LEASE_RETRY_MS;
+                        } else if (r < 0) {
                                 log_error("✗ delivery: lost the lease (%s) — exiting so the holder is single",
                                           d->lease.last_error);
                                 d->lease.revision = 0;
                                 return 1;
+                        } else {
+                                log_debug("Renewed the lease, revision %llu",
+                                          (unsigned long long)d->lease.revision);
                         }
-                        log_debug("Renewed the lease, revision %llu", (unsigned long long)d->lease.revision);
                 }
                 /* §10.3 broker watchdog, from the connection's state. */
                 if (now - last_probe >= WATCHDOG_PERIOD_MS) {

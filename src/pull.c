@@ -153,6 +153,15 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                 natsStatus s = natsSubscription_NextMsg(&m, p->sub, wait);
                 if (s == NATS_TIMEOUT)
                         break;
+                if (s == NATS_NO_RESPONDERS) {
+                        /* cnats 3.4.1 answers an empty 503 this way and
+                         * drops it (classify never sees it): the request is
+                         * over. Keep what was delivered: destroying it
+                         * would leave it to ack_wait (60 s). */
+                        snprintf(p->last_error, sizeof p->last_error, "no responders for %s", p->next_subject);
+                        p->open = false;
+                        return count > 0 ? count : -EAGAIN;
+                }
                 if (s != NATS_OK) {
                         snprintf(p->last_error, sizeof p->last_error, "pull %s/%s: %s", p->stream, p->consumer,
                                  natsStatus_GetText(s));

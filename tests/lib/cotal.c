@@ -374,7 +374,7 @@ static void spawn(co_daemon *dm, const char *space, const char *creds, const cha
         argv[n++] = "--space";
         argv[n++] = (char *)space;
         argv[n++] = "--server";
-        argv[n++] = tu_broker.url;
+        argv[n++] = tu_servers ? (char *)tu_servers : tu_broker.url;
         if (creds) {
                 argv[n++] = "--creds";
                 argv[n++] = (char *)creds;

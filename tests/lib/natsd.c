@@ -63,7 +63,7 @@ bool natsd_available(void)
         return found;
 }
 
-static int free_port(void)
+int natsd_free_port(void)
 {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0)
@@ -183,7 +183,7 @@ int natsd_start(natsd *s, const char *extra_conf)
         }
         int r = -EADDRINUSE;
         for (int i = 0; i < NATSD_PORT_ATTEMPTS && r == -EADDRINUSE; i++) {
-                int port = free_port();
+                int port = natsd_free_port();
                 if (port < 0)
                         return port;
                 s->port = port;

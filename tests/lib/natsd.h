@@ -23,6 +23,9 @@ typedef struct natsd {
 /* True if a nats-server binary is on PATH (tests exit NATSD_SKIP if not). */
 bool natsd_available(void);
 
+/* A loopback TCP port that was free a moment ago (> 0), or -errno. */
+int natsd_free_port(void);
+
 /* Starts a server. extra_conf: text appended to a config file (NULL for
  * none), e.g. accounts for permission tests. 0 or -errno. */
 int natsd_start(natsd *s, const char *extra_conf);

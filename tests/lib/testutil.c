@@ -12,6 +12,7 @@
 natsd tu_broker;
 natsConnection *tu_nc;
 const char *tu_ctl_creds;
+const char *tu_servers;
 
 void tu_broker_setup(void)
 {
@@ -81,7 +82,7 @@ int tu_ctl(char **out, char **err, const char *const *args)
         int n = 0;
         argv[n++] = (char *)ctl;
         argv[n++] = (char *)"--server";
-        argv[n++] = tu_broker.url;
+        argv[n++] = tu_servers ? (char *)tu_servers : tu_broker.url;
         if (tu_ctl_creds) {
                 argv[n++] = (char *)"--creds";
                 argv[n++] = (char *)tu_ctl_creds;

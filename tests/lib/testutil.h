@@ -33,6 +33,10 @@ void tu_broker_setup_conf(const char *conf);
  * otherwise. */
 natsStatus tu_connect_creds(natsConnection **nc, const char *creds, natsErrHandler err_cb, void *closure);
 
+/* The --server value tu_ctl and co_daemon_spawn pass (NULL: tu_broker.url),
+ * e.g. a cluster's comma-separated URL list (cluster.h). Borrowed. */
+extern const char *tu_servers;
+
 /* Creds file tu_ctl passes to cotal-deliveryctl (NULL: none), for
  * operator-mode brokers. */
 extern const char *tu_ctl_creds;
