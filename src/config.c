@@ -157,13 +157,8 @@ static char *trim(char *s)
         return s;
 }
 
-static config_result load_file(config *c, const char *path, char *err, size_t err_size)
+config_result config_load_stream(config *c, FILE *f, const char *path, char *err, size_t err_size)
 {
-        FILE *f = fopen(path, "r");
-        if (!f) {
-                snprintf(err, err_size, "cannot read config file %s: %s", path, strerror(errno));
-                return CONFIG_FAILURE;
-        }
         char line[4096], why[256];
         unsigned lineno = 0;
         config_result res = CONFIG_OK;
@@ -197,6 +192,17 @@ static config_result load_file(config *c, const char *path, char *err, size_t er
                         break;
                 }
         }
+        return res;
+}
+
+static config_result load_file(config *c, const char *path, char *err, size_t err_size)
+{
+        FILE *f = fopen(path, "r");
+        if (!f) {
+                snprintf(err, err_size, "cannot read config file %s: %s", path, strerror(errno));
+                return CONFIG_FAILURE;
+        }
+        config_result res = config_load_stream(c, f, path, err, err_size);
         fclose(f);
         return res;
 }
