@@ -247,6 +247,21 @@ static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *
                 data = "";
                 len = 0;
         }
+        /* A raw NUL is never JSON (not white space, and not allowed unescaped
+         * in a string), but jansson 2.14 drops one that directly follows a
+         * number or a literal ({"n":1<NUL>} loads as {"n":1}), and a body
+         * embedded verbatim (§5.2) would carry it on. Found by fuzz_chat. */
+        {
+                const char *nul = memchr(data, '\0', len);
+
+                if (nul != NULL) {
+                        memset(jerr, 0, sizeof(*jerr));
+                        snprintf(jerr->text, sizeof(jerr->text), "NUL byte at position %zu",
+                                 (size_t)(nul - data));
+                        jerr->position = (int)(nul - data);
+                        return NULL;
+                }
+        }
         v = json_loadb(data, len, JSON_DECODE_ANY, jerr);
         if (v == NULL && int_fallback && json_error_code(jerr) == json_error_numeric_overflow) {
                 v = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, jerr);
