@@ -147,9 +147,11 @@ static int set_value(config *c, const key_def *k, const char *value, char *why, 
         return -EINVAL;
 }
 
+/* Strips the same white space at both ends (a lone CR before a value
+ * stayed in it; found by fuzz_config). */
 static char *trim(char *s)
 {
-        while (*s == ' ' || *s == '\t')
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
                 s++;
         size_t n = strlen(s);
         while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
