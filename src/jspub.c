@@ -71,12 +71,12 @@ const jspub_result *jspub_result_at(const jspub *j, size_t index)
  * parser: one per publish, it was a visible share of the daemon's CPU.
  * Anything else (errors, other servers' shapes) returns false and goes
  * through jansson. */
-static bool parse_puback_fast(const char *d, int len, jspub_result *r)
+static bool parse_puback_fast(const char *d, size_t len, jspub_result *r)
 {
         static const char head[] = "{\"stream\":\"";
         static const char seq_key[] = "\",\"seq\":";
         static const char dup[] = ",\"duplicate\":true}";
-        if (!d || len < (int)sizeof head || memcmp(d, head, sizeof head - 1) != 0 || d[len - 1] != '}')
+        if (!d || len < sizeof head || memcmp(d, head, sizeof head - 1) != 0 || d[len - 1] != '}')
                 return false;
         const char *end = d + len, *q = memchr(d + sizeof head - 1, '"', (size_t)(end - d) - (sizeof head - 1));
         if (!q || end - q < (long)sizeof seq_key || memcmp(q, seq_key, sizeof seq_key - 1) != 0)
@@ -97,6 +97,27 @@ static bool parse_puback_fast(const char *d, int len, jspub_result *r)
         r->seq = seq;
         r->duplicate = duplicate;
         return true;
+}
+
+jspub_state jspub_parse_puback(const char *data, size_t len, jspub_result *r, char *err, size_t err_size)
+{
+        if (parse_puback_fast(data, len, r))
+                return r->state;
+        json_t *ack = data ? json_loadb(data, len, 0, NULL) : NULL;
+        json_t *e = json_object_get(ack, "error");
+        json_t *seq = json_object_get(ack, "seq");
+        if (e || !json_is_integer(seq)) {
+                r->state = JSPUB_ERROR;
+                r->err_code = (int)json_integer_value(json_object_get(e, "err_code"));
+                const char *d = json_string_value(json_object_get(e, "description"));
+                snprintf(err, err_size, "publish refused: %s (err_code %d)", d ? d : "malformed PubAck", r->err_code);
+        } else {
+                r->state = JSPUB_OK;
+                r->seq = (uint64_t)json_integer_value(seq);
+                r->duplicate = json_is_true(json_object_get(ack, "duplicate"));
+        }
+        json_decref(ack);
+        return r->state;
 }
 
 /* Keeps m to be destroyed with others: at the end of the round or once
@@ -146,23 +167,8 @@ static void take_reply(jspub *j, natsMsg *m)
                 r->state = strcmp(status, "503") == 0 ? JSPUB_NO_STREAM : JSPUB_ERROR;
                 return;
         }
-        if (parse_puback_fast(natsMsg_GetData(m), natsMsg_GetDataLength(m), r))
-                return;
-        json_t *ack = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
-        json_t *err = json_object_get(ack, "error");
-        json_t *seq = json_object_get(ack, "seq");
-        if (err || !json_is_integer(seq)) {
-                r->state = JSPUB_ERROR;
-                r->err_code = (int)json_integer_value(json_object_get(err, "err_code"));
-                const char *d = json_string_value(json_object_get(err, "description"));
-                snprintf(j->last_error, sizeof j->last_error, "publish refused: %s (err_code %d)",
-                         d ? d : "malformed PubAck", r->err_code);
-        } else {
-                r->state = JSPUB_OK;
-                r->seq = (uint64_t)json_integer_value(seq);
-                r->duplicate = json_is_true(json_object_get(ack, "duplicate"));
-        }
-        json_decref(ack);
+        (void)jspub_parse_puback(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), r, j->last_error,
+                                 sizeof j->last_error);
 }
 
 /* Takes replies until none is left pending or the deadline passes.
