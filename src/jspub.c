@@ -78,15 +78,25 @@ static bool parse_puback_fast(const char *d, size_t len, jspub_result *r)
         static const char dup[] = ",\"duplicate\":true}";
         if (!d || len < sizeof head || memcmp(d, head, sizeof head - 1) != 0 || d[len - 1] != '}')
                 return false;
-        const char *end = d + len, *q = memchr(d + sizeof head - 1, '"', (size_t)(end - d) - (sizeof head - 1));
-        if (!q || end - q < (long)sizeof seq_key || memcmp(q, seq_key, sizeof seq_key - 1) != 0)
+        const char *end = d + len, *name = d + sizeof head - 1, *q = name;
+        /* Only a name jansson would read as is (printable ASCII, nothing
+         * escaped): "a\\" or a control byte is not JSON, and must not pass
+         * here when jansson would refuse it. */
+        while (q < end && *q != '"') {
+                if (*q < 0x20 || *q > 0x7e || *q == '\\')
+                        return false;
+                q++;
+        }
+        if (q == end || end - q < (long)sizeof seq_key || memcmp(q, seq_key, sizeof seq_key - 1) != 0)
                 return false;
         const char *p = q + sizeof seq_key - 1;
         uint64_t seq = 0;
         int digits = 0;
-        for (; p < end && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
+        /* JSON: no leading zero; jansson: at most INT64_MAX (18 digits are
+         * always below it, and a sequence never reaches 10^18). */
+        for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
                 seq = seq * 10 + (uint64_t)(*p - '0');
-        if (digits == 0)
+        if (digits == 0 || (digits > 1 && p[-digits] == '0'))
                 return false;
         bool duplicate = false;
         if (end - p == (long)sizeof dup - 1 && memcmp(p, dup, sizeof dup - 1) == 0)
@@ -106,7 +116,7 @@ jspub_state jspub_parse_puback(const char *data, size_t len, jspub_result *r, ch
         json_t *ack = data ? json_loadb(data, len, 0, NULL) : NULL;
         json_t *e = json_object_get(ack, "error");
         json_t *seq = json_object_get(ack, "seq");
-        if (e || !json_is_integer(seq)) {
+        if (e || !json_is_integer(seq) || json_integer_value(seq) < 0) {
                 r->state = JSPUB_ERROR;
                 r->err_code = (int)json_integer_value(json_object_get(e, "err_code"));
                 const char *d = json_string_value(json_object_get(e, "description"));
