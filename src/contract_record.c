@@ -918,6 +918,33 @@ bool contract_class_is_durable(contract_class cfg, contract_class dflt)
 
 /* ---- control request / reply (§5.4, §8.2) ------------------------------- */
 
+/* Copies src into dst (size > 0), each byte that does not begin a valid
+ * UTF-8 sequence replaced by '?', cut at a character boundary. */
+static void utf8_sanitize(char *dst, size_t size, const char *src)
+{
+        size_t n = strlen(src), o = 0;
+
+        for (size_t i = 0; i < n;) {
+                unsigned char c = (unsigned char)src[i];
+                size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                     : (c & 0xF8) == 0xF0 ? 4 : 0;
+
+                if (len == 0 || i + len > n || !contract_utf8_valid(src + i, len)) {
+                        len = 1;
+                        if (o + 1 >= size)
+                                break;
+                        dst[o++] = '?';
+                } else {
+                        if (o + len >= size)
+                                break;
+                        memcpy(dst + o, src + i, len);
+                        o += len;
+                }
+                i += len;
+        }
+        dst[o] = '\0';
+}
+
 ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller,
                                            contract_ctl_request *out)
 {
@@ -935,7 +962,10 @@ ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const c
          * integer is not a parse error (callers test "is a number"). */
         root = load_json(data, len, true, NULL, &jerr);
         if (root == NULL) {
-                snprintf(out->error, sizeof(out->error), "%s", jerr.text);
+                /* The text goes into the reply (§8.2 step 2), which must be
+                 * valid UTF-8, but jansson quotes raw input bytes ("invalid
+                 * escape near '\"\\u1<lead byte>'"). */
+                utf8_sanitize(out->error, sizeof(out->error), jerr.text);
                 return json_error_code(&jerr) == json_error_out_of_memory ? CTL_REQ_NOMEM
                                                                           : CTL_REQ_NOT_JSON;
         }
