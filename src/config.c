@@ -147,9 +147,11 @@ static int set_value(config *c, const key_def *k, const char *value, char *why, 
         return -EINVAL;
 }
 
+/* Strips the same white space at both ends (a lone CR before a value
+ * stayed in it; found by fuzz_config). */
 static char *trim(char *s)
 {
-        while (*s == ' ' || *s == '\t')
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
                 s++;
         size_t n = strlen(s);
         while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
@@ -157,13 +159,8 @@ static char *trim(char *s)
         return s;
 }
 
-static config_result load_file(config *c, const char *path, char *err, size_t err_size)
+config_result config_load_stream(config *c, FILE *f, const char *path, char *err, size_t err_size)
 {
-        FILE *f = fopen(path, "r");
-        if (!f) {
-                snprintf(err, err_size, "cannot read config file %s: %s", path, strerror(errno));
-                return CONFIG_FAILURE;
-        }
         char line[4096], why[256];
         unsigned lineno = 0;
         config_result res = CONFIG_OK;
@@ -197,6 +194,17 @@ static config_result load_file(config *c, const char *path, char *err, size_t er
                         break;
                 }
         }
+        return res;
+}
+
+static config_result load_file(config *c, const char *path, char *err, size_t err_size)
+{
+        FILE *f = fopen(path, "r");
+        if (!f) {
+                snprintf(err, err_size, "cannot read config file %s: %s", path, strerror(errno));
+                return CONFIG_FAILURE;
+        }
+        config_result res = config_load_stream(c, f, path, err, err_size);
         fclose(f);
         return res;
 }

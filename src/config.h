@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CONFIG_DEFAULT_BROKER_GONE_MS 15000 /* §10.1, Appendix A */
 /* Environment variables: COTAL_DELIVERYD_<KEY> for every key (e.g.
@@ -44,6 +45,12 @@ typedef enum {
  * message. The shard flags are checked first (§10.2 step 1). */
 config_result config_load(config *c, int argc, char **argv, char *err, size_t err_size);
 void config_fini(config *c);
+
+/* The --config file format read from f (borrowed; path names it in
+ * messages): one "key = value" per line, '#' comments, blank lines. Sets
+ * the keys it names in c, leaves the others. CONFIG_OK or CONFIG_USAGE with
+ * "path:line: ..." in err. Used by config_load; exposed for the fuzzer. */
+config_result config_load_stream(config *c, FILE *f, const char *path, char *err, size_t err_size);
 
 /* Help text for --help. */
 extern const char config_usage[];

@@ -247,6 +247,21 @@ static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *
                 data = "";
                 len = 0;
         }
+        /* A raw NUL is never JSON (not white space, and not allowed unescaped
+         * in a string), but jansson 2.14 drops one that directly follows a
+         * number or a literal ({"n":1<NUL>} loads as {"n":1}), and a body
+         * embedded verbatim (§5.2) would carry it on. Found by fuzz_chat. */
+        {
+                const char *nul = memchr(data, '\0', len);
+
+                if (nul != NULL) {
+                        memset(jerr, 0, sizeof(*jerr));
+                        snprintf(jerr->text, sizeof(jerr->text), "NUL byte at position %zu",
+                                 (size_t)(nul - data));
+                        jerr->position = (int)(nul - data);
+                        return NULL;
+                }
+        }
         v = json_loadb(data, len, JSON_DECODE_ANY, jerr);
         if (v == NULL && int_fallback && json_error_code(jerr) == json_error_numeric_overflow) {
                 v = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, jerr);
@@ -903,6 +918,33 @@ bool contract_class_is_durable(contract_class cfg, contract_class dflt)
 
 /* ---- control request / reply (§5.4, §8.2) ------------------------------- */
 
+/* Copies src into dst (size > 0), each byte that does not begin a valid
+ * UTF-8 sequence replaced by '?', cut at a character boundary. */
+static void utf8_sanitize(char *dst, size_t size, const char *src)
+{
+        size_t n = strlen(src), o = 0;
+
+        for (size_t i = 0; i < n;) {
+                unsigned char c = (unsigned char)src[i];
+                size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                     : (c & 0xF8) == 0xF0 ? 4 : 0;
+
+                if (len == 0 || i + len > n || !contract_utf8_valid(src + i, len)) {
+                        len = 1;
+                        if (o + 1 >= size)
+                                break;
+                        dst[o++] = '?';
+                } else {
+                        if (o + len >= size)
+                                break;
+                        memcpy(dst + o, src + i, len);
+                        o += len;
+                }
+                i += len;
+        }
+        dst[o] = '\0';
+}
+
 ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller,
                                            contract_ctl_request *out)
 {
@@ -920,7 +962,10 @@ ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const c
          * integer is not a parse error (callers test "is a number"). */
         root = load_json(data, len, true, NULL, &jerr);
         if (root == NULL) {
-                snprintf(out->error, sizeof(out->error), "%s", jerr.text);
+                /* The text goes into the reply (§8.2 step 2), which must be
+                 * valid UTF-8, but jansson quotes raw input bytes ("invalid
+                 * escape near '\"\\u1<lead byte>'"). */
+                utf8_sanitize(out->error, sizeof(out->error), jerr.text);
                 return json_error_code(&jerr) == json_error_out_of_memory ? CTL_REQ_NOMEM
                                                                           : CTL_REQ_NOT_JSON;
         }

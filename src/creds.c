@@ -170,9 +170,46 @@ static int derive_public(const unsigned char seed[32], char out[57])
         return ok ? creds_encode_user_key(pub, out) : -EINVAL;
 }
 
-/* Reads and checks a creds file: private mode, a user JWT and a user seed
- * whose public key is the JWT's sub. On success *jwt and *id are owned and
- * raw holds the seed (the caller wipes it). */
+int creds_parse(const char *text, const char *name, char **jwt_out, unsigned char raw[32], char **id, char *err,
+                size_t err_size)
+{
+        *id = NULL;
+        *jwt_out = NULL;
+        char *jwt = section(text, "BEGIN NATS USER JWT");
+        char *seed = section(text, "BEGIN USER NKEY SEED");
+        int r = -EINVAL;
+        char *sub = jwt ? jwt_subject(jwt) : NULL;
+        char pub[57];
+        if (!jwt || !seed) {
+                snprintf(err, err_size, "creds %s: missing the user JWT or the nkey seed", name);
+        } else if (!sub) {
+                snprintf(err, err_size, "creds %s: the JWT has no readable \"sub\"", name);
+        } else if (creds_decode_user_seed(seed, raw) < 0) {
+                snprintf(err, err_size, "creds %s: the nkey seed is not a valid user seed", name);
+        } else if (derive_public(raw, pub) < 0) {
+                snprintf(err, err_size, "creds %s: cannot derive the public key", name);
+        } else if (strcmp(pub, sub) != 0) {
+                snprintf(err, err_size, "creds %s: the seed's public key %s does not match the JWT sub %.64s",
+                         name, pub, sub);
+        } else {
+                *id = strdup(pub);
+                r = *id ? 0 : -ENOMEM;
+        }
+        if (seed) {
+                explicit_bzero(seed, strlen(seed));
+                free(seed);
+        }
+        free(sub);
+        if (r == 0)
+                *jwt_out = jwt;
+        else
+                free(jwt);
+        return r;
+}
+
+/* Reads and checks a creds file: private mode, then creds_parse. On
+ * success *jwt and *id are owned and raw holds the seed (the caller wipes
+ * it). */
 static int load(const char *path, char **jwt_out, unsigned char raw[32], char **id, char *err, size_t err_size)
 {
         struct stat st;
@@ -197,37 +234,9 @@ static int load(const char *path, char **jwt_out, unsigned char raw[32], char **
         fclose(f);
         if (!text)
                 return -ENOMEM;
-        char *jwt = section(text, "BEGIN NATS USER JWT");
-        char *seed = section(text, "BEGIN USER NKEY SEED");
+        int r = creds_parse(text, path, jwt_out, raw, id, err, err_size);
         explicit_bzero(text, n);
         free(text);
-        int r = -EINVAL;
-        char *sub = jwt ? jwt_subject(jwt) : NULL;
-        char pub[57];
-        if (!jwt || !seed) {
-                snprintf(err, err_size, "creds %s: missing the user JWT or the nkey seed", path);
-        } else if (!sub) {
-                snprintf(err, err_size, "creds %s: the JWT has no readable \"sub\"", path);
-        } else if (creds_decode_user_seed(seed, raw) < 0) {
-                snprintf(err, err_size, "creds %s: the nkey seed is not a valid user seed", path);
-        } else if (derive_public(raw, pub) < 0) {
-                snprintf(err, err_size, "creds %s: cannot derive the public key", path);
-        } else if (strcmp(pub, sub) != 0) {
-                snprintf(err, err_size, "creds %s: the seed's public key %s does not match the JWT sub %.64s",
-                         path, pub, sub);
-        } else {
-                *id = strdup(pub);
-                r = *id ? 0 : -ENOMEM;
-        }
-        if (seed) {
-                explicit_bzero(seed, strlen(seed));
-                free(seed);
-        }
-        free(sub);
-        if (r == 0)
-                *jwt_out = jwt;
-        else
-                free(jwt);
         return r;
 }
 

@@ -55,3 +55,10 @@ int creds_encode_user_key(const unsigned char pub[32], char out[57]);
 /* Decodes a user seed ("SU…") to its 32 raw bytes after checking the
  * prefix and CRC. 0 or -EINVAL. */
 int creds_decode_user_seed(const char *seed, unsigned char raw[32]);
+/* The checks of creds_identity on a file's text (NUL-terminated, borrowed;
+ * name is for messages): a user JWT and a user seed whose public key is
+ * the JWT's "sub". On success *jwt and *id are owned by the caller and raw
+ * holds the seed (the caller wipes it). 0, -EINVAL (err says why) or
+ * -ENOMEM. */
+int creds_parse(const char *text, const char *name, char **jwt, unsigned char raw[32], char **id, char *err,
+                size_t err_size);

@@ -119,7 +119,10 @@ char *diag_redact_url(const char *url)
                 size_t len = strcspn(p, ",");
                 const char *scheme = strstr(p, "://");
                 const char *host = scheme && scheme < p + len ? scheme + 3 : p;
-                const char *at = memchr(host, '@', len - (size_t)(host - p));
+                /* cnats (natsUrl_Create) ends the user info at the LAST
+                 * '@', so a password may hold '@'; the first one would leave
+                 * the rest of it in the document. */
+                const char *at = memrchr(host, '@', len - (size_t)(host - p));
                 if (at) {
                         memcpy(out + o, p, (size_t)(host - p));
                         o += (size_t)(host - p);

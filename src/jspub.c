@@ -76,22 +76,32 @@ const jspub_result *jspub_result_at(const jspub *j, size_t index)
  * parser: one per publish, it was a visible share of the daemon's CPU.
  * Anything else (errors, other servers' shapes) returns false and goes
  * through jansson. */
-static bool parse_puback_fast(const char *d, int len, jspub_result *r)
+static bool parse_puback_fast(const char *d, size_t len, jspub_result *r)
 {
         static const char head[] = "{\"stream\":\"";
         static const char seq_key[] = "\",\"seq\":";
         static const char dup[] = ",\"duplicate\":true}";
-        if (!d || len < (int)sizeof head || memcmp(d, head, sizeof head - 1) != 0 || d[len - 1] != '}')
+        if (!d || len < sizeof head || memcmp(d, head, sizeof head - 1) != 0 || d[len - 1] != '}')
                 return false;
-        const char *end = d + len, *q = memchr(d + sizeof head - 1, '"', (size_t)(end - d) - (sizeof head - 1));
-        if (!q || end - q < (long)sizeof seq_key || memcmp(q, seq_key, sizeof seq_key - 1) != 0)
+        const char *end = d + len, *name = d + sizeof head - 1, *q = name;
+        /* Only a name jansson would read as is (printable ASCII, nothing
+         * escaped): "a\\" or a control byte is not JSON, and must not pass
+         * here when jansson would refuse it. */
+        while (q < end && *q != '"') {
+                if (*q < 0x20 || *q > 0x7e || *q == '\\')
+                        return false;
+                q++;
+        }
+        if (q == end || end - q < (long)sizeof seq_key || memcmp(q, seq_key, sizeof seq_key - 1) != 0)
                 return false;
         const char *p = q + sizeof seq_key - 1;
         uint64_t seq = 0;
         int digits = 0;
-        for (; p < end && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
+        /* JSON: no leading zero; jansson: at most INT64_MAX (18 digits are
+         * always below it, and a sequence never reaches 10^18). */
+        for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
                 seq = seq * 10 + (uint64_t)(*p - '0');
-        if (digits == 0)
+        if (digits == 0 || (digits > 1 && p[-digits] == '0'))
                 return false;
         bool duplicate = false;
         if (end - p == (long)sizeof dup - 1 && memcmp(p, dup, sizeof dup - 1) == 0)
@@ -102,6 +112,27 @@ static bool parse_puback_fast(const char *d, int len, jspub_result *r)
         r->seq = seq;
         r->duplicate = duplicate;
         return true;
+}
+
+jspub_state jspub_parse_puback(const char *data, size_t len, jspub_result *r, char *err, size_t err_size)
+{
+        if (parse_puback_fast(data, len, r))
+                return r->state;
+        json_t *ack = data ? json_loadb(data, len, 0, NULL) : NULL;
+        json_t *e = json_object_get(ack, "error");
+        json_t *seq = json_object_get(ack, "seq");
+        if (e || !json_is_integer(seq) || json_integer_value(seq) < 0) {
+                r->state = JSPUB_ERROR;
+                r->err_code = (int)json_integer_value(json_object_get(e, "err_code"));
+                const char *d = json_string_value(json_object_get(e, "description"));
+                snprintf(err, err_size, "publish refused: %s (err_code %d)", d ? d : "malformed PubAck", r->err_code);
+        } else {
+                r->state = JSPUB_OK;
+                r->seq = (uint64_t)json_integer_value(seq);
+                r->duplicate = json_is_true(json_object_get(ack, "duplicate"));
+        }
+        json_decref(ack);
+        return r->state;
 }
 
 /* Keeps m to be destroyed with others: at the end of the round or once
@@ -157,23 +188,8 @@ static void take_reply(jspub *j, natsMsg *m)
                          desc && *desc ? " " : "", desc ? desc : "");
                 return;
         }
-        if (parse_puback_fast(natsMsg_GetData(m), natsMsg_GetDataLength(m), r))
-                return;
-        json_t *ack = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
-        json_t *err = json_object_get(ack, "error");
-        json_t *seq = json_object_get(ack, "seq");
-        if (err || !json_is_integer(seq)) {
-                r->state = JSPUB_ERROR;
-                r->err_code = (int)json_integer_value(json_object_get(err, "err_code"));
-                const char *d = json_string_value(json_object_get(err, "description"));
-                snprintf(j->last_error, sizeof j->last_error, "publish refused: %s (err_code %d)",
-                         d ? d : "malformed PubAck", r->err_code);
-        } else {
-                r->state = JSPUB_OK;
-                r->seq = (uint64_t)json_integer_value(seq);
-                r->duplicate = json_is_true(json_object_get(ack, "duplicate"));
-        }
-        json_decref(ack);
+        (void)jspub_parse_puback(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), r, j->last_error,
+                                 sizeof j->last_error);
 }
 
 /* The deadline drain must not wait past: the caller's, or the graces of

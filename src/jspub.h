@@ -86,3 +86,9 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
 size_t jspub_wait(jspub *j, int64_t timeout_ms);
 
 const jspub_result *jspub_result_at(const jspub *j, size_t index);
+
+/* Reads a PubAck body (borrowed; pure, exposed for the fuzzer): JSPUB_OK
+ * with r->seq and r->duplicate, or JSPUB_ERROR with r->err_code and a
+ * line in err. The exact shape nats-server writes is read without a JSON
+ * parser; anything else goes through jansson, with the same result. */
+jspub_state jspub_parse_puback(const char *data, size_t len, jspub_result *r, char *err, size_t err_size);

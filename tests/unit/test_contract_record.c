@@ -1047,12 +1047,18 @@ START_TEST(test_ctl_request_not_json)
 {
         static const char *const bodies[] = {
                 "", "{", "{\"op\":", "{} x", "{\"op\":\"a\\u0000\"}", "{\"op\":\"\xff\"}", "op",
+                /* jansson quotes a partial UTF-8 character in this error */
+                "{\"op\":\"ab\\u1\xc4\x80\"}",
         };
         contract_ctl_request r;
 
         for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
                 ck_assert_int_eq(ctl(bodies[i], "UA", &r), CTL_REQ_NOT_JSON);
                 ck_assert(r.error[0] != '\0');
+                /* It becomes the reply's error text (§8.2 step 2). */
+                char *reply = contract_ctl_reply_error(r.error);
+                ck_assert_ptr_nonnull(reply);
+                free(reply);
                 ck_assert_ptr_null(r.root);
                 contract_ctl_request_fini(&r);
         }

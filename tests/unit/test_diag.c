@@ -22,6 +22,8 @@ START_TEST(userinfo_never_reaches_diagnostics)
         redacts("nats://alice:s3cret@127.0.0.1:4222", "nats://***@127.0.0.1:4222");
         redacts("nats://t@localhost", "nats://***@localhost");
         redacts("tls://a:b@h1:1,nats://h2:2,c:d@h3", "tls://***@h1:1,nats://h2:2,***@h3");
+        /* cnats takes the user info up to the last '@': nothing of it stays. */
+        redacts("nats://u:p@ss@h:4222", "nats://***@h:4222");
         redacts("", "");
 }
 END_TEST
