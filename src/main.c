@@ -55,7 +55,7 @@ static void on_disconnected(natsConnection *nc, void *arg)
 {
         (void)nc;
         daemon_ctx *d = arg;
-        int64_t zero = 0;
+        long long zero = 0; /* the atomic_llong's own type */
         atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
         const char *why = NULL;
         natsStatus s = natsConnection_GetLastError(nc, &why);
@@ -83,7 +83,7 @@ static void on_closed(natsConnection *nc, void *arg)
 {
         (void)nc;
         daemon_ctx *d = arg;
-        int64_t zero = 0;
+        long long zero = 0; /* the atomic_llong's own type */
         atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
         atomic_store(&d->link_closed, true);
         connlog_add(&d->links, CONNLOG_CLOSED, atomic_load(&d->stopping) ? "closed by the daemon" : "closed");

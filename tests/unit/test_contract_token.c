@@ -435,7 +435,7 @@ static const char *const nan_cases[] = {
         "null",
         "true",
         "1\xc2\x85",      /* NEL is not trimmed */
-        "\xe2\x80\x8b" "1", /* nor is ZWSP */
+        "\xe2\x80\x8b\x31", /* nor is ZWSP ("1" after it) */
         "\xef\xbc\x91",    /* U+FF11 FULLWIDTH DIGIT ONE */
         "\xff",            /* invalid UTF-8 */
         " 1\xff",
