@@ -154,29 +154,6 @@ static void teardown(void)
         cluster_destroy(&cl);
 }
 
-/* Publishes with retries (bounded) across an election; the Nats-Msg-Id
- * makes a retry of a stored message harmless. */
-static void chat_retrying(jsCtx *js, const char *id)
-{
-        char subject[256], body[512];
-        snprintf(subject, sizeof subject, "cotal." S ".chat." ALICE ".general");
-        snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":\"" ALICE "\",\"name\":\"alice\"},\"parts\":[]}",
-                 id);
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MsgId = id;
-        po.MaxWait = 2000;
-        natsStatus s = NATS_ERR;
-        for (int attempt = 0; attempt < 60 && s != NATS_OK; attempt++) {
-                jsPubAck *pa = NULL;
-                s = js_Publish(&pa, js, subject, body, (int)strlen(body), &po, NULL);
-                jsPubAck_Destroy(pa);
-                if (s != NATS_OK)
-                        nap_ms(250); /* bounded retry back-off */
-        }
-        ck_assert_msg(s == NATS_OK, "could not publish %s", id);
-}
-
 /* The index i of a dedup id "<prefix>-<i>:<member>:1", or -1 if id is not
  * one of this case's deliveries to member. */
 static int delivery_index(const char *id, const char *prefix, const char *member)
@@ -402,7 +379,7 @@ static void kill_mid_load(const char *label, const char *prefix, victim_kind kin
                         ck_assert_int_eq(cluster_kill(&cl, victim), 0);
                 }
                 snprintf(id, sizeof id, "%s-%d", prefix, i);
-                chat_retrying(js, id);
+                co_chat_retrying(S, ALICE, "general", id);
                 if (t_kill && !t_recovered && delivered_since(js, prefix, kill_at))
                         t_recovered = test_now_ms();
                 nap_ms(PACE_MS);
