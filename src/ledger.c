@@ -1,0 +1,506 @@
+/* ledger: per-owner E1 accounting (see ledger.h). Must never count an
+ * owner lower than the entries it really has unread; counting higher
+ * only costs a pause. */
+#include "ledger.h"
+
+#include "strmap.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Disposals that matched nothing yet (the reader can ack an entry before
+ * its writer has read the PubAck) are kept for the writer's commit; past
+ * this many the oldest are forgotten, which can only make a later commit
+ * count an entry that is already gone (too high, never too low) until the
+ * floor passes it. */
+#define LEDGER_EARLY_MAX 65536
+
+/* ---- a set of INBOX sequences ------------------------------------------
+ * Sorted; a removal from the front moves lo, one elsewhere marks the slot
+ * dead (top bit), and the array is compacted when half of it is dead. The
+ * common patterns (commits ascending, disposals roughly ascending) cost
+ * O(log n). */
+
+#define SEQ_DEAD (1ULL << 63)
+
+typedef struct seqset {
+        uint64_t *v;
+        size_t lo, hi, cap, live;
+} seqset;
+
+static uint64_t seq_key(uint64_t x)
+{
+        return x & ~SEQ_DEAD;
+}
+
+/* The first index in [lo, hi) whose key is >= s. */
+static size_t seqset_find(const seqset *q, uint64_t s)
+{
+        size_t a = q->lo, b = q->hi;
+        while (a < b) {
+                size_t m = a + (b - a) / 2;
+                if (seq_key(q->v[m]) < s)
+                        a = m + 1;
+                else
+                        b = m;
+        }
+        return a;
+}
+
+static void seqset_compact(seqset *q)
+{
+        size_t o = 0;
+        for (size_t i = q->lo; i < q->hi; i++)
+                if (!(q->v[i] & SEQ_DEAD))
+                        q->v[o++] = q->v[i];
+        q->lo = 0;
+        q->hi = o;
+}
+
+static void seqset_skip_dead(seqset *q)
+{
+        while (q->lo < q->hi && (q->v[q->lo] & SEQ_DEAD))
+                q->lo++;
+        if (q->lo == q->hi)
+                q->lo = q->hi = 0;
+}
+
+static bool seqset_contains(const seqset *q, uint64_t s)
+{
+        size_t i = seqset_find(q, s);
+        return i < q->hi && q->v[i] == s;
+}
+
+/* 1 if s was added, 0 if it was there, -ENOMEM (the set unchanged). */
+static int seqset_add(seqset *q, uint64_t s)
+{
+        size_t i = seqset_find(q, s);
+        if (i < q->hi && seq_key(q->v[i]) == s) {
+                if (!(q->v[i] & SEQ_DEAD))
+                        return 0;
+                q->v[i] = s;
+                q->live++;
+                return 1;
+        }
+        if (q->hi == q->cap) {
+                if (q->lo > 0 || q->live < q->hi - q->lo)
+                        seqset_compact(q);
+                if (q->hi == q->cap) {
+                        size_t ncap = q->cap ? q->cap * 2 : 16;
+                        uint64_t *nv = realloc(q->v, ncap * sizeof *nv);
+                        if (!nv)
+                                return -ENOMEM;
+                        q->v = nv;
+                        q->cap = ncap;
+                }
+                i = seqset_find(q, s);
+        }
+        memmove(q->v + i + 1, q->v + i, (q->hi - i) * sizeof *q->v);
+        q->v[i] = s;
+        q->hi++;
+        q->live++;
+        return 1;
+}
+
+static bool seqset_remove(seqset *q, uint64_t s)
+{
+        size_t i = seqset_find(q, s);
+        if (i >= q->hi || q->v[i] != s)
+                return false;
+        q->v[i] |= SEQ_DEAD;
+        q->live--;
+        if (i == q->lo)
+                seqset_skip_dead(q);
+        else if (q->hi - q->lo > 2 * q->live + 64)
+                seqset_compact(q);
+        return true;
+}
+
+/* Removes every member <= floor; returns how many were live. */
+static size_t seqset_prune(seqset *q, uint64_t floor)
+{
+        size_t gone = 0;
+        while (q->lo < q->hi && seq_key(q->v[q->lo]) <= floor) {
+                if (!(q->v[q->lo] & SEQ_DEAD))
+                        gone++;
+                q->lo++;
+        }
+        q->live -= gone;
+        seqset_skip_dead(q);
+        return gone;
+}
+
+/* Forgets the oldest live members until at most keep remain. */
+static void seqset_trim(seqset *q, size_t keep)
+{
+        while (q->live > keep && q->lo < q->hi) {
+                if (!(q->v[q->lo] & SEQ_DEAD))
+                        q->live--;
+                q->lo++;
+        }
+        seqset_skip_dead(q);
+}
+
+static void seqset_clear(seqset *q)
+{
+        q->lo = q->hi = q->live = 0;
+}
+
+static void seqset_fini(seqset *q)
+{
+        free(q->v);
+        memset(q, 0, sizeof *q);
+}
+
+/* ---- the ledger -------------------------------------------------------- */
+
+typedef struct account {
+        seqset written;   /* committed by us, not yet disposed of */
+        size_t reserved;  /* publishes in flight */
+        uint64_t seed;    /* entries stored on the subject at the seed */
+        seqset seed_gone; /* seeded-range sequences disposed of since */
+} account;
+
+struct ledger {
+        pthread_mutex_t lock;
+        pthread_cond_t moved;
+        strmap owners; /* owner token -> account */
+        size_t limit;
+        uint64_t floor;     /* the reader's ack floor */
+        uint64_t epoch;     /* seeds so far */
+        uint64_t changes;
+        bool seeded;        /* a seed is in force: seed_last > floor */
+        uint64_t seed_last; /* INBOX last_seq at the seed */
+        uint64_t seed_cap;  /* the broker's bound on seeded entries still unread */
+        seqset early;       /* disposals not matched yet */
+        uint64_t written_total, reserved_total;
+};
+
+static void account_free(account *a)
+{
+        if (!a)
+                return;
+        seqset_fini(&a->written);
+        seqset_fini(&a->seed_gone);
+        free(a);
+}
+
+static void free_one(const char *key, void *value, void *arg)
+{
+        (void)key;
+        (void)arg;
+        account_free(value);
+}
+
+ledger *ledger_new(size_t limit)
+{
+        ledger *l = calloc(1, sizeof *l);
+        if (!l)
+                return NULL;
+        pthread_mutex_init(&l->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&l->moved, &ca);
+        pthread_condattr_destroy(&ca);
+        strmap_init(&l->owners);
+        l->limit = limit;
+        return l;
+}
+
+void ledger_free(ledger *l)
+{
+        if (!l)
+                return;
+        strmap_foreach(&l->owners, free_one, NULL);
+        strmap_fini(&l->owners);
+        seqset_fini(&l->early);
+        pthread_cond_destroy(&l->moved);
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+}
+
+/* Lock held by the caller from here on. */
+
+static void moved(ledger *l)
+{
+        l->changes++;
+        pthread_cond_broadcast(&l->moved);
+}
+
+static account *account_of(ledger *l, const char *owner, bool create)
+{
+        account *a = strmap_get(&l->owners, owner);
+        if (a || !create)
+                return a;
+        a = calloc(1, sizeof *a);
+        if (a && strmap_put(&l->owners, owner, a) < 0) {
+                free(a);
+                a = NULL;
+        }
+        return a;
+}
+
+static uint64_t seeded_left(const ledger *l, const account *a)
+{
+        if (!l->seeded || a->seed <= a->seed_gone.live)
+                return 0;
+        uint64_t left = a->seed - a->seed_gone.live;
+        return left < l->seed_cap ? left : l->seed_cap;
+}
+
+static size_t count_of(const ledger *l, const account *a)
+{
+        return a->written.live + a->reserved + (size_t)seeded_left(l, a);
+}
+
+/* The broker's bound on seeded entries still unread: once the reader has
+ * delivered everything up to the seed, they are all among its ack-pending
+ * entries; before that, among ack-pending plus not yet delivered. Seeded
+ * entries only ever get fewer, so any earlier bound stays true. */
+static uint64_t cap_from(const ledger *l, const ledger_reader_state *rs)
+{
+        return rs->delivered >= l->seed_last ? rs->ack_pending : rs->ack_pending + rs->pending;
+}
+
+typedef struct prune_walk {
+        ledger *l;
+        bool end_seed;
+} prune_walk;
+
+static void prune_one(const char *key, void *value, void *arg)
+{
+        (void)key;
+        prune_walk *w = arg;
+        account *a = value;
+        w->l->written_total -= seqset_prune(&a->written, w->l->floor);
+        if (w->end_seed) {
+                a->seed = 0;
+                seqset_clear(&a->seed_gone);
+        } else {
+                (void)seqset_prune(&a->seed_gone, w->l->floor);
+        }
+}
+
+/* Drops what the floor covers; ends the seed once the floor passed it.
+ * Accounts left empty stay in the map (an owner that was written to once
+ * is likely to be again); their cost is two empty sets. */
+static void prune(ledger *l, bool end_seed)
+{
+        prune_walk w = {.l = l, .end_seed = end_seed};
+        strmap_foreach(&l->owners, prune_one, &w);
+        (void)seqset_prune(&l->early, l->floor);
+        if (end_seed) {
+                l->seeded = false;
+                l->seed_cap = 0;
+        }
+}
+
+void ledger_set_limit(ledger *l, size_t limit)
+{
+        pthread_mutex_lock(&l->lock);
+        l->limit = limit;
+        moved(l);
+        pthread_mutex_unlock(&l->lock);
+}
+
+size_t ledger_limit(ledger *l)
+{
+        pthread_mutex_lock(&l->lock);
+        size_t limit = l->limit;
+        pthread_mutex_unlock(&l->lock);
+        return limit;
+}
+
+bool ledger_reserve(ledger *l, const char *owner)
+{
+        bool ok = false;
+        pthread_mutex_lock(&l->lock);
+        account *a = account_of(l, owner, true);
+        if (a && count_of(l, a) < l->limit) {
+                a->reserved++;
+                l->reserved_total++;
+                ok = true;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return ok;
+}
+
+static void unreserve(ledger *l, account *a)
+{
+        if (a && a->reserved > 0) {
+                a->reserved--;
+                l->reserved_total--;
+        }
+}
+
+void ledger_commit(ledger *l, const char *owner, uint64_t seq)
+{
+        pthread_mutex_lock(&l->lock);
+        account *a = account_of(l, owner, true);
+        int added = 0;
+        /* Already disposed of: below the floor, by an early disposal, or
+         * as a seeded entry. */
+        if (a && seq > l->floor && !seqset_remove(&l->early, seq) &&
+            !(l->seeded && seq <= l->seed_last && seqset_contains(&a->seed_gone, seq)))
+                added = seqset_add(&a->written, seq);
+        if (added > 0)
+                l->written_total++;
+        /* Out of memory: the reservation stays, so the entry is still
+         * counted (for good: too high is safe, too low is not). */
+        if (added >= 0)
+                unreserve(l, a);
+        moved(l);
+        pthread_mutex_unlock(&l->lock);
+}
+
+void ledger_release(ledger *l, const char *owner)
+{
+        pthread_mutex_lock(&l->lock);
+        unreserve(l, account_of(l, owner, false));
+        moved(l);
+        pthread_mutex_unlock(&l->lock);
+}
+
+void ledger_dispose(ledger *l, const char *owner, uint64_t seq)
+{
+        pthread_mutex_lock(&l->lock);
+        if (seq > l->floor) {
+                account *a = account_of(l, owner, false);
+                if (a && seqset_remove(&a->written, seq)) {
+                        l->written_total--;
+                } else if (a && l->seeded && seq <= l->seed_last && a->seed > 0) {
+                        (void)seqset_add(&a->seed_gone, seq);
+                } else {
+                        (void)seqset_add(&l->early, seq); /* lost: a later commit counts too high */
+                        seqset_trim(&l->early, LEDGER_EARLY_MAX);
+                }
+                moved(l);
+        }
+        pthread_mutex_unlock(&l->lock);
+}
+
+uint64_t ledger_epoch(ledger *l)
+{
+        pthread_mutex_lock(&l->lock);
+        uint64_t e = l->epoch;
+        pthread_mutex_unlock(&l->lock);
+        return e;
+}
+
+void ledger_note_reader(ledger *l, uint64_t epoch, const ledger_reader_state *rs)
+{
+        pthread_mutex_lock(&l->lock);
+        if (epoch == l->epoch) {
+                if (rs->floor > l->floor)
+                        l->floor = rs->floor;
+                bool end_seed = l->seeded && l->floor >= l->seed_last;
+                if (l->seeded && !end_seed) {
+                        uint64_t cap = cap_from(l, rs);
+                        if (cap < l->seed_cap)
+                                l->seed_cap = cap;
+                }
+                prune(l, end_seed);
+                moved(l);
+        }
+        pthread_mutex_unlock(&l->lock);
+}
+
+void ledger_seed(ledger *l, uint64_t last_seq, const ledger_reader_state *rs, size_t n, const char *const *owners,
+                 const uint64_t *stored)
+{
+        pthread_mutex_lock(&l->lock);
+        l->epoch++;
+        /* Not a max: a re-created reader durable starts again at 0 and
+         * reads everything INBOX holds once more. */
+        l->floor = rs->floor;
+        prune(l, true);
+        l->seed_last = last_seq;
+        l->seeded = last_seq > rs->floor;
+        l->seed_cap = l->seeded ? cap_from(l, rs) : 0;
+        for (size_t i = 0; l->seeded && i < n; i++) {
+                account *a = account_of(l, owners[i], true);
+                if (a)
+                        a->seed = stored[i];
+        }
+        moved(l);
+        pthread_mutex_unlock(&l->lock);
+}
+
+size_t ledger_count(ledger *l, const char *owner)
+{
+        pthread_mutex_lock(&l->lock);
+        account *a = account_of(l, owner, false);
+        size_t c = a ? count_of(l, a) : 0;
+        pthread_mutex_unlock(&l->lock);
+        return c;
+}
+
+uint64_t ledger_changes(ledger *l)
+{
+        pthread_mutex_lock(&l->lock);
+        uint64_t c = l->changes;
+        pthread_mutex_unlock(&l->lock);
+        return c;
+}
+
+bool ledger_wait(ledger *l, uint64_t *seen, int64_t timeout_ms)
+{
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&l->lock);
+        while (l->changes == *seen)
+                if (pthread_cond_timedwait(&l->moved, &l->lock, &until) == ETIMEDOUT)
+                        break;
+        bool changed = l->changes != *seen;
+        *seen = l->changes;
+        pthread_mutex_unlock(&l->lock);
+        return changed;
+}
+
+typedef struct stats_walk {
+        const ledger *l;
+        ledger_stats *st;
+} stats_walk;
+
+static void stats_one(const char *key, void *value, void *arg)
+{
+        stats_walk *w = arg;
+        const account *a = value;
+        size_t c = count_of(w->l, a);
+        if (c == 0)
+                return;
+        w->st->owners++;
+        w->st->seeded += a->seed > a->seed_gone.live ? a->seed - a->seed_gone.live : 0;
+        if (c > w->st->max) {
+                w->st->max = c;
+                size_t n = strlen(key);
+                if (n >= sizeof w->st->max_owner)
+                        n = sizeof w->st->max_owner - 1;
+                memcpy(w->st->max_owner, key, n);
+                w->st->max_owner[n] = '\0';
+        }
+}
+
+void ledger_get_stats(ledger *l, ledger_stats *st)
+{
+        memset(st, 0, sizeof *st);
+        pthread_mutex_lock(&l->lock);
+        stats_walk w = {.l = l, .st = st};
+        strmap_foreach(&l->owners, stats_one, &w);
+        st->written = l->written_total;
+        st->in_flight = l->reserved_total;
+        st->seed_cap = l->seeded ? l->seed_cap : 0;
+        st->floor = l->floor;
+        st->epoch = l->epoch;
+        pthread_mutex_unlock(&l->lock);
+}

@@ -1,0 +1,90 @@
+/* ledger: PROTOCOL §14.4 E1, per owner. INBOX_<S> keeps 1000 entries per
+ * owner subject and silently evicts the oldest (§2), so no writer may let
+ * an owner's unread entries reach that cap. The ledger counts, per owner
+ * (the dinbox subject's owner token), every entry that may be unread:
+ *   - entries this process wrote that the reader has not disposed of
+ *     (acked or terminated), by INBOX sequence;
+ *   - publishes in flight (reserved before they are sent);
+ *   - what a seed found stored in INBOX above the reader's position after
+ *     a start, a takeover, a reconnect or a re-created reader durable,
+ *     bounded by how many entries the broker says are unread.
+ * The count never falls below the truth, so a writer that reserves before
+ * it publishes can never push an owner past the cap; each owner is
+ * judged alone, so a stuck owner holds back nobody else.
+ *
+ * Pure bookkeeping behind one mutex (the fan-out and control threads
+ * reserve and commit, the reader disposes); no I/O: ledger_sync.h feeds
+ * it what the broker says. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ledger ledger;
+
+/* limit: the most entries one owner may have unread (--inbox-lead-limit).
+ * NULL on allocation failure. */
+ledger *ledger_new(size_t limit);
+void ledger_free(ledger *l); /* accepts NULL */
+
+/* Reloads (SIGHUP) change the limit; waiters are woken. */
+void ledger_set_limit(ledger *l, size_t limit);
+size_t ledger_limit(ledger *l);
+
+/* Room for one more entry of owner: true (and the entry is counted from
+ * now on) when owner's count is below the limit. Every true must be
+ * followed by exactly one ledger_commit or ledger_release. */
+bool ledger_reserve(ledger *l, const char *owner);
+/* The reserved entry is stored at INBOX sequence seq (a duplicate PubAck
+ * names the sequence of the entry already stored: the same rule holds). */
+void ledger_commit(ledger *l, const char *owner, uint64_t seq);
+/* The reserved entry was not stored (refused, never sent, or unanswered). */
+void ledger_release(ledger *l, const char *owner);
+
+/* The reader disposed of owner's entry at seq (ack or term): it will not
+ * be read again. Naks are not disposals. */
+void ledger_dispose(ledger *l, const char *owner, uint64_t seq);
+
+/* The reader durable's state as the broker reported it
+ * (CONSUMER.INFO): every entry at or below floor is disposed of;
+ * delivered is the highest sequence delivered at least once; pending and
+ * ack_pending are num_pending and num_ack_pending. epoch is
+ * ledger_epoch() read before the request was sent: a report older than
+ * the latest seed is ignored. */
+typedef struct ledger_reader_state {
+        uint64_t floor, delivered, pending, ack_pending;
+} ledger_reader_state;
+uint64_t ledger_epoch(ledger *l);
+void ledger_note_reader(ledger *l, uint64_t epoch, const ledger_reader_state *rs);
+
+/* Replaces what the ledger assumes about entries it did not write: INBOX
+ * held stored[i] entries on owners[i]'s subject up to last_seq, with the
+ * reader at rs (read before last_seq). Entries this process wrote and
+ * reservations in flight are kept. Starts a new epoch. */
+void ledger_seed(ledger *l, uint64_t last_seq, const ledger_reader_state *rs, size_t n, const char *const *owners,
+                 const uint64_t *stored);
+
+/* Entries of owner that may be unread (in flight included). */
+size_t ledger_count(ledger *l, const char *owner);
+
+/* A counter that moves whenever room may have appeared (a disposal, a
+ * reader report, a seed, a new limit). ledger_wait blocks until it
+ * differs from *seen or timeout_ms passed, stores the new value in *seen,
+ * and returns whether it moved. */
+uint64_t ledger_changes(ledger *l);
+bool ledger_wait(ledger *l, uint64_t *seen, int64_t timeout_ms);
+
+/* For logs and diagnostics. */
+typedef struct ledger_stats {
+        size_t owners;          /* owners with anything counted */
+        uint64_t written;       /* entries written by us, not yet disposed of */
+        uint64_t in_flight;     /* reservations not yet committed or released */
+        uint64_t seeded;        /* seeded entries still assumed unread (before the cap) */
+        uint64_t seed_cap;      /* the broker's bound on those (0 once the floor passed the seed) */
+        uint64_t floor;         /* the reader's ack floor as last reported */
+        uint64_t epoch;
+        size_t max;             /* the largest count */
+        char max_owner[128];    /* whose (truncated) */
+} ledger_stats;
+void ledger_get_stats(ledger *l, ledger_stats *st);
