@@ -34,8 +34,8 @@ const char config_usage[] =
         "                       (default 15000; env COTAL_DELIVERY_BROKER_GONE_MS)\n"
         "  --fanout-batch N     chat messages per fetch (1-1024, default 256)\n"
         "  --reader-batch N     inbox entries per fetch (1-1000, default 256)\n"
-        "  --inbox-lead-limit N unread inbox entries per owner before the fan-out\n"
-        "                       pauses (10-900, default 500)\n"
+        "  --inbox-lead-limit N most unread inbox entries per owner; more wait for\n"
+        "                       the reader (10-900, default 500; > fanout-batch)\n"
         "  --shutdown-timeout-ms MS  bound on a clean stop (default 5000)\n"
         "  --diag-socket PATH   diagnostics socket for `cotal-deliveryctl diag`\n"
         "                       (default $RUNTIME_DIRECTORY/diag.sock under\n"
@@ -431,6 +431,17 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                 return CONFIG_USAGE;
         }
         free(tok);
+        /* E1 (PROTOCOL §14.4): every message of one fetched batch may go to
+         * the same owner, whose unread entries must stay under the lead
+         * limit; a batch that cannot fit under it is a setting that can
+         * only ever hold messages back. */
+        if (c->fanout_batch >= c->inbox_lead_limit) {
+                snprintf(err, err_size,
+                         "fanout-batch (%d) must be smaller than inbox-lead-limit (%d): one batch of chat messages "
+                         "may all go to one owner, and no owner's unread inbox entries may reach the lead limit",
+                         c->fanout_batch, c->inbox_lead_limit);
+                return CONFIG_USAGE;
+        }
         if (c->no_auth && c->creds) {
                 snprintf(err, err_size, "--no-auth and --creds exclude each other");
                 return CONFIG_USAGE;

@@ -10,6 +10,8 @@
 #include "jspub.h"
 #include "kv.h"
 #include "kvstate.h"
+#include "ledger.h"
+#include "ledger_sync.h"
 #include "log.h"
 #include "members.h"
 #include "pull.h"
@@ -26,6 +28,10 @@
 #define CATCHUP_FETCH_EXPIRES_MS 5000
 #define CATCHUP_INACTIVE_NS 30000000000LL
 #define CATCHUP_PUBACK_TIMEOUT_MS 10000
+/* E1 waits: how often the reader's position is read while waiting for
+ * room, and how long a join waits without the owner's count shrinking. */
+#define CATCHUP_ROOM_POLL_MS 100
+#define CATCHUP_STALL_MS 20000
 /* nats-server closes a connection whose protocol line ("HPUB <subject>
  * <reply> <sizes>") exceeds its max_control_line, 4096 bytes by default:
  * one over-long subject would cost the daemon its connection and with it
@@ -169,6 +175,57 @@ static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_curs
 
 /* ---- catch-up (§8.6) --------------------------------------------------- */
 
+/* Waits what a round of copies still has in flight and settles each in
+ * the ledger (E1): stored -> counted at its INBOX sequence, else
+ * released. Starts the next round. */
+static void settle_copies(daemon_ctx *d, struct control *c, const char *key, size_t *copied, size_t *unconfirmed)
+{
+        (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
+        for (size_t k = 0; k < c->pub.n; k++) {
+                const jspub_result *res = jspub_result_at(&c->pub, k);
+                if (res->state == JSPUB_OK) {
+                        ledger_commit(d->ledger, key, res->seq);
+                        (*copied)++;
+                } else {
+                        ledger_release(d->ledger, key);
+                        *unconfirmed += res->state != JSPUB_TOO_LARGE;
+                }
+        }
+        jspub_reset(&c->pub);
+}
+
+/* E1: a catch-up obeys the same per-owner lead limit as the fan-out, so a
+ * join over a long window cannot flood its owner's inbox past the cap; it
+ * writes as fast as the reader makes room. Reserves one entry of key on
+ * success (0). -ETIMEDOUT when the owner's count did not shrink for
+ * CATCHUP_STALL_MS, -ECANCELED when the daemon stops. */
+static int wait_for_room(daemon_ctx *d, const char *key)
+{
+        uint64_t seen = ledger_changes(d->ledger);
+        int64_t now = daemon_mono_ms(), progress_ms = now, refreshed_ms = 0;
+        size_t lowest = ledger_count(d->ledger, key);
+        for (;;) {
+                if (ledger_reserve(d->ledger, key))
+                        return 0;
+                if (atomic_load(&d->stopping))
+                        return -ECANCELED;
+                now = daemon_mono_ms();
+                atomic_store(&d->beat_control, now); /* waiting on the reader is not wedged */
+                size_t count = ledger_count(d->ledger, key);
+                if (count < lowest) {
+                        lowest = count;
+                        progress_ms = now;
+                }
+                if (now - progress_ms >= CATCHUP_STALL_MS)
+                        return -ETIMEDOUT;
+                if (now - refreshed_ms >= CATCHUP_ROOM_POLL_MS) {
+                        refreshed_ms = now;
+                        (void)ledger_sync_refresh(d->ledger, d->nc, &d->names);
+                }
+                (void)ledger_wait(d->ledger, &seen, CATCHUP_ROOM_POLL_MS);
+        }
+}
+
 /* Copies channel history (from, to] into owner's dinbox. 0 or -errno with
  * err filled. */
 static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const char *channel, uint64_t from,
@@ -179,6 +236,7 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
         char *name = contract_catchup_consumer(owner, gen);
         char *filter = contract_channel_filter(&d->names, channel);
         char *dinbox = contract_dinbox_subject(&d->names, owner);
+        const char *key = dinbox ? dinbox + strlen(d->names.dinbox_filter) - 1 : NULL; /* the ledger's key */
         uint64_t pending = 0;
         int r = name && filter && dinbox ? 0 : -ENOMEM;
         if (r == 0)
@@ -190,9 +248,10 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
         if (r == 0 && !(msgs = calloc(CATCHUP_BATCH, sizeof *msgs)))
                 r = -ENOMEM;
         jspub_reset(&c->pub);
-        size_t copied = 0;
+        size_t copied = 0, unconfirmed = 0;
         bool done = false;
         while (r == 0 && pending > 0 && !done) {
+                atomic_store(&d->beat_control, daemon_mono_ms());
                 int want = pending < CATCHUP_BATCH ? (int)pending : CATCHUP_BATCH;
                 int n = 0;
                 /* Collect one batch (the fetch returns what is buffered). */
@@ -224,9 +283,33 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                                            contract_chat_decode(natsMsg_GetData(m) ? natsMsg_GetData(m) : "",
                                                                 (size_t)natsMsg_GetDataLength(m), &chat,
                                                                 NULL) == REC_OK) {
-                                        if (strlen(chat.from_id) == sender.len &&
-                                            memcmp(chat.from_id, sender.p, sender.len) == 0 &&
-                                            strcmp(chat.from_id, owner) != 0) {
+                                        bool wanted = strlen(chat.from_id) == sender.len &&
+                                                      memcmp(chat.from_id, sender.p, sender.len) == 0 &&
+                                                      strcmp(chat.from_id, owner) != 0;
+                                        if (wanted && !ledger_reserve(d->ledger, key)) {
+                                                /* No room: what is in flight is
+                                                 * counted first, then the reader
+                                                 * must make room. */
+                                                settle_copies(d, c, key, &copied, &unconfirmed);
+                                                int w = wait_for_room(d, key);
+                                                if (w < 0) {
+                                                        snprintf(err, err_size,
+                                                                 "catch-up stopped at %s seq %" PRIu64
+                                                                 ": %.64s has %zu unread entries in %s (lead limit "
+                                                                 "%zu)%s",
+                                                                 d->names.chat_stream, meta.stream_seq, owner,
+                                                                 ledger_count(d->ledger, key), d->names.inbox_stream,
+                                                                 ledger_limit(d->ledger),
+                                                                 w == -ETIMEDOUT ? " and the reader made no room "
+                                                                                   "for 20 s; retry the join"
+                                                                                 : "");
+                                                        r = w;
+                                                        done = true;
+                                                        wanted = false;
+                                                }
+                                        }
+                                        if (wanted) {
+                                                /* One entry of key is reserved. */
                                                 char *id = contract_dedup_id(chat.id, owner, gen);
                                                 char *body = NULL;
                                                 size_t len = 0;
@@ -238,6 +321,8 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                                                              : -ENOMEM;
                                                 long idx = enc < 0 ? enc
                                                                    : jspub_publish(&c->pub, dinbox, id, body, len);
+                                                if (idx < 0)
+                                                        ledger_release(d->ledger, key);
                                                 if (idx < 0) {
                                                         /* Not even sent: the join fails and is retried. */
                                                         snprintf(err, err_size, "cannot copy %s seq %" PRIu64 ": %s",
@@ -270,16 +355,10 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                         break; /* fewer than requested: stop (§8.6) */
                 pending -= (uint64_t)n;
         }
-        size_t unconfirmed = 0;
-        if (r == 0) {
-                (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
-                for (size_t k = 0; k < c->pub.n; k++) {
-                        jspub_state state = jspub_result_at(&c->pub, k)->state;
-                        copied += state == JSPUB_OK;
-                        unconfirmed += state != JSPUB_OK && state != JSPUB_TOO_LARGE;
-                }
-        }
-        if (unconfirmed > 0) {
+        /* Settled whatever happened: every reservation gets its end. */
+        if (key)
+                settle_copies(d, c, key, &copied, &unconfirmed);
+        if (r == 0 && unconfirmed > 0) {
                 snprintf(err, err_size, "catch-up copies not confirmed (%zu): %s", unconfirmed, c->pub.last_error);
                 r = -EIO;
         }
@@ -501,8 +580,8 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
                                          : activation_after_refusal(c, key, gen, join_cursor);
                 if (act == ACTIVATION_SUPERSEDED)
                         reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
-                                                                "activation superseded by a concurrent leave or rejoin",
-                                                                "generation", (json_int_t)gen));
+                                                   "activation superseded by a concurrent leave or rejoin",
+                                                   "generation", (json_int_t)gen));
                 else if (act == ACTIVATED)
                         reply = reply_ok(
                                 json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)gen));

@@ -106,6 +106,13 @@ static void print_table(const json_t *doc)
                "dropped %lld, deferred %lld, terminated %lld\n",
                num(n, "chat_handled"), num(n, "entries_written"), num(n, "chat_malformed"), num(n, "fanout_pauses"),
                num(n, "delivered"), num(n, "dropped"), num(n, "deferred"), num(n, "terminated"));
+        const json_t *lead = json_object_get(doc, "lead");
+        if (json_is_object(lead))
+                printf("lead     limit %lld unread per owner; largest %lld (%s); %lld owners, %lld written unread, "
+                       "%lld in flight, %lld seeded (bound %lld); %lld chat messages held\n",
+                       num(lead, "limit"), num(lead, "max"), str(lead, "max_owner"), num(lead, "owners"),
+                       num(lead, "written_unread"), num(lead, "in_flight"), num(lead, "seeded_unread"),
+                       num(lead, "seed_bound"), num(lead, "held_messages"));
         printf("workers  last turn: fanout %lldms, reader %lldms, control %lldms ago\n", num(w, "fanout"),
                num(w, "reader"), num(w, "control"));
         const json_t *den = json_object_get(doc, "denials");

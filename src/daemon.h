@@ -34,10 +34,11 @@ typedef struct daemon_counters {
         atomic_ullong dropped;           /* entries dropped by the reader (ACL, interval, malformed) */
         atomic_ullong deferred;          /* entries nak'ed for later */
         atomic_ullong terminated;        /* entries given up on */
-        atomic_ullong fanout_pauses;     /* E1: times the fan-out waited for the reader */
+        atomic_ullong fanout_pauses;     /* E1: times the fan-out began holding entries for owners at the limit */
         /* Gauges: the consumer's num_pending as of its latest delivery
          * (§5.5 metadata), i.e. messages not yet handed to the worker. */
         atomic_ullong fanout_lag, reader_lag;
+        atomic_ullong fanout_held;       /* E1: chat messages held for owners at the lead limit */
 } daemon_counters;
 
 typedef struct daemon {
@@ -76,13 +77,14 @@ typedef struct daemon {
          * sd_notify watchdog: a wedged loop stops the pings. */
         atomic_llong beat_fanout, beat_reader, beat_control;
 
-        /* Reader batches finished: the fan-out's E1 wait re-reads the
-         * reader's ack floor as soon as this moves. */
-        atomic_ullong reader_rounds;
-
         /* Tunables the workers read; the main thread sets them at start
-         * and on reload (SIGHUP). cfg itself is main-thread only. */
-        atomic_int fanout_batch, reader_batch, inbox_lead_limit;
+         * and on reload (SIGHUP; the lead limit lives in the ledger). cfg
+         * itself is main-thread only. */
+        atomic_int fanout_batch, reader_batch;
+
+        /* E1: per-owner unread INBOX entries (its own lock). Writers (the
+         * fan-out, a join's catch-up) reserve in it, the reader disposes. */
+        struct ledger *ledger;
 
         lease lease;             /* main thread only */
         struct roster *roster;

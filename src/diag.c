@@ -3,6 +3,7 @@
 #include "build_config.h"
 
 #include "contract_config.h"
+#include "ledger.h"
 #include "log.h"
 
 #include <errno.h>
@@ -182,6 +183,22 @@ static json_t *creds_json(daemon_ctx *d)
         return o;
 }
 
+/* E1: the per-owner accounting of unread inbox entries and what the
+ * fan-out holds for owners at the limit. */
+static json_t *lead_json(daemon_ctx *d)
+{
+        if (!d->ledger)
+                return json_null();
+        ledger_stats st;
+        ledger_get_stats(d->ledger, &st);
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I}", "limit",
+                         (json_int_t)ledger_limit(d->ledger), "owners", (json_int_t)st.owners, "written_unread",
+                         (json_int_t)st.written, "in_flight", (json_int_t)st.in_flight, "seeded_unread",
+                         (json_int_t)st.seeded, "seed_bound", (json_int_t)st.seed_cap, "reader_floor",
+                         (json_int_t)st.floor, "max", (json_int_t)st.max, "max_owner", st.max_owner, "held_messages",
+                         (json_int_t)atomic_load(&d->counters.fanout_held), "seeds", (json_int_t)st.epoch);
+}
+
 static json_int_t age_ms(int64_t now, int64_t then)
 {
         return then ? (json_int_t)(now - then) : -1;
@@ -215,8 +232,10 @@ json_t *diag_snapshot(daemon_ctx *d)
                 "config", config_json(&d->cfg), "creds", creds_json(d), "connection_events_total",
                 (json_int_t)events_total,
                 "connection_events", events);
-        if (doc)
+        if (doc) {
                 json_object_set_new(doc, "denials", denials_json(&d->denied));
+                json_object_set_new(doc, "lead", lead_json(d));
+        }
         return doc;
 }
 

@@ -14,6 +14,8 @@
 #include "daemon.h"
 #include "diag.h"
 #include "fanout.h"
+#include "ledger.h"
+#include "ledger_sync.h"
 #include "log.h"
 #include "notify.h"
 #include "reader.h"
@@ -214,7 +216,8 @@ static void publish_tunables(daemon_ctx *d)
         log_set_max_level(d->cfg.log_level);
         atomic_store(&d->fanout_batch, d->cfg.fanout_batch);
         atomic_store(&d->reader_batch, d->cfg.reader_batch);
-        atomic_store(&d->inbox_lead_limit, d->cfg.inbox_lead_limit);
+        if (d->ledger)
+                ledger_set_limit(d->ledger, (size_t)d->cfg.inbox_lead_limit);
 }
 
 /* SIGHUP re-reads the creds file too, so an operator learns at once
@@ -543,6 +546,18 @@ int main(int argc, char **argv)
         log_info("Acquired lease %s/%s at revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                  (unsigned long long)d.lease.revision);
 
+        /* E1 (§14.4): before anything writes to INBOX, what it already
+         * holds per owner — a crashed or replaced holder leaves unread
+         * entries behind, and they count against each owner's lead. */
+        if (!(d.ledger = ledger_new((size_t)d.cfg.inbox_lead_limit)) ||
+            ledger_sync_seed(d.ledger, d.nc, &d.names, err, sizeof err) < 0) {
+                log_error("Failed to read what %s holds per owner: %s", d.names.inbox_stream,
+                          d.ledger ? err : "out of memory");
+                teardown(&d, true, false);
+                goto out_nats;
+        }
+        log_info("Read %s: per-owner counts seeded (lead limit %d)", d.names.inbox_stream, d.cfg.inbox_lead_limit);
+
         /* Step 7: ctl.delivery, then the fan-out, then the reader. A bind
          * failure releases the lease before exiting. */
         if (control_start(&d) < 0 || fanout_start(&d) < 0 || reader_start(&d) < 0) {
@@ -580,6 +595,7 @@ out_conn:
 out_nats:
         nats_CloseAndWait(2000);
 out:
+        ledger_free(d.ledger);
         diag_close(&d);
         connlog_fini(&d.links);
         denials_fini(&d.denied);

@@ -7,6 +7,8 @@
 #include "jsack.h"
 #include "jspub.h"
 #include "kv_cache.h"
+#include "ledger.h"
+#include "ledger_sync.h"
 #include "log.h"
 #include "pull.h"
 #include "worker.h"
@@ -95,7 +97,7 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
         const char *data = natsMsg_GetData(m);
         if (contract_entry_decode(data ? data : "", (size_t)natsMsg_GetDataLength(m), &e, &err) != REC_OK) {
                 v = drop(d, v, rec_error_str(&err, why, sizeof why), owner, NULL);
-                free(owner);
+                v.owner = owner;
                 return v;
         }
         /* Rows 3-4: the owner's current ACL, as of this batch's fence. */
@@ -216,6 +218,10 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                 if (pull_ack(&r->pull, r->msgs[i], ack) < 0)
                         log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
                                     d->names.inbox_stream, v->seq);
+                else if (final != DECIDE_NAK && v->owner && v->seq)
+                        /* E1: read for good; its owner's lead shrinks. A
+                         * nak'ed entry is still unread. */
+                        ledger_dispose(d->ledger, v->owner, v->seq);
                 free(v->owner);
                 free(v->msg_id);
                 memset(v, 0, sizeof *v);
@@ -226,8 +232,15 @@ static int rebind(daemon_ctx *d, void *self)
 {
         (void)self;
         int r = ensure(d);
-        if (r == 0)
-                log_notice("Re-bound durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        if (r < 0)
+                return r;
+        log_notice("Re-bound durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        /* E1: a re-created durable (deliver_policy "all", §3) reads
+         * everything INBOX holds once more: it is all unread again. */
+        char err[300];
+        if ((r = ledger_sync_seed(d->ledger, d->reader_nc, &d->names, err, sizeof err)) < 0)
+                log_warning("Failed to re-read what %s holds per owner: %s; binding again", d->names.inbox_stream,
+                            err);
         return r;
 }
 
@@ -252,8 +265,6 @@ static void decide_at(daemon_ctx *d, void *self, int i)
 static void finish(daemon_ctx *d, void *self, int n)
 {
         finish_batch(d, self, n);
-        if (n > 0)
-                atomic_fetch_add(&d->reader_rounds, 1);
 }
 
 static void *reader_thread(void *arg)

@@ -38,6 +38,8 @@ void *worker_run(daemon_ctx *d, worker *w)
                 int batch = atomic_load(w->batch);
                 if (w->batch_size)
                         batch = w->batch_size(d, w->self, batch);
+                if (batch <= 0)
+                        continue; /* nothing to fetch this turn (before_fetch waited) */
                 int n = pull_fetch(w->pull, w->msgs, batch, w->expires_ms, w->wait_ms);
                 if (n == -ENOENT) {
                         log_warning("Durable %s/%s is gone (%s); re-creating it", w->stream, w->durable,

@@ -22,7 +22,8 @@ typedef struct worker {
         atomic_llong *beat;           /* stamped every iteration (watchdog) */
         /* Re-creates the durable after it vanished; 0 or -errno. */
         int (*rebind)(daemon_ctx *d, void *self);
-        /* The batch to fetch next, at most *batch; NULL: *batch. */
+        /* The batch to fetch next, at most *batch; 0 skips this turn's
+         * fetch (before_fetch must then have waited). NULL: *batch. */
         int (*batch_size)(daemon_ctx *d, void *self, int configured);
         /* Runs before each fetch; false stops the loop. May be NULL. */
         bool (*before_fetch)(daemon_ctx *d, void *self);

@@ -109,6 +109,34 @@ START_TEST(usage_errors_exit_two_with_one_line)
 }
 END_TEST
 
+/* Issue 13 item 1: a fan-out batch that does not fit under the lead limit
+ * (E1) once made a fan-out that never fetched again ("--inbox-lead-limit
+ * 100" with the default batch of 256). It is refused before anything
+ * touches the network, with the rule in the text; batch < limit is fine. */
+START_TEST(a_fanout_batch_that_cannot_fit_the_lead_limit_is_refused)
+{
+        const char *const refused[][8] = {
+                {"--space", "s", "--no-auth", "--inbox-lead-limit", "100", NULL},
+                {"--space", "s", "--no-auth", "--inbox-lead-limit", "64", "--fanout-batch", "64", NULL},
+        };
+        for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+                run_result r = run(refused[i], NULL);
+                ck_assert_msg(r.status == 2, "case %zu: exit %d (%s)", i, r.status, r.err);
+                ck_assert_msg(count_lines(r.err) == 1, "case %zu: not one line: %s", i, r.err);
+                ck_assert_msg(strstr(r.err, "must be smaller than inbox-lead-limit") &&
+                                      strstr(r.err, "no owner's unread inbox entries may reach the lead limit"),
+                              "case %zu: %s", i, r.err);
+                done(&r);
+        }
+        /* The same rule for values from the environment. */
+        run_result r = run((const char *[]){"--space", "s", "--no-auth", NULL},
+                           (char *const[]){"COTAL_DELIVERYD_INBOX_LEAD_LIMIT=200", NULL});
+        ck_assert_msg(r.status == 2 && strstr(r.err, "fanout-batch (256) must be smaller than inbox-lead-limit (200)"),
+                      "exit %d: %s", r.status, r.err);
+        done(&r);
+}
+END_TEST
+
 START_TEST(shards_are_refused_before_any_network_activity)
 {
         int port;
@@ -276,6 +304,7 @@ int main(void)
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, help_and_version_exit_zero);
         tcase_add_test(tc, usage_errors_exit_two_with_one_line);
+        tcase_add_test(tc, a_fanout_batch_that_cannot_fit_the_lead_limit_is_refused);
         tcase_add_test(tc, shards_are_refused_before_any_network_activity);
         tcase_add_test(tc, creds_are_required_and_must_be_private);
         tcase_add_test(tc, config_file_is_validated_with_file_and_line);

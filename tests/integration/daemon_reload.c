@@ -81,6 +81,12 @@ START_TEST(bad_reload_is_rejected_and_the_old_settings_stay)
         write_conf("space = " S "\nreader-batch = 0\n");
         proc_signal(&dm.p, SIGHUP);
         expect_log(":2: reader-batch must be an integer in 1..1000");
+        /* Issue 13 item 1: a batch that cannot fit under the lead limit
+         * (E1) is refused on reload too, and the running settings stay. */
+        write_conf("space = " S "\nfanout-batch = 256\ninbox-lead-limit = 100\n");
+        proc_signal(&dm.p, SIGHUP);
+        expect_log("Failed to reload the configuration: fanout-batch (256) must be smaller than inbox-lead-limit "
+                   "(100)");
         /* A changed space is not applied at run time. */
         write_conf("space = elsewhere\nlog-level = debug\ninbox-lead-limit = 300\nfanout-batch = 64\n");
         proc_signal(&dm.p, SIGHUP);

@@ -179,6 +179,32 @@ void co_member(const char *space, const char *channel, const char *owner, uint64
         kv_write(bucket, key, value, NULL);
 }
 
+void co_member_pending(const char *space, const char *channel, const char *owner, uint64_t join_cursor, uint64_t gen)
+{
+        char bucket[256], key[512], value[2048];
+        snprintf(bucket, sizeof bucket, "cotal_members_%s", space);
+        int n = snprintf(key, sizeof key, "%s/%s", channel, owner);
+        ck_assert_msg(n > 0 && (size_t)n < sizeof key, "co_member_pending: key too long for the fixture");
+        snprintf(value, sizeof value,
+                 "{\"channel\":\"%s\",\"owner\":\"%s\",\"state\":\"durable-active\",\"joinCursor\":%llu,"
+                 "\"generation\":%llu,\"activated\":false,\"writerIdentity\":\"UFIXTURE\",\"updatedAt\":%lld}",
+                 channel, owner, (unsigned long long)join_cursor, (unsigned long long)gen, (long long)wall_ms());
+        kv_write(bucket, key, value, NULL);
+}
+
+void co_dlv_stall(const char *space, bool stalled)
+{
+        char name[256], subject[300];
+        snprintf(name, sizeof name, "DLV_%s", space);
+        snprintf(subject, sizeof subject, stalled ? "cotal.%s.dlv-stalled.>" : "cotal.%s.dlv.>", space);
+        json_t *cfg = tu_stream_config(name);
+        ck_assert_ptr_nonnull(cfg);
+        json_object_set_new(cfg, "subjects", json_pack("[s]", subject));
+        json_t *r = tu_api("$JS.API.STREAM.UPDATE.%s%s", name, "", cfg);
+        ck_assert_msg(json_object_get(r, "error") == NULL, "stream update %s: %s", name, co_json_text(r));
+        json_decref(r);
+}
+
 void co_presence(const char *space, const char *id, const char *name)
 {
         char bucket[256], value[1024];
@@ -325,6 +351,35 @@ void co_msgs_free(co_msg *m, size_t n)
         for (size_t i = 0; i < n; i++)
                 co_msg_fini(&m[i]);
         free(m);
+}
+
+natsSubscription *co_request_send(const char *space, const char *agent, const char *body)
+{
+        char subject[512], reply[700];
+        snprintf(subject, sizeof subject, "cotal.%s.ctl.delivery.%s", space, agent);
+        natsInbox *uniq = NULL;
+        natsInbox_Create(&uniq);
+        snprintf(reply, sizeof reply, "%s.reply.%s", subject, strchr(uniq, '.') + 1);
+        natsInbox_Destroy(uniq);
+        natsSubscription *sub = NULL;
+        ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, reply) == NATS_OK);
+        ck_assert(natsConnection_PublishRequest(tu_nc, subject, reply, body, (int)strlen(body)) == NATS_OK);
+        natsConnection_Flush(tu_nc);
+        return sub;
+}
+
+json_t *co_request_wait(natsSubscription *sub, int64_t timeout_ms)
+{
+        natsMsg *m = NULL;
+        json_t *j = NULL;
+        if (natsSubscription_NextMsg(&m, sub, timeout_ms) == NATS_OK) {
+                j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+                ck_assert_msg(j != NULL, "reply is not JSON");
+                natsMsg_Destroy(m);
+        }
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+        return j;
 }
 
 json_t *co_request(const char *space, const char *agent, const char *body, const char *reply, const char *listen,

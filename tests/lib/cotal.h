@@ -43,6 +43,17 @@ void co_acl_delete(const char *space, const char *owner);
 void co_member(const char *space, const char *channel, const char *owner, uint64_t join_cursor, uint64_t gen,
                int64_t leave_cursor /* < 0: none */);
 void co_presence(const char *space, const char *id, const char *name);
+/* An open membership whose join is not activated yet (activated:false), as
+ * a join that crashed before its catch-up finished leaves it (§8.6, §13
+ * items 51-53): a durableJoin then copies the whole window from
+ * join_cursor. */
+void co_member_pending(const char *space, const char *channel, const char *owner, uint64_t join_cursor,
+                       uint64_t gen);
+/* Points DLV_<space> at other subjects (stalled) or back: while stalled,
+ * every dlv publish finds no stream, so the reader naks each entry with
+ * its 2 s delay (§7 row 8) and nothing leaves INBOX; the stream still
+ * exists, so a daemon can start. */
+void co_dlv_stall(const char *space, bool stalled);
 
 /* A stored message read back by STREAM.MSG.GET. */
 typedef struct co_msg {
@@ -73,6 +84,11 @@ void co_msgs_free(co_msg *m, size_t n);
  * or NULL when nothing came. */
 json_t *co_request(const char *space, const char *agent, const char *body, const char *reply, const char *listen,
                    int64_t timeout_ms);
+/* The same in two halves, so a test can act while a request is served:
+ * send (own reply subject, subscribed first), then wait for the reply
+ * (NULL if none within timeout_ms; the subscription is freed). */
+natsSubscription *co_request_send(const char *space, const char *agent, const char *body);
+json_t *co_request_wait(natsSubscription *sub, int64_t timeout_ms);
 
 /* The daemon under test. */
 typedef struct co_daemon {

@@ -1,0 +1,19 @@
+/* ledger_sync: what the broker says about INBOX_<S>, fed to the ledger
+ * (E1). A seed reads STREAM.INFO with a subjects filter (entries stored
+ * per owner subject, paged) and then CONSUMER.INFO of the reader durable;
+ * a refresh reads CONSUMER.INFO alone. Both stay within the delivery
+ * credential's grants (PROTOCOL §11.3: STREAM.INFO on INBOX, CONSUMER.INFO
+ * on INBOX/reader). Blocking requests: call from the thread that owns nc. */
+#pragma once
+
+#include "contract_subject.h"
+#include "ledger.h"
+
+#include <nats/nats.h>
+#include <stddef.h>
+
+/* Re-seeds l from the broker. 0, or a negative errno with err filled. */
+int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names, char *err, size_t err_size);
+
+/* Tells l where the reader durable stands. 0 or a negative errno. */
+int ledger_sync_refresh(ledger *l, natsConnection *nc, const contract_names *names);
