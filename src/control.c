@@ -63,15 +63,22 @@ static int chat_frontier(daemon_ctx *d, uint64_t *seq)
         return 0;
 }
 
-/* CONSUMER.INFO(CHAT_<S>, fanout).delivered.stream_seq, 0 if missing. */
-static uint64_t fanout_delivered(daemon_ctx *d)
+/* CONSUMER.INFO(CHAT_<S>, fanout).delivered.stream_seq, 0 if the
+ * consumer is missing (§8.6). Any other failure is an error: reading it
+ * as 0 would shrink the catch-up window and skip messages the fan-out
+ * handled before the join's commit. */
+static int fanout_delivered(daemon_ctx *d, uint64_t *seq)
 {
         json_t *reply = NULL;
-        uint64_t seq = 0;
-        if (jsapi_consumer_info(d->nc, d->names.chat_stream, CONTRACT_FANOUT_DURABLE, 0, &reply, NULL) == 0)
-                (void)json_path_u64(reply, "delivered.stream_seq", &seq);
+        jsapi_error jerr;
+        *seq = 0;
+        int r = jsapi_consumer_info(d->nc, d->names.chat_stream, CONTRACT_FANOUT_DURABLE, 0, &reply, &jerr);
+        if (r == -EREMOTEIO && jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND)
+                return 0;
+        if (r == 0)
+                (void)json_path_u64(reply, "delivered.stream_seq", seq);
         json_decref(reply);
-        return seq;
+        return r;
 }
 
 static void delete_consumer(daemon_ctx *d, const char *name)
@@ -552,9 +559,21 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
         if (exists)
                 contract_member_fini(&e);
 
-        uint64_t frontier = 0;
-        (void)chat_frontier(d, &frontier);
-        uint64_t delivered = fanout_delivered(d);
+        /* §8.6 fence. Neither read may fail quietly: a window read too
+         * short would activate a member that misses what the fan-out
+         * handled just before the commit. The record stays open, so the
+         * agent's retry runs the same window. */
+        uint64_t frontier = 0, delivered = 0;
+        if (chat_frontier(d, &frontier) < 0) {
+                error = strdup("cannot read the chat stream's last sequence");
+                free(key);
+                goto out;
+        }
+        if (fanout_delivered(d, &delivered) < 0) {
+                error = strdup("cannot read the fan-out consumer's position");
+                free(key);
+                goto out;
+        }
         uint64_t fence = frontier > delivered ? frontier : delivered;
         bool evicted = fence > join_cursor && evicted_since(d, channel, join_cursor);
         char cerr[512] = "";
@@ -578,15 +597,16 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
                 activation act = members_activate(&c->members, key, gen, join_cursor, daemon_wall_ms())
                                          ? ACTIVATED
                                          : activation_after_refusal(c, key, gen, join_cursor);
-                if (act == ACTIVATION_SUPERSEDED)
+                /* §8.6: activate() false is "superseded", also when it
+                 * only ran out of CAS rounds on our own pending record
+                 * (which stays open and routes; a retry activates it). */
+                if (act == ACTIVATION_SUPERSEDED || act == ACTIVATION_NOT_WRITTEN)
                         reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
                                                    "activation superseded by a concurrent leave or rejoin",
                                                    "generation", (json_int_t)gen));
                 else if (act == ACTIVATED)
                         reply = reply_ok(
                                 json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)gen));
-                else if (act == ACTIVATION_NOT_WRITTEN)
-                        error = contract_err_cas_exhausted(channel, caller);
                 else
                         error = strdup(c->members.last_error);
         }
