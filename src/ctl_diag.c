@@ -108,11 +108,12 @@ static void print_table(const json_t *doc)
                num(n, "delivered"), num(n, "dropped"), num(n, "deferred"), num(n, "terminated"));
         const json_t *lead = json_object_get(doc, "lead");
         if (json_is_object(lead))
-                printf("lead     limit %lld unread per owner; largest %lld (%s); %lld owners, %lld written unread, "
-                       "%lld in flight, %lld seeded (bound %lld); %lld chat messages held\n",
+                printf("lead     limit %lld entries per owner from its oldest unread one; largest %lld (%s); "
+                       "%lld owners, %lld written unread (span %lld), %lld in flight, %lld seeded until seq %lld; "
+                       "%lld chat messages held\n",
                        num(lead, "limit"), num(lead, "max"), str(lead, "max_owner"), num(lead, "owners"),
-                       num(lead, "written_unread"), num(lead, "in_flight"), num(lead, "seeded_unread"),
-                       num(lead, "seed_bound"), num(lead, "held_messages"));
+                       num(lead, "unread_written"), num(lead, "span_written"), num(lead, "in_flight"),
+                       num(lead, "seeded"), num(lead, "seed_last_seq"), num(lead, "held_messages"));
         printf("workers  last turn: fanout %lldms, reader %lldms, control %lldms ago\n", num(w, "fanout"),
                num(w, "reader"), num(w, "control"));
         const json_t *den = json_object_get(doc, "denials");

@@ -191,10 +191,11 @@ static json_t *lead_json(daemon_ctx *d)
                 return json_null();
         ledger_stats st;
         ledger_get_stats(d->ledger, &st);
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I}", "limit",
-                         (json_int_t)ledger_limit(d->ledger), "owners", (json_int_t)st.owners, "written_unread",
-                         (json_int_t)st.written, "in_flight", (json_int_t)st.in_flight, "seeded_unread",
-                         (json_int_t)st.seeded, "seed_bound", (json_int_t)st.seed_cap, "reader_floor",
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I}", "limit",
+                         (json_int_t)ledger_limit(d->ledger), "owners", (json_int_t)st.owners, "unread_written",
+                         (json_int_t)st.unread, "span_written", (json_int_t)st.span, "in_flight",
+                         (json_int_t)st.in_flight, "seeded", (json_int_t)st.seeded, "seed_last_seq",
+                         (json_int_t)st.seed_last, "reader_unread", (json_int_t)st.broker_unread, "reader_floor",
                          (json_int_t)st.floor, "max", (json_int_t)st.max, "max_owner", st.max_owner, "held_messages",
                          (json_int_t)atomic_load(&d->counters.fanout_held), "seeds", (json_int_t)st.epoch);
 }

@@ -1,6 +1,5 @@
 /* ledger: per-owner E1 accounting (see ledger.h). Must never count an
- * owner lower than the entries it really has unread; counting higher
- * only costs a pause. */
+ * owner lower than its real span; counting higher only costs a pause. */
 #include "ledger.h"
 
 #include "strmap.h"
@@ -29,6 +28,13 @@
 typedef struct seqset {
         uint64_t *v;
         size_t lo, hi, cap, live;
+        /* Dead members behind the first live one stay (they still take
+         * room in the span, see account.written); compaction only moves. */
+        bool keep_dead;
+        /* While holding, dead members above hold_above stay at the front
+         * too (see account_sync). */
+        bool holding;
+        uint64_t hold_above;
 } seqset;
 
 static uint64_t seq_key(uint64_t x)
@@ -54,7 +60,7 @@ static void seqset_compact(seqset *q)
 {
         size_t o = 0;
         for (size_t i = q->lo; i < q->hi; i++)
-                if (!(q->v[i] & SEQ_DEAD))
+                if (q->keep_dead || !(q->v[i] & SEQ_DEAD))
                         q->v[o++] = q->v[i];
         q->lo = 0;
         q->hi = o;
@@ -62,16 +68,10 @@ static void seqset_compact(seqset *q)
 
 static void seqset_skip_dead(seqset *q)
 {
-        while (q->lo < q->hi && (q->v[q->lo] & SEQ_DEAD))
+        while (q->lo < q->hi && (q->v[q->lo] & SEQ_DEAD) && !(q->holding && seq_key(q->v[q->lo]) > q->hold_above))
                 q->lo++;
         if (q->lo == q->hi)
                 q->lo = q->hi = 0;
-}
-
-static bool seqset_contains(const seqset *q, uint64_t s)
-{
-        size_t i = seqset_find(q, s);
-        return i < q->hi && q->v[i] == s;
 }
 
 /* 1 if s was added, 0 if it was there, -ENOMEM (the set unchanged). */
@@ -86,7 +86,7 @@ static int seqset_add(seqset *q, uint64_t s)
                 return 1;
         }
         if (q->hi == q->cap) {
-                if (q->lo > 0 || q->live < q->hi - q->lo)
+                if (q->lo > 0 || (!q->keep_dead && q->live < q->hi - q->lo))
                         seqset_compact(q);
                 if (q->hi == q->cap) {
                         size_t ncap = q->cap ? q->cap * 2 : 16;
@@ -114,9 +114,22 @@ static bool seqset_remove(seqset *q, uint64_t s)
         q->live--;
         if (i == q->lo)
                 seqset_skip_dead(q);
-        else if (q->hi - q->lo > 2 * q->live + 64)
+        else if (!q->keep_dead && q->hi - q->lo > 2 * q->live + 64)
                 seqset_compact(q);
         return true;
+}
+
+/* Whether s is a member, live or dead. */
+static bool seqset_contains_any(const seqset *q, uint64_t s)
+{
+        size_t i = seqset_find(q, s);
+        return i < q->hi && seq_key(q->v[i]) == s;
+}
+
+/* Members from the first live one to the last, dead ones included. */
+static size_t seqset_span(const seqset *q)
+{
+        return q->hi - q->lo;
 }
 
 /* Removes every member <= floor; returns how many were live. */
@@ -144,24 +157,26 @@ static void seqset_trim(seqset *q, size_t keep)
         seqset_skip_dead(q);
 }
 
-static void seqset_clear(seqset *q)
-{
-        q->lo = q->hi = q->live = 0;
-}
-
 static void seqset_fini(seqset *q)
 {
         free(q->v);
         memset(q, 0, sizeof *q);
 }
 
-/* ---- the ledger -------------------------------------------------------- */
+/* ---- the ledger --------------------------------------------------------
+ * What INBOX evicts is the oldest STORED entry of a subject, read or not,
+ * once it holds 1000. So the quantity to bound is not an owner's unread
+ * entries but its span: the entries stored from its oldest unread one on,
+ * read ones included (an entry nak'ed or waiting for its redelivery is
+ * pushed out by the newer ones the reader goes on reading). */
 
 typedef struct account {
-        seqset written;   /* committed by us, not yet disposed of */
+        /* Committed by us from the oldest unread one on: live = unread,
+         * dead = read but newer than an unread one (they count). */
+        seqset written;
+        uint64_t last_commit; /* the highest sequence committed */
         size_t reserved;  /* publishes in flight */
         uint64_t seed;    /* entries stored on the subject at the seed */
-        seqset seed_gone; /* seeded-range sequences disposed of since */
 } account;
 
 struct ledger {
@@ -172,9 +187,12 @@ struct ledger {
         uint64_t floor;     /* the reader's ack floor */
         uint64_t epoch;     /* seeds so far */
         uint64_t changes;
-        bool seeded;        /* a seed is in force: seed_last > floor */
+        /* A seed is in force until the floor passes seed_last: until then
+         * any entry stored before it may be unread and the oldest of its
+         * subject, so all of them count. */
+        bool seeded;
         uint64_t seed_last; /* INBOX last_seq at the seed */
-        uint64_t seed_cap;  /* the broker's bound on seeded entries still unread */
+        uint64_t unread_hint; /* the broker's num_pending + num_ack_pending (diagnostics) */
         seqset early;       /* disposals not matched yet */
         uint64_t written_total, reserved_total;
 };
@@ -184,7 +202,6 @@ static void account_free(account *a)
         if (!a)
                 return;
         seqset_fini(&a->written);
-        seqset_fini(&a->seed_gone);
         free(a);
 }
 
@@ -241,29 +258,30 @@ static account *account_of(ledger *l, const char *owner, bool create)
                 free(a);
                 a = NULL;
         }
+        if (a)
+                a->written.keep_dead = true;
         return a;
 }
 
-static uint64_t seeded_left(const ledger *l, const account *a)
+/* A publish in flight may be stored already, unread, and older than
+ * entries the reader has read since. It is newer than everything
+ * committed when the first of the publishes now in flight was reserved
+ * (with nothing in flight, everything stored was committed), so read
+ * entries at the front keep their room only above that. */
+static void account_sync(account *a)
 {
-        if (!l->seeded || a->seed <= a->seed_gone.live)
-                return 0;
-        uint64_t left = a->seed - a->seed_gone.live;
-        return left < l->seed_cap ? left : l->seed_cap;
+        if (a->reserved > 0 && !a->written.holding) {
+                a->written.holding = true;
+                a->written.hold_above = a->last_commit;
+        } else if (a->reserved == 0 && a->written.holding) {
+                a->written.holding = false;
+                seqset_skip_dead(&a->written);
+        }
 }
 
 static size_t count_of(const ledger *l, const account *a)
 {
-        return a->written.live + a->reserved + (size_t)seeded_left(l, a);
-}
-
-/* The broker's bound on seeded entries still unread: once the reader has
- * delivered everything up to the seed, they are all among its ack-pending
- * entries; before that, among ack-pending plus not yet delivered. Seeded
- * entries only ever get fewer, so any earlier bound stays true. */
-static uint64_t cap_from(const ledger *l, const ledger_reader_state *rs)
-{
-        return rs->delivered >= l->seed_last ? rs->ack_pending : rs->ack_pending + rs->pending;
+        return seqset_span(&a->written) + a->reserved + (l->seeded ? (size_t)a->seed : 0);
 }
 
 typedef struct prune_walk {
@@ -277,26 +295,20 @@ static void prune_one(const char *key, void *value, void *arg)
         prune_walk *w = arg;
         account *a = value;
         w->l->written_total -= seqset_prune(&a->written, w->l->floor);
-        if (w->end_seed) {
+        if (w->end_seed)
                 a->seed = 0;
-                seqset_clear(&a->seed_gone);
-        } else {
-                (void)seqset_prune(&a->seed_gone, w->l->floor);
-        }
 }
 
-/* Drops what the floor covers; ends the seed once the floor passed it.
- * Accounts left empty stay in the map (an owner that was written to once
- * is likely to be again); their cost is two empty sets. */
+/* Drops what the floor covers (read, and older than anything unread);
+ * ends the seed once the floor passed it. Accounts left empty stay in
+ * the map (an owner written to once is likely to be again). */
 static void prune(ledger *l, bool end_seed)
 {
         prune_walk w = {.l = l, .end_seed = end_seed};
         strmap_foreach(&l->owners, prune_one, &w);
         (void)seqset_prune(&l->early, l->floor);
-        if (end_seed) {
+        if (end_seed)
                 l->seeded = false;
-                l->seed_cap = 0;
-        }
 }
 
 void ledger_set_limit(ledger *l, size_t limit)
@@ -323,6 +335,7 @@ bool ledger_reserve(ledger *l, const char *owner)
         if (a && count_of(l, a) < l->limit) {
                 a->reserved++;
                 l->reserved_total++;
+                account_sync(a);
                 ok = true;
         }
         pthread_mutex_unlock(&l->lock);
@@ -334,6 +347,7 @@ static void unreserve(ledger *l, account *a)
         if (a && a->reserved > 0) {
                 a->reserved--;
                 l->reserved_total--;
+                account_sync(a);
         }
 }
 
@@ -342,13 +356,19 @@ void ledger_commit(ledger *l, const char *owner, uint64_t seq)
         pthread_mutex_lock(&l->lock);
         account *a = account_of(l, owner, true);
         int added = 0;
-        /* Already disposed of: below the floor, by an early disposal, or
-         * as a seeded entry. */
-        if (a && seq > l->floor && !seqset_remove(&l->early, seq) &&
-            !(l->seeded && seq <= l->seed_last && seqset_contains(&a->seed_gone, seq)))
+        if (a && seq > l->floor) {
+                /* Read already (the reader can ack before the writer reads
+                 * the PubAck): it still takes room behind an older unread
+                 * entry, and none in front of all of them. */
+                bool read = seqset_remove(&l->early, seq);
+                if (seq > a->last_commit)
+                        a->last_commit = seq;
                 added = seqset_add(&a->written, seq);
-        if (added > 0)
-                l->written_total++;
+                if (added > 0 && read)
+                        (void)seqset_remove(&a->written, seq);
+                else if (added > 0)
+                        l->written_total++;
+        }
         /* Out of memory: the reservation stays, so the entry is still
          * counted (for good: too high is safe, too low is not). */
         if (added >= 0)
@@ -372,10 +392,11 @@ void ledger_dispose(ledger *l, const char *owner, uint64_t seq)
                 account *a = account_of(l, owner, false);
                 if (a && seqset_remove(&a->written, seq)) {
                         l->written_total--;
-                } else if (a && l->seeded && seq <= l->seed_last && a->seed > 0) {
-                        (void)seqset_add(&a->seed_gone, seq);
-                } else {
-                        (void)seqset_add(&l->early, seq); /* lost: a later commit counts too high */
+                } else if (!(a && seqset_contains_any(&a->written, seq))) {
+                        /* Not committed yet, a seeded entry, or read twice:
+                         * kept for a commit; lost past the bound, a later
+                         * commit then counts it unread (too high). */
+                        (void)seqset_add(&l->early, seq);
                         seqset_trim(&l->early, LEDGER_EARLY_MAX);
                 }
                 moved(l);
@@ -397,13 +418,8 @@ void ledger_note_reader(ledger *l, uint64_t epoch, const ledger_reader_state *rs
         if (epoch == l->epoch) {
                 if (rs->floor > l->floor)
                         l->floor = rs->floor;
-                bool end_seed = l->seeded && l->floor >= l->seed_last;
-                if (l->seeded && !end_seed) {
-                        uint64_t cap = cap_from(l, rs);
-                        if (cap < l->seed_cap)
-                                l->seed_cap = cap;
-                }
-                prune(l, end_seed);
+                l->unread_hint = rs->pending + rs->ack_pending;
+                prune(l, l->seeded && l->floor >= l->seed_last);
                 moved(l);
         }
         pthread_mutex_unlock(&l->lock);
@@ -417,10 +433,10 @@ void ledger_seed(ledger *l, uint64_t last_seq, const ledger_reader_state *rs, si
         /* Not a max: a re-created reader durable starts again at 0 and
          * reads everything INBOX holds once more. */
         l->floor = rs->floor;
+        l->unread_hint = rs->pending + rs->ack_pending;
         prune(l, true);
         l->seed_last = last_seq;
         l->seeded = last_seq > rs->floor;
-        l->seed_cap = l->seeded ? cap_from(l, rs) : 0;
         for (size_t i = 0; l->seeded && i < n; i++) {
                 account *a = account_of(l, owners[i], true);
                 if (a)
@@ -480,7 +496,8 @@ static void stats_one(const char *key, void *value, void *arg)
         if (c == 0)
                 return;
         w->st->owners++;
-        w->st->seeded += a->seed > a->seed_gone.live ? a->seed - a->seed_gone.live : 0;
+        w->st->seeded += w->l->seeded ? a->seed : 0;
+        w->st->span += seqset_span(&a->written);
         if (c > w->st->max) {
                 w->st->max = c;
                 size_t n = strlen(key);
@@ -497,9 +514,10 @@ void ledger_get_stats(ledger *l, ledger_stats *st)
         pthread_mutex_lock(&l->lock);
         stats_walk w = {.l = l, .st = st};
         strmap_foreach(&l->owners, stats_one, &w);
-        st->written = l->written_total;
+        st->unread = l->written_total;
         st->in_flight = l->reserved_total;
-        st->seed_cap = l->seeded ? l->seed_cap : 0;
+        st->seed_last = l->seeded ? l->seed_last : 0;
+        st->broker_unread = l->unread_hint;
         st->floor = l->floor;
         st->epoch = l->epoch;
         pthread_mutex_unlock(&l->lock);

@@ -1,15 +1,19 @@
 /* ledger: PROTOCOL §14.4 E1, per owner. INBOX_<S> keeps 1000 entries per
- * owner subject and silently evicts the oldest (§2), so no writer may let
- * an owner's unread entries reach that cap. The ledger counts, per owner
- * (the dinbox subject's owner token), every entry that may be unread:
- *   - entries this process wrote that the reader has not disposed of
- *     (acked or terminated), by INBOX sequence;
+ * owner subject and silently evicts the oldest stored one, read or not
+ * (§2). An entry still unread is therefore lost once 1000 newer entries of
+ * its owner are stored, however many of those were read: what must stay
+ * under the lead limit is each owner's span, the entries stored from its
+ * oldest unread one on. The ledger counts, per owner (the dinbox
+ * subject's owner token), an upper bound of it:
+ *   - the entries this process wrote from the owner's oldest unread one
+ *     on (read ones behind it included), by INBOX sequence;
  *   - publishes in flight (reserved before they are sent);
- *   - what a seed found stored in INBOX above the reader's position after
- *     a start, a takeover, a reconnect or a re-created reader durable,
- *     bounded by how many entries the broker says are unread.
+ *   - after a start, a takeover, a reconnect or a re-created reader
+ *     durable: every entry a seed found stored on the owner's subject,
+ *     until the reader's ack floor passes what the seed saw (any of them
+ *     may be an unread entry older than the rest).
  * The count never falls below the truth, so a writer that reserves before
- * it publishes can never push an owner past the cap; each owner is
+ * it publishes never makes INBOX evict an unread entry; each owner is
  * judged alone, so a stuck owner holds back nobody else.
  *
  * Pure bookkeeping behind one mutex (the fan-out and control threads
@@ -49,9 +53,9 @@ void ledger_dispose(ledger *l, const char *owner, uint64_t seq);
 /* The reader durable's state as the broker reported it
  * (CONSUMER.INFO): every entry at or below floor is disposed of;
  * delivered is the highest sequence delivered at least once; pending and
- * ack_pending are num_pending and num_ack_pending. epoch is
- * ledger_epoch() read before the request was sent: a report older than
- * the latest seed is ignored. */
+ * ack_pending are num_pending and num_ack_pending (reported in the
+ * stats). epoch is ledger_epoch() read before the request was sent: a
+ * report older than the latest seed is ignored. */
 typedef struct ledger_reader_state {
         uint64_t floor, delivered, pending, ack_pending;
 } ledger_reader_state;
@@ -59,13 +63,14 @@ uint64_t ledger_epoch(ledger *l);
 void ledger_note_reader(ledger *l, uint64_t epoch, const ledger_reader_state *rs);
 
 /* Replaces what the ledger assumes about entries it did not write: INBOX
- * held stored[i] entries on owners[i]'s subject up to last_seq, with the
- * reader at rs (read before last_seq). Entries this process wrote and
- * reservations in flight are kept. Starts a new epoch. */
+ * held stored[i] entries on owners[i]'s subject up to last_seq, and the
+ * reader, read after that, stood at rs. They count until the floor passes
+ * last_seq. Entries this process wrote and reservations in flight are
+ * kept. Starts a new epoch. */
 void ledger_seed(ledger *l, uint64_t last_seq, const ledger_reader_state *rs, size_t n, const char *const *owners,
                  const uint64_t *stored);
 
-/* Entries of owner that may be unread (in flight included). */
+/* owner's span as the ledger bounds it (in flight included). */
 size_t ledger_count(ledger *l, const char *owner);
 
 /* A counter that moves whenever room may have appeared (a disposal, a
@@ -78,11 +83,13 @@ bool ledger_wait(ledger *l, uint64_t *seen, int64_t timeout_ms);
 /* For logs and diagnostics. */
 typedef struct ledger_stats {
         size_t owners;          /* owners with anything counted */
-        uint64_t written;       /* entries written by us, not yet disposed of */
+        uint64_t unread;        /* entries written by us, not yet disposed of */
+        uint64_t span;          /* the same plus read ones behind an unread one */
         uint64_t in_flight;     /* reservations not yet committed or released */
-        uint64_t seeded;        /* seeded entries still assumed unread (before the cap) */
-        uint64_t seed_cap;      /* the broker's bound on those (0 once the floor passed the seed) */
-        uint64_t floor;         /* the reader's ack floor as last reported */
+        uint64_t seeded;        /* entries counted from the seed */
+        uint64_t seed_last;     /* the seed's INBOX last_seq (0: no seed in force) */
+        uint64_t broker_unread; /* the reader's num_pending + num_ack_pending, last report */
+        uint64_t floor;         /* the reader's ack floor, last report */
         uint64_t epoch;
         size_t max;             /* the largest count */
         char max_owner[128];    /* whose (truncated) */
