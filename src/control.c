@@ -183,8 +183,8 @@ static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_curs
 /* ---- catch-up (§8.6) --------------------------------------------------- */
 
 /* Waits what a round of copies still has in flight and settles each in
- * the ledger (E1): stored -> counted at its INBOX sequence, else
- * released. Starts the next round. */
+ * the ledger (E1): stored -> counted at its INBOX sequence, unanswered ->
+ * an orphan, refused -> released. Starts the next round. */
 static void settle_copies(daemon_ctx *d, struct control *c, const char *key, size_t *copied, size_t *unconfirmed)
 {
         (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
@@ -194,7 +194,10 @@ static void settle_copies(daemon_ctx *d, struct control *c, const char *key, siz
                         ledger_commit(d->ledger, key, res->seq);
                         (*copied)++;
                 } else {
-                        ledger_release(d->ledger, key);
+                        if (res->state == JSPUB_TIMEOUT)
+                                ledger_orphan(d->ledger, key); /* maybe stored */
+                        else
+                                ledger_release(d->ledger, key);
                         *unconfirmed += res->state != JSPUB_TOO_LARGE;
                 }
         }

@@ -131,8 +131,7 @@ struct fanout {
         struct ratelog log_held, log_full, log_released;
         int64_t last_paid_ms, stall_logged_ms;
         int64_t refreshed_ms;
-        natsStatistics *stats;
-        uint64_t reconnects_seen; /* fan-out + reader connections */
+
         /* Where a re-created durable must resume: the lowest CHAT seq not
          * yet acked (nak'ed and held ones included), else the last acked + 1. */
         uint64_t acked_through;
@@ -518,7 +517,8 @@ static bool dinbox_denied(daemon_ctx *d, struct fanout *f, const char *key)
 
 /* The ledger follows every publish of the round on its own, whatever the
  * message's other entries did: stored (a duplicate too) -> committed at
- * its sequence, anything else -> released. */
+ * its sequence, unanswered -> an orphan (maybe stored), refused ->
+ * released. */
 static void settle_ledger(daemon_ctx *d, struct fanout *f)
 {
         for (size_t k = 0; k < f->pub.n; k++) {
@@ -527,6 +527,8 @@ static void settle_ledger(daemon_ctx *d, struct fanout *f)
                         continue;
                 if (res->state == JSPUB_OK)
                         ledger_commit(d->ledger, f->sent[k].key, res->seq);
+                else if (res->state == JSPUB_TIMEOUT)
+                        ledger_orphan(d->ledger, f->sent[k].key); /* maybe stored */
                 else
                         ledger_release(d->ledger, f->sent[k].key);
                 free(f->sent[k].key);
@@ -816,36 +818,11 @@ static void log_holding(daemon_ctx *d, struct fanout *f, int64_t now)
         }
 }
 
-/* Reconnects of the fan-out's or the reader's connection may have lost
- * PubAcks or acks in flight: the ledger is seeded again from the broker. */
-static uint64_t reconnects(daemon_ctx *d, struct fanout *f)
-{
-        uint64_t total = 0;
-        natsConnection *conns[] = {d->fanout_nc, d->reader_nc};
-        for (size_t i = 0; i < 2 && f->stats; i++) {
-                uint64_t in_msgs, in_bytes, out_msgs, out_bytes, rc = 0;
-                if (conns[i] && natsConnection_GetStats(conns[i], f->stats) == NATS_OK &&
-                    natsStatistics_GetCounts(f->stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &rc) == NATS_OK)
-                        total += rc;
-        }
-        return total;
-}
-
+/* The reader's floor now and then: it prunes what the floor covers and
+ * ends a seed. (The reader replays its own acks lost with a reconnect; a
+ * lost PubAck of ours is an orphan, counted by settle_ledger.) */
 static void sync_ledger(daemon_ctx *d, struct fanout *f, int64_t now)
 {
-        uint64_t rc = reconnects(d, f);
-        if (rc != f->reconnects_seen) {
-                char err[300];
-                if (ledger_sync_seed(d->ledger, d->fanout_nc, &d->names, err, sizeof err) == 0) {
-                        f->reconnects_seen = rc;
-                        f->refreshed_ms = now;
-                        log_info("Re-read what %s holds per owner after a reconnect", d->names.inbox_stream);
-                } else {
-                        log_warning("Failed to re-read what %s holds per owner after a reconnect: %s; retrying",
-                                    d->names.inbox_stream, err);
-                }
-                return;
-        }
         int64_t period = f->n_held > 0 ? FANOUT_HELD_REFRESH_MS : FANOUT_FLOOR_REFRESH_MS;
         if (now - f->refreshed_ms >= period) {
                 f->refreshed_ms = now;
@@ -992,9 +969,6 @@ int fanout_start(daemon_ctx *d)
                 if (r < 0)
                         log_error("Failed to watch the KV buckets for the fan-out: %s", err);
         }
-        if (natsStatistics_Create(&f->stats) != NATS_OK)
-                f->stats = NULL; /* reconnects then go unnoticed here: the floor still prunes */
-        f->reconnects_seen = reconnects(d, f);
         f->refreshed_ms = daemon_mono_ms();
         if (r == 0)
                 r = -pthread_create(&f->thread, NULL, fanout_thread, d);
@@ -1018,7 +992,6 @@ void fanout_stop(daemon_ctx *d)
                 held_free(f->held[i]);
         free(f->held);
         strmap_fini(&f->owing);
-        natsStatistics_Destroy(f->stats);
         pull_stop(&f->pull);
         jspub_fini(&f->pub);
         kv_cache_close(f->cache);

@@ -2,6 +2,7 @@
  * owner lower than its real span; counting higher only costs a pause. */
 #include "ledger.h"
 
+#include "clock.h"
 #include "strmap.h"
 
 #include <errno.h>
@@ -16,6 +17,12 @@
  * count an entry that is already gone (too high, never too low) until the
  * floor passes it. */
 #define LEDGER_EARLY_MAX 65536
+/* A publish whose PubAck never came may still be stored, unread: it counts
+ * this long (two ack_waits: by then the reader has long read it, or a
+ * retry has committed it) before it is forgotten. */
+#define LEDGER_ORPHAN_MS 120000
+/* Recent disposals remembered for ledger_replay. */
+#define LEDGER_RECENT_MAX 16384
 
 /* ---- a set of INBOX sequences ------------------------------------------
  * Sorted; a removal from the front moves lo, one elsewhere marks the slot
@@ -176,6 +183,7 @@ typedef struct account {
         seqset written;
         uint64_t last_commit; /* the highest sequence committed */
         size_t reserved;  /* publishes in flight */
+        size_t orphans;   /* publishes never answered, counted for a while */
         uint64_t seed;    /* entries stored on the subject at the seed */
 } account;
 
@@ -194,7 +202,21 @@ struct ledger {
         uint64_t seed_last; /* INBOX last_seq at the seed */
         uint64_t unread_hint; /* the broker's num_pending + num_ack_pending (diagnostics) */
         seqset early;       /* disposals not matched yet */
-        uint64_t written_total, reserved_total;
+        uint64_t written_total, reserved_total, orphans_total;
+        /* Orphans in the order they expire (a ring). */
+        struct orphan {
+                account *a;
+                int64_t expires_ms;
+        } *orph;
+        size_t orph_head, orph_n, orph_cap;
+        /* The latest disposals (a ring), for ledger_replay. Accounts are
+         * never freed before the ledger, so the pointers stay good. */
+        struct disposal {
+                account *a;
+                uint64_t seq;
+                int64_t ms;
+        } recent[LEDGER_RECENT_MAX];
+        size_t recent_next, recent_n;
 };
 
 static void account_free(account *a)
@@ -235,6 +257,7 @@ void ledger_free(ledger *l)
         strmap_foreach(&l->owners, free_one, NULL);
         strmap_fini(&l->owners);
         seqset_fini(&l->early);
+        free(l->orph);
         pthread_cond_destroy(&l->moved);
         pthread_mutex_destroy(&l->lock);
         free(l);
@@ -281,7 +304,7 @@ static void account_sync(account *a)
 
 static size_t count_of(const ledger *l, const account *a)
 {
-        return seqset_span(&a->written) + a->reserved + (l->seeded ? (size_t)a->seed : 0);
+        return seqset_span(&a->written) + a->reserved + a->orphans + (l->seeded ? (size_t)a->seed : 0);
 }
 
 typedef struct prune_walk {
@@ -327,10 +350,22 @@ size_t ledger_limit(ledger *l)
         return limit;
 }
 
+static void expire_orphans(ledger *l, int64_t now)
+{
+        while (l->orph_n > 0 && l->orph[l->orph_head].expires_ms <= now) {
+                account *a = l->orph[l->orph_head].a;
+                a->orphans--;
+                l->orphans_total--;
+                l->orph_head = (l->orph_head + 1) % l->orph_cap;
+                l->orph_n--;
+        }
+}
+
 bool ledger_reserve(ledger *l, const char *owner)
 {
         bool ok = false;
         pthread_mutex_lock(&l->lock);
+        expire_orphans(l, clock_mono_ms());
         account *a = account_of(l, owner, true);
         if (a && count_of(l, a) < l->limit) {
                 a->reserved++;
@@ -377,6 +412,38 @@ void ledger_commit(ledger *l, const char *owner, uint64_t seq)
         pthread_mutex_unlock(&l->lock);
 }
 
+void ledger_orphan(ledger *l, const char *owner)
+{
+        pthread_mutex_lock(&l->lock);
+        account *a = account_of(l, owner, false);
+        if (a && a->reserved > 0) {
+                if (l->orph_n == l->orph_cap) {
+                        size_t ncap = l->orph_cap ? l->orph_cap * 2 : 64;
+                        struct orphan *no = malloc(ncap * sizeof *no);
+                        if (no) {
+                                for (size_t i = 0; i < l->orph_n; i++)
+                                        no[i] = l->orph[(l->orph_head + i) % l->orph_cap];
+                                free(l->orph);
+                                l->orph = no;
+                                l->orph_cap = ncap;
+                                l->orph_head = 0;
+                        }
+                }
+                /* Without room in the ring it stays reserved for good
+                 * (too high is safe). */
+                if (l->orph_n < l->orph_cap) {
+                        l->orph[(l->orph_head + l->orph_n) % l->orph_cap] =
+                                (struct orphan){.a = a, .expires_ms = clock_mono_ms() + LEDGER_ORPHAN_MS};
+                        l->orph_n++;
+                        a->orphans++;
+                        l->orphans_total++;
+                        unreserve(l, a);
+                }
+        }
+        moved(l);
+        pthread_mutex_unlock(&l->lock);
+}
+
 void ledger_release(ledger *l, const char *owner)
 {
         pthread_mutex_lock(&l->lock);
@@ -389,7 +456,7 @@ void ledger_dispose(ledger *l, const char *owner, uint64_t seq)
 {
         pthread_mutex_lock(&l->lock);
         if (seq > l->floor) {
-                account *a = account_of(l, owner, false);
+                account *a = account_of(l, owner, true);
                 if (a && seqset_remove(&a->written, seq)) {
                         l->written_total--;
                 } else if (!(a && seqset_contains_any(&a->written, seq))) {
@@ -399,9 +466,44 @@ void ledger_dispose(ledger *l, const char *owner, uint64_t seq)
                         (void)seqset_add(&l->early, seq);
                         seqset_trim(&l->early, LEDGER_EARLY_MAX);
                 }
+                if (a) {
+                        l->recent[l->recent_next] = (struct disposal){.a = a, .seq = seq, .ms = clock_mono_ms()};
+                        l->recent_next = (l->recent_next + 1) % LEDGER_RECENT_MAX;
+                        if (l->recent_n < LEDGER_RECENT_MAX)
+                                l->recent_n++;
+                }
                 moved(l);
         }
         pthread_mutex_unlock(&l->lock);
+}
+
+size_t ledger_replay(ledger *l, int64_t since_ms)
+{
+        size_t back = 0;
+        pthread_mutex_lock(&l->lock);
+        for (size_t k = 0; k < l->recent_n; k++) {
+                size_t i = (l->recent_next + LEDGER_RECENT_MAX - 1 - k) % LEDGER_RECENT_MAX;
+                struct disposal *dp = &l->recent[i];
+                if (dp->ms < since_ms)
+                        break;
+                if (dp->seq > l->floor && seqset_add(&dp->a->written, dp->seq) == 1) {
+                        l->written_total++;
+                        back++;
+                } else if (dp->seq > l->floor) {
+                        /* Present as read behind an unread one: make it unread. */
+                        size_t at = seqset_find(&dp->a->written, dp->seq);
+                        if (at < dp->a->written.hi && dp->a->written.v[at] == (dp->seq | SEQ_DEAD)) {
+                                dp->a->written.v[at] = dp->seq;
+                                dp->a->written.live++;
+                                l->written_total++;
+                                back++;
+                        }
+                }
+        }
+        l->recent_n = 0; /* replayed once */
+        moved(l);
+        pthread_mutex_unlock(&l->lock);
+        return back;
 }
 
 uint64_t ledger_epoch(ledger *l)
@@ -516,6 +618,7 @@ void ledger_get_stats(ledger *l, ledger_stats *st)
         strmap_foreach(&l->owners, stats_one, &w);
         st->unread = l->written_total;
         st->in_flight = l->reserved_total;
+        st->orphans = l->orphans_total;
         st->seed_last = l->seeded ? l->seed_last : 0;
         st->broker_unread = l->unread_hint;
         st->floor = l->floor;

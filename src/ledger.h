@@ -43,12 +43,22 @@ bool ledger_reserve(ledger *l, const char *owner);
 /* The reserved entry is stored at INBOX sequence seq (a duplicate PubAck
  * names the sequence of the entry already stored: the same rule holds). */
 void ledger_commit(ledger *l, const char *owner, uint64_t seq);
-/* The reserved entry was not stored (refused, never sent, or unanswered). */
+/* The reserved entry was not stored (refused, or never sent). */
 void ledger_release(ledger *l, const char *owner);
+/* The reserved entry got no answer: it may be stored and unread. It keeps
+ * counting for two ack_waits (a retry's duplicate PubAck commits it
+ * meanwhile, or the reader has read it). */
+void ledger_orphan(ledger *l, const char *owner);
 
 /* The reader disposed of owner's entry at seq (ack or term): it will not
  * be read again. Naks are not disposals. */
 void ledger_dispose(ledger *l, const char *owner, uint64_t seq);
+/* The reader's connection was lost and is back: acks it sent shortly
+ * before may never have reached the broker, which then redelivers those
+ * entries an ack_wait later. Disposals made at or after since_ms
+ * (monotonic) count as unread again, until the reader disposes of them
+ * again or its floor passes them. Returns how many. */
+size_t ledger_replay(ledger *l, int64_t since_ms);
 
 /* The reader durable's state as the broker reported it
  * (CONSUMER.INFO): every entry at or below floor is disposed of;
@@ -86,6 +96,7 @@ typedef struct ledger_stats {
         uint64_t unread;        /* entries written by us, not yet disposed of */
         uint64_t span;          /* the same plus read ones behind an unread one */
         uint64_t in_flight;     /* reservations not yet committed or released */
+        uint64_t orphans;       /* publishes never answered, still counted */
         uint64_t seeded;        /* entries counted from the seed */
         uint64_t seed_last;     /* the seed's INBOX last_seq (0: no seed in force) */
         uint64_t broker_unread; /* the reader's num_pending + num_ack_pending, last report */

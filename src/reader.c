@@ -25,6 +25,9 @@
 #define READER_EXPIRES_MS 5000
 #define READER_WAIT_MS 500
 #define READER_PUBACK_TIMEOUT_MS 10000
+/* An ack dies with its connection only if it was sent shortly before the
+ * link was noticed dead (pings every second, two missed, §10.3). */
+#define READER_ACK_LOSS_MS 5000
 
 typedef enum {
         DECIDE_ACK,      /* dropped or not a real entry */
@@ -49,6 +52,9 @@ struct reader {
         kv_cache *cache;   /* ACLs and members (§6.4 fenced per batch) */
         natsMsg **msgs;
         verdict *v;
+        natsStatistics *stats;
+        uint64_t reconnects;  /* of reader_nc, as last seen */
+        int64_t seen_up_ms;   /* when it was last seen connected */
 };
 
 static int ensure(daemon_ctx *d)
@@ -256,6 +262,27 @@ static int prepare(daemon_ctx *d, void *self)
         return rc;
 }
 
+/* E1: acks sent just before the connection was lost may never have
+ * reached the broker, which redelivers those entries an ack_wait later:
+ * until then they are unread and hold room in their owner's span. */
+static bool before_fetch(daemon_ctx *d, void *self)
+{
+        struct reader *r = self;
+        uint64_t in_msgs, in_bytes, out_msgs, out_bytes, rc = 0;
+        if (r->stats && natsConnection_GetStats(d->reader_nc, r->stats) == NATS_OK &&
+            natsStatistics_GetCounts(r->stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &rc) == NATS_OK &&
+            rc != r->reconnects) {
+                size_t back = ledger_replay(d->ledger, r->seen_up_ms - READER_ACK_LOSS_MS);
+                log_info("Reader connection back (reconnect %" PRIu64 "): %zu entries acked just before may not be "
+                         "acked at %s; they count as unread until read again",
+                         rc, back, d->names.inbox_stream);
+                r->reconnects = rc;
+        } else if (natsConnection_Status(d->reader_nc) == NATS_CONN_STATUS_CONNECTED) {
+                r->seen_up_ms = daemon_mono_ms();
+        }
+        return !atomic_load(&d->stopping);
+}
+
 static void decide_at(daemon_ctx *d, void *self, int i)
 {
         struct reader *r = self;
@@ -283,6 +310,7 @@ static void *reader_thread(void *arg)
                 .self = r,
                 .beat = &d->beat_reader,
                 .rebind = rebind,
+                .before_fetch = before_fetch,
                 .prepare = prepare,
                 .handle = decide_at,
                 .finish = finish,
@@ -320,6 +348,9 @@ int reader_start(daemon_ctx *d)
                 if (rc < 0)
                         log_error("Failed to watch the KV buckets for the reader: %s", err);
         }
+        if (rc == 0 && natsStatistics_Create(&r->stats) != NATS_OK)
+                r->stats = NULL; /* reconnects go unnoticed: the floor and the seed still bound */
+        r->seen_up_ms = daemon_mono_ms();
         if (rc == 0)
                 rc = -pthread_create(&r->thread, NULL, reader_thread, d);
         if (rc < 0) {
@@ -341,6 +372,7 @@ void reader_stop(daemon_ctx *d)
         jspub_fini(&r->pub);
         kv_cache_close(r->cache);
         daemon_close_worker(&d->reader_nc);
+        natsStatistics_Destroy(r->stats);
         free(r->msgs);
         free(r->v);
         free(r);

@@ -191,6 +191,46 @@ START_TEST(a_recreated_reader_makes_everything_unread_again)
 }
 END_TEST
 
+START_TEST(an_unanswered_publish_keeps_counting)
+{
+        ledger *l = ledger_new(2);
+        ck_assert(ledger_reserve(l, "bob"));
+        ledger_orphan(l, "bob"); /* no PubAck: maybe stored */
+        ck_assert_uint_eq(ledger_count(l, "bob"), 1);
+        ck_assert(ledger_reserve(l, "bob"));
+        ck_assert(!ledger_reserve(l, "bob"));
+        ledger_stats st;
+        ledger_get_stats(l, &st);
+        ck_assert_uint_eq(st.orphans, 1);
+        ck_assert_uint_eq(st.in_flight, 1);
+        ledger_free(l);
+}
+END_TEST
+
+START_TEST(acks_lost_with_a_connection_count_again)
+{
+        ledger *l = ledger_new(10);
+        for (uint64_t s = 1; s <= 3; s++) {
+                ck_assert(ledger_reserve(l, "bob"));
+                ledger_commit(l, "bob", s);
+                ledger_dispose(l, "bob", s);
+        }
+        ck_assert_uint_eq(ledger_count(l, "bob"), 0);
+        /* The reader reconnected: its last acks may be gone. */
+        ck_assert_uint_eq(ledger_replay(l, 0), 3);
+        ck_assert_uint_eq(ledger_count(l, "bob"), 3);
+        /* Redelivered and read again, or covered by the floor. */
+        ledger_dispose(l, "bob", 1);
+        ck_assert_uint_eq(ledger_count(l, "bob"), 2);
+        ledger_reader_state rs = rs_at(3, 3, 0, 0);
+        ledger_note_reader(l, ledger_epoch(l), &rs);
+        ck_assert_uint_eq(ledger_count(l, "bob"), 0);
+        /* Replayed once only. */
+        ck_assert_uint_eq(ledger_replay(l, 0), 0);
+        ledger_free(l);
+}
+END_TEST
+
 START_TEST(waiters_wake_on_a_disposal)
 {
         ledger *l = ledger_new(1);
@@ -214,8 +254,9 @@ END_TEST
  * A broker's INBOX in miniature: writers reserve and publish, the stream
  * stores (or, sometimes, stores while the PubAck is lost), PubAcks are
  * read late and in any order, the reader disposes in any order (sometimes
- * twice, as after a lost ack), reader reports arrive, and now and then the
- * ledger is re-seeded from the "broker". After every step the ledger's
+ * twice), the reader's link drops and takes some recent acks with it,
+ * reader reports arrive, and now and then the ledger is re-seeded from the
+ * "broker". After every step the ledger's
  * count of each owner must be at least the truth: publishes not yet
  * answered plus its stored entries from the oldest unread one on. */
 
@@ -247,7 +288,8 @@ START_TEST(random_schedules_never_undercount)
                 uint64_t x = seed * 0x9E3779B97F4A7C15ULL;
                 ledger *l = ledger_new(30);
                 static m_entry e[M_MAX];
-                size_t n = 0;
+                static size_t recent[M_MAX]; /* disposals since the last link drop */
+                size_t n = 0, n_recent = 0;
                 uint64_t last_seq = 0, floor = 0;
                 int orphans[M_OWNERS] = {0};
                 for (int step = 0; step < 6000 && n < M_MAX; step++) {
@@ -279,12 +321,20 @@ START_TEST(random_schedules_never_undercount)
                                                 ledger_commit(l, m_name[e[i].owner], e[i].seq);
                                         }
                                 }
-                        } else if (op < 92) { /* the reader disposes */
+                        } else if (op < 90) { /* the reader disposes */
                                 size_t i = n ? (size_t)(m_rand(&x) % n) : 0;
                                 if (n && e[i].state >= 1) {
+                                        if (e[i].state == 1 && n_recent < M_MAX)
+                                                recent[n_recent++] = i;
                                         e[i].state = 2;
                                         ledger_dispose(l, m_name[e[i].owner], e[i].seq);
                                 }
+                        } else if (op < 92) { /* the reader's link dropped: some recent acks lost */
+                                for (size_t r = 0; r < n_recent; r++)
+                                        if (e[recent[r]].state == 2 && e[recent[r]].seq > floor && m_rand(&x) % 2)
+                                                e[recent[r]].state = 1;
+                                n_recent = 0;
+                                (void)ledger_replay(l, 0);
                         } else if (op < 97) { /* a reader report */
                                 uint64_t epoch = ledger_epoch(l);
                                 uint64_t f = floor;
@@ -368,6 +418,8 @@ int main(void)
         tcase_add_test(tc, the_floor_prunes_and_stale_reports_are_ignored);
         tcase_add_test(tc, a_seed_counts_what_inbox_holds_until_the_floor_passes_it);
         tcase_add_test(tc, a_recreated_reader_makes_everything_unread_again);
+        tcase_add_test(tc, an_unanswered_publish_keeps_counting);
+        tcase_add_test(tc, acks_lost_with_a_connection_count_again);
         tcase_add_test(tc, waiters_wake_on_a_disposal);
         tcase_add_test(tc, random_schedules_never_undercount);
         suite_add_tcase(s, tc);
