@@ -183,23 +183,17 @@ static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_curs
 /* ---- catch-up (§8.6) --------------------------------------------------- */
 
 /* Waits what a round of copies still has in flight and settles each in
- * the ledger (E1): stored -> counted at its INBOX sequence, unanswered ->
- * an orphan, refused -> released. Starts the next round. */
+ * the ledger (E1, ledger_sync_publish). Starts the next round. */
 static void settle_copies(daemon_ctx *d, struct control *c, const char *key, size_t *copied, size_t *unconfirmed)
 {
         (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
         for (size_t k = 0; k < c->pub.n; k++) {
                 const jspub_result *res = jspub_result_at(&c->pub, k);
-                if (res->state == JSPUB_OK) {
-                        ledger_commit(d->ledger, key, res->seq);
+                ledger_sync_publish(d->ledger, key, res);
+                if (res->state == JSPUB_OK)
                         (*copied)++;
-                } else {
-                        if (res->state == JSPUB_TIMEOUT)
-                                ledger_orphan(d->ledger, key); /* maybe stored */
-                        else
-                                ledger_release(d->ledger, key);
+                else
                         *unconfirmed += res->state != JSPUB_TOO_LARGE;
-                }
         }
         jspub_reset(&c->pub);
 }

@@ -516,21 +516,14 @@ static bool dinbox_denied(daemon_ctx *d, struct fanout *f, const char *key)
 }
 
 /* The ledger follows every publish of the round on its own, whatever the
- * message's other entries did: stored (a duplicate too) -> committed at
- * its sequence, unanswered -> an orphan (maybe stored), refused ->
- * released. */
+ * message's other entries did (ledger_sync_publish). */
 static void settle_ledger(daemon_ctx *d, struct fanout *f)
 {
         for (size_t k = 0; k < f->pub.n; k++) {
                 const jspub_result *res = jspub_result_at(&f->pub, k);
                 if (k >= f->sent_cap || !f->sent[k].key)
                         continue;
-                if (res->state == JSPUB_OK)
-                        ledger_commit(d->ledger, f->sent[k].key, res->seq);
-                else if (res->state == JSPUB_TIMEOUT)
-                        ledger_orphan(d->ledger, f->sent[k].key); /* maybe stored */
-                else
-                        ledger_release(d->ledger, f->sent[k].key);
+                ledger_sync_publish(d->ledger, f->sent[k].key, res);
                 free(f->sent[k].key);
                 f->sent[k].key = NULL;
         }

@@ -127,3 +127,13 @@ int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names,
         counts_fini(&c);
         return r;
 }
+
+void ledger_sync_publish(ledger *l, const char *owner, const jspub_result *res)
+{
+        if (res->state == JSPUB_OK && !res->duplicate)
+                ledger_commit(l, owner, res->seq);
+        else if (res->state == JSPUB_TIMEOUT)
+                ledger_orphan(l, owner);
+        else
+                ledger_release(l, owner);
+}

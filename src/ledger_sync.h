@@ -7,6 +7,7 @@
 #pragma once
 
 #include "contract_subject.h"
+#include "jspub.h"
 #include "ledger.h"
 
 #include <nats/nats.h>
@@ -17,3 +18,10 @@ int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names,
 
 /* Tells l where the reader durable stands. 0 or a negative errno. */
 int ledger_sync_refresh(ledger *l, natsConnection *nc, const contract_names *names);
+
+/* Ends a reservation of owner by the outcome of its publish: a new entry
+ * stored -> committed at its sequence; a duplicate -> released (the entry
+ * it names was stored before and is counted already, by a commit, an
+ * orphan or the seed, and adds nothing to the subject); no answer -> an
+ * orphan (maybe stored); anything else -> released. */
+void ledger_sync_publish(ledger *l, const char *owner, const jspub_result *res);

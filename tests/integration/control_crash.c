@@ -199,12 +199,28 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         ck_assert_msg(up, "no successor came up within %d ms (%d attempts)", RESTART_WITHIN_MS, attempts);
         ck_assert_msg(refused >= 1, "a successor started while the dead daemon's lease was live");
 
-        /* The agent retries: same generation, same window. */
+        /* The agent retries as §12 says (anything but durable:true is
+         * retried): same generation, same window. The dead daemon left
+         * entries it had fetched unacked; until their ack_wait runs out the
+         * successor cannot tell them read, so the catch-up may have to wait
+         * for them (E1) and an attempt may end "catch-up stopped". */
         int64_t t0 = test_now_ms();
-        json_t *r = co_request(S, BOB, body, NULL, NULL, JOIN_MS);
-        fprintf(stderr, "retried join answered in %lld ms\n", (long long)(test_now_ms() - t0));
-        char *have = co_json_text(r);
         json_t *want = json_loads("{\"ok\":true,\"data\":{\"durable\":true,\"generation\":1}}", 0, NULL);
+        json_t *r = NULL;
+        int tries = 0;
+        while (tries < 10 && test_now_ms() < killed_at + REDELIVERY_WITHIN_MS) {
+                tries++;
+                r = co_request(S, BOB, body, NULL, NULL, JOIN_MS);
+                if (json_equal(r, want))
+                        break;
+                const char *err = json_string_value(json_object_get(r, "error"));
+                ck_assert_msg(!r || (err && strstr(err, "catch-up stopped")), "retried join: %s", co_json_text(r));
+                json_decref(r);
+                r = NULL;
+        }
+        fprintf(stderr, "retried join: durable after %d attempt%s, %lld ms\n", tries, tries == 1 ? "" : "s",
+                (long long)(test_now_ms() - t0));
+        char *have = co_json_text(r);
         if (!json_equal(r, want))
                 co_daemon_dump(&dm);
         ck_assert_msg(json_equal(r, want), "retried join: %s", have);
