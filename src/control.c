@@ -184,12 +184,18 @@ static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_curs
 
 /* Waits what a round of copies still has in flight and settles each in
  * the ledger (E1, ledger_sync_publish). Starts the next round. */
-static void settle_copies(daemon_ctx *d, struct control *c, const char *key, size_t *copied, size_t *unconfirmed)
+static void settle_copies(daemon_ctx *d, struct control *c, const char *subject, const char *key, size_t *copied,
+                          size_t *unconfirmed)
 {
         (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
+        /* Refused by the broker's permissions: not stored. */
+        bool denied = denials_publish_denied_since(&d->denied, subject, c->pub.round_ms);
         for (size_t k = 0; k < c->pub.n; k++) {
                 const jspub_result *res = jspub_result_at(&c->pub, k);
-                ledger_sync_publish(d->ledger, key, res);
+                if (denied && res->state == JSPUB_TIMEOUT)
+                        ledger_release(d->ledger, key);
+                else
+                        ledger_sync_publish(d->ledger, key, res);
                 if (res->state == JSPUB_OK)
                         (*copied)++;
                 else
@@ -294,7 +300,7 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                                                 /* No room: what is in flight is
                                                  * counted first, then the reader
                                                  * must make room. */
-                                                settle_copies(d, c, key, &copied, &unconfirmed);
+                                                settle_copies(d, c, dinbox, key, &copied, &unconfirmed);
                                                 int w = wait_for_room(d, key);
                                                 if (w < 0) {
                                                         snprintf(err, err_size,
@@ -361,7 +367,7 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
         }
         /* Settled whatever happened: every reservation gets its end. */
         if (key)
-                settle_copies(d, c, key, &copied, &unconfirmed);
+                settle_copies(d, c, dinbox, key, &copied, &unconfirmed);
         if (r == 0 && unconfirmed > 0) {
                 snprintf(err, err_size, "catch-up copies not confirmed (%zu): %s", unconfirmed, c->pub.last_error);
                 r = -EIO;

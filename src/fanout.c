@@ -523,7 +523,10 @@ static void settle_ledger(daemon_ctx *d, struct fanout *f)
                 const jspub_result *res = jspub_result_at(&f->pub, k);
                 if (k >= f->sent_cap || !f->sent[k].key)
                         continue;
-                ledger_sync_publish(d->ledger, f->sent[k].key, res);
+                if (res->state == JSPUB_TIMEOUT && dinbox_denied(d, f, f->sent[k].key))
+                        ledger_release(d->ledger, f->sent[k].key); /* refused, not stored */
+                else
+                        ledger_sync_publish(d->ledger, f->sent[k].key, res);
                 free(f->sent[k].key);
                 f->sent[k].key = NULL;
         }

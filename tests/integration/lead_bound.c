@@ -101,8 +101,8 @@ static void wait_counter(const char *section, const char *name, uint64_t want)
 
 /* A lead limit just above the batch (item 1: any accepted combination
  * makes progress) with the reader stuck: each owner gets exactly the limit
- * and no more, the rest of the chat is held, not dropped; once the reader
- * moves, every copy arrives once. */
+ * and no more, the rest of the chat is held, not dropped, the loop keeps
+ * turning (watchdog); once the reader moves, every copy arrives once. */
 START_TEST(each_owner_stops_at_the_limit_while_the_reader_is_stuck)
 {
         const char *const owners[] = {BOB, CAROL, DAVE};
@@ -121,7 +121,13 @@ START_TEST(each_owner_stops_at_the_limit_while_the_reader_is_stuck)
         /* Everything is in hand: 100 chat messages held for the three, and
          * the reader has seen and nak'ed every entry that was written. */
         wait_counter("lead", "held_messages", 100);
-        wait_counter("counters", "deferred", 60);
+        /* Each entry nak'ed twice: the hold has lasted a few seconds, and
+         * the fan-out's loop still turns (item 1: a paused fan-out once
+         * stopped beating, and systemd's watchdog killed the daemon). */
+        wait_counter("counters", "deferred", 120);
+        uint64_t last_turn = diag_num("workers_last_turn_ms_ago", "fanout");
+        ck_assert_msg(last_turn < 2000, "the fan-out's loop last turned %llu ms ago while holding",
+                      (unsigned long long)last_turn);
         for (size_t i = 0; i < k; i++)
                 ck_assert_msg(inbox_of(owners[i]) == 20, "owner %zu has %llu entries with the reader stuck (limit 20)",
                               i, (unsigned long long)inbox_of(owners[i]));

@@ -145,6 +145,15 @@ bool profile_drop_pub(profile *p, const char *subject)
         return false;
 }
 
+bool profile_narrow_pub(profile *p, const char *subject, const char *narrower)
+{
+        if (!profile_drop_pub(p, subject))
+                return false;
+        add(p->pub_allow, &p->n_pub_allow, "%s", narrower);
+        bind_perms(p);
+        return true;
+}
+
 void profile_fini(profile *p)
 {
         for (size_t i = 0; i < p->n_pub_allow; i++)

@@ -37,6 +37,10 @@ void profile_agent(profile *p, const char *s, const char *id, const char *const 
 /* Removes pub.allow entry subject (exact text); false if it was not there. */
 bool profile_drop_pub(profile *p, const char *subject);
 
+/* Replaces pub.allow entry subject by narrower, a subject it covers (e.g.
+ * "P.dinbox.*" by one owner's); false if subject was not there. */
+bool profile_narrow_pub(profile *p, const char *subject, const char *narrower);
+
 void profile_fini(profile *p);
 
 /* Mints a user JWT for key (issued by acct) with p's grants, named name
