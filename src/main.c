@@ -36,13 +36,25 @@
 #define STATUS_PERIOD_MS 5000
 #define MALLOC_ARENAS 2             /* see main() */
 #define STANDBY_POLL_MS 100         /* --standby: lease key reads */
-/* A renew that could not complete (no answer, or the bucket's stream
- * electing a leader in a cluster) is retried this often, but only while the
- * record it renews certainly still lives: its TTL runs from our last
- * confirmed write, and a try may itself take the KV timeout. */
+/* PROTOCOL §9 renew and the lease check. The record lives 30 s from its
+ * store time; the holder acts only LEASE_ACT_MS (27 s) past the send time
+ * of its last confirmed write (lease.h). A renew that could not complete
+ * (no answer, or the bucket's stream electing a leader in a cluster) is
+ * retried LEASE_RETRY_MS after the failed try ended, but a try starts only
+ * if it ends by then even when it takes LEASE_TRY_BOUND_MS: its KV timeout,
+ * plus the connection lock cnats holds through a reconnect attempt (see
+ * DAEMON_CONNECT_TIMEOUT_MS). While the link is down no try is sent (it
+ * would only wait for the reconnect). Between renews lease.0 is read every
+ * LEASE_CHECK_MS (§11.3 grants no consumer on that bucket, so no watch):
+ * another holder's write stops the workers within about a second instead
+ * of at the next renew. A read costs ~150 µs and is bounded by
+ * LEASE_CHECK_TIMEOUT_MS, so it never holds a renew back by more. */
 #define LEASE_RETRY_MS 1000
 #define LEASE_TRY_TIMEOUT_MS 2000
-#define LEASE_GIVE_UP_MS (CONTRACT_LEASE_TTL_MS - LEASE_TRY_TIMEOUT_MS - 1000)
+#define LEASE_TRY_BOUND_MS (LEASE_TRY_TIMEOUT_MS + DAEMON_CONNECT_TIMEOUT_MS)
+#define LEASE_CHECK_MS 1000
+#define LEASE_CHECK_TIMEOUT_MS 500
+
 /* A worker whose loop has not turned for this long is wedged: a batch
  * waits at most ~10 s for PubAcks and a join's catch-up is bounded by its
  * fetch expiries, so 45 s leaves room for both. */
@@ -365,12 +377,98 @@ static int standby(daemon_ctx *d, const sigset_t *signals)
         }
 }
 
+/* The workers' view of the lease follows the main thread's (§9). */
+static void lease_publish(daemon_ctx *d)
+{
+        atomic_store(&d->lease_valid_until_ms, lease_act_until_ms(&d->lease));
+}
+
+/* §9: the lease is not ours any more, or may lapse before a renew could be
+ * confirmed. The workers stop at once (daemon_may_act), the record is left
+ * alone (it may be a successor's), and the caller exits 1. */
+static void lease_lost(daemon_ctx *d, const char *why)
+{
+        atomic_store(&d->lease_lost, true);
+        log_error("✗ delivery: lost the lease (%s) — exiting so the holder is single", why);
+        d->lease.revision = 0;
+}
+
+/* One renew try, if one still fits before the holder must stop acting
+ * and the link is up. *next_try: when to try again (0 once renewed). 0, or
+ * -1 when the lease is lost. */
+static int renew(daemon_ctx *d, int64_t *next_try)
+{
+        lease *l = &d->lease;
+        int64_t until = lease_act_until_ms(l), now = daemon_mono_ms();
+        char why[700];
+        if (now + LEASE_TRY_BOUND_MS > until) {
+                snprintf(why, sizeof why, "no renew confirmed within %d ms of the last confirmed write; %s%s",
+                         LEASE_ACT_MS, l->renew_tried ? "last try: " : "the broker link was down",
+                         l->renew_tried ? l->last_error : "");
+                lease_lost(d, why);
+                return -1;
+        }
+        if (atomic_load(&d->disconnected_since_ms)) {
+                if (*next_try == 0)
+                        log_warning("Lease renew due while the broker link is down; trying once it is back "
+                                    "(gives up in %lld ms)",
+                                    (long long)(until - LEASE_TRY_BOUND_MS - now));
+                *next_try = now + MAIN_TICK_MS;
+                return 0;
+        }
+        l->kv.timeout_ms = LEASE_TRY_TIMEOUT_MS;
+        int r = lease_renew(l);
+        if (r == 0) {
+                lease_publish(d);
+                *next_try = 0;
+                log_debug("Renewed the lease, revision %llu", (unsigned long long)l->revision);
+                return 0;
+        }
+        if (r == -ESTALE) {
+                lease_lost(d, l->last_error);
+                return -1;
+        }
+        now = daemon_mono_ms();
+        *next_try = now + LEASE_RETRY_MS;
+        if (*next_try + LEASE_TRY_BOUND_MS > until) {
+                snprintf(why, sizeof why, "no renew confirmed within %d ms of the last confirmed write; last try: %s",
+                         LEASE_ACT_MS, l->last_error);
+                lease_lost(d, why);
+                return -1;
+        }
+        log_warning("Failed to renew the lease (%s); retrying in %d ms (gives up in %lld ms, before the record could "
+                    "lapse)",
+                    l->last_error, LEASE_RETRY_MS, (long long)(until - LEASE_TRY_BOUND_MS - now));
+        return 0;
+}
+
+/* Reads lease.0 between renews. 0, or -1 when the lease is lost. A read
+ * that fails tells nothing: the next one, or the renew, decides. */
+static int check(daemon_ctx *d)
+{
+        lease *l = &d->lease;
+        l->kv.timeout_ms = LEASE_CHECK_TIMEOUT_MS;
+        int r = lease_check(l);
+        if (r == -ESTALE) {
+                lease_lost(d, l->last_error);
+                return -1;
+        }
+        if (r == 1) {
+                lease_publish(d);
+                log_notice("Lease write confirmed by reading it back: revision %llu (its PubAck was lost)",
+                           (unsigned long long)l->revision);
+        } else if (r < 0) {
+                log_debug("Failed to check the lease: %s", l->last_error);
+        }
+        return 0;
+}
+
 static int run(daemon_ctx *d, const sigset_t *signals)
 {
         char line[512];
         int64_t last_probe = daemon_mono_ms(), last_status = 0;
         int64_t wd_ms = notify_watchdog_ms(), last_wd = 0;
-        int64_t next_renew = 0;
+        int64_t next_renew = 0, next_check = 0;
 
         for (;;) {
                 struct timespec tick = {.tv_sec = 0, .tv_nsec = MAIN_TICK_MS * 1000000L};
@@ -388,30 +486,21 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                         return 1;
                 int64_t now = daemon_mono_ms();
 
-                /* §9 renew: every 15 s. A rival's write (the revision
-                 * moved) ends the process at once. A try that got no
-                 * answer is retried while the record is certainly alive
-                 * (LEASE_GIVE_UP_MS after our last confirmed write, so no
-                 * one else can have acquired it: §9's single holder
-                 * stands), then ends the process as §9 says. In a cluster
-                 * this rides out the bucket stream's leader election. */
-                if (now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS && now >= next_renew) {
-                        d->lease.kv.timeout_ms = LEASE_TRY_TIMEOUT_MS;
-                        int r = lease_renew(&d->lease);
-                        if (r < 0 && r != -ESTALE && now + LEASE_RETRY_MS < d->lease.last_write_ms + LEASE_GIVE_UP_MS) {
-                                log_warning("Failed to renew the lease (%s); retrying in %d ms (gives up %lld ms "
-                                            "after the last renew)",
-                                            d->lease.last_error, LEASE_RETRY_MS, (long long)LEASE_GIVE_UP_MS);
-                                next_renew = now + LEASE_RETRY_MS;
-                        } else if (r < 0) {
-                                log_error("✗ delivery: lost the lease (%s) — exiting so the holder is single",
-                                          d->lease.last_error);
-                                d->lease.revision = 0;
+                /* §9 renew every 15 s; a rival's write (the revision moved)
+                 * ends the process at once, a try without an answer is
+                 * retried while one still fits (see LEASE_RETRY_MS). While
+                 * no renew is due, the lease check; neither while the link
+                 * is down (the renew's own tries decide then). */
+                bool renew_due = now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS;
+                if (renew_due && now >= next_renew) {
+                        /* Given up with the link down: nothing to release,
+                         * and workers blocked on it need the link shut. */
+                        if (renew(d, &next_renew) < 0)
+                                return atomic_load(&d->disconnected_since_ms) ? RUN_BROKER_GONE : 1;
+                } else if (!renew_due && now >= next_check && !atomic_load(&d->disconnected_since_ms)) {
+                        next_check = now + LEASE_CHECK_MS;
+                        if (check(d) < 0)
                                 return 1;
-                        } else {
-                                log_debug("Renewed the lease, revision %llu",
-                                          (unsigned long long)d->lease.revision);
-                        }
                 }
                 /* §10.3 broker watchdog, from the connection's state. */
                 if (now - last_probe >= WATCHDOG_PERIOD_MS) {
@@ -422,7 +511,7 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                 /* WATCHDOG=1 only while the lease renews, the link is up and
                  * every worker's loop turns: a wedged loop gets restarted. */
                 if (wd_ms && now - last_wd >= wd_ms / 2 && !atomic_load(&d->disconnected_since_ms) &&
-                    now - d->lease.last_write_ms < CONTRACT_LEASE_TTL_MS &&
+                    now < lease_act_until_ms(&d->lease) &&
                     now - atomic_load(&d->beat_fanout) < WORKER_STALE_MS &&
                     now - atomic_load(&d->beat_reader) < WORKER_STALE_MS &&
                     now - atomic_load(&d->beat_control) < WORKER_STALE_MS) {
@@ -537,9 +626,10 @@ int main(int argc, char **argv)
                 fprintf(stderr, "✗ delivery: a live lease already exists for shard 0 — another delivery daemon is "
                                 "running. Not binding.\n");
                 log_error("Failed to acquire lease %s/%s: %s", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
-                          r == -EEXIST ? d.lease.last_error : d.lease.kv.last_error);
+                          d.lease.last_error);
                 goto out_conn;
         }
+        lease_publish(&d);
         log_info("Acquired lease %s/%s at revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                  (unsigned long long)d.lease.revision);
 
@@ -549,11 +639,20 @@ int main(int argc, char **argv)
                 teardown(&d, true, false);
                 goto out_nats;
         }
-        /* Step 8: flush, then mark ready (a failure here is left to the
-         * next renew, §9). */
+        /* Step 8: flush, then mark ready. A failure other than a rival's
+         * write is left to the next renew (§9), which retries the same
+         * write and recognises it if it did land. */
         (void)natsConnection_FlushTimeout(d.nc, 2000);
-        if (lease_mark_ready(&d.lease) < 0)
+        r = lease_mark_ready(&d.lease);
+        if (r == -ESTALE) {
+                lease_lost(&d, d.lease.last_error);
+                teardown(&d, true, false);
+                goto out_nats;
+        }
+        if (r < 0)
                 log_warning("Failed to mark the lease ready: %s; the next renew will", d.lease.last_error);
+        else
+                lease_publish(&d);
         /* Step 9. */
         printf("✓ delivery daemon up (space %s) — stop with: cotal down\n", d.cfg.space);
         fflush(stdout);
