@@ -320,6 +320,21 @@ static bool broker_gone(daemon_ctx *d, int64_t now)
         return true;
 }
 
+/* §10.4 during start-up: a SIGTERM or SIGINT already pending ends the
+ * start between two steps of §10.2 (each step is bounded: a signal that
+ * comes during one is taken when it returns). Taken without waiting; a
+ * SIGHUP stays pending for run(). after names the step just done. */
+static bool stop_requested(const sigset_t *stops, const char *after)
+{
+        struct timespec now = {0, 0};
+        siginfo_t si;
+        int sig = sigtimedwait(stops, &si, &now);
+        if (sig != SIGTERM && sig != SIGINT)
+                return false;
+        log_notice("Received %s during start-up, after %s; stopping", strsignal(sig), after);
+        return true;
+}
+
 /* --standby (beyond upstream, §14.4 style: nothing changes on the wire):
  * the lease is held, so wait instead of exiting, and take it over as soon
  * as the key is free — deleted by its holder's release (§9) or aged out by
@@ -532,6 +547,18 @@ int main(int argc, char **argv)
         daemon_ctx d;
         char err[1024];
         memset(&d, 0, sizeof d);
+        /* Signals are blocked first, in every thread (cnats' included,
+         * which inherit the mask): a SIGTERM at any point of start-up then
+         * waits to be taken between two steps (stop_requested) or by run()
+         * and standby(), and never kills a daemon holding the lease. */
+        sigset_t signals, stops;
+        sigemptyset(&stops);
+        sigaddset(&stops, SIGTERM);
+        sigaddset(&stops, SIGINT);
+        signals = stops;
+        sigaddset(&signals, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &signals, NULL);
+        signal(SIGPIPE, SIG_IGN);
         /* Messages are allocated on cnats' reader threads and freed on the
          * workers' (or its collector thread): with glibc's default of one
          * arena per thread that spread left the peak RSS at k=200 near
@@ -557,16 +584,6 @@ int main(int argc, char **argv)
                 log_warning("Diagnostics socket %s not opened: %s; running without it", d.cfg.diag_socket, err);
         else if (d.diag)
                 log_info("Diagnostics on %s", d.cfg.diag_socket);
-
-        /* Signals are blocked in every thread (cnats' included, which
-         * inherit the mask) and taken with sigtimedwait in run(). */
-        sigset_t signals;
-        sigemptyset(&signals);
-        sigaddset(&signals, SIGTERM);
-        sigaddset(&signals, SIGINT);
-        sigaddset(&signals, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &signals, NULL);
-        signal(SIGPIPE, SIG_IGN);
 
         int code = 1;
         /* §10.2 step 3: identity from the creds, or E3's generated id. */
@@ -603,12 +620,24 @@ int main(int argc, char **argv)
                 fprintf(stderr, "✗ delivery: can't reach NATS at %s. Run: cotal up\n", d.cfg.server);
                 goto out_nats;
         }
+        if (stop_requested(&stops, "the reachability probe")) {
+                code = 0;
+                goto out_nats;
+        }
         /* Step 5: connect, check the space, open the presence watch. */
         if (connect_main(&d) < 0 || check_streams(&d) < 0)
                 goto out_conn;
         log_info("Connected to %s as %s (space %s, token %s)", d.cfg.server, d.id, d.cfg.space, d.names.token);
+        if (stop_requested(&stops, "connecting")) {
+                code = 0;
+                goto out_conn;
+        }
         if (roster_start(&d, ROSTER_LOAD_TIMEOUT_MS) < 0)
                 goto out_conn;
+        if (stop_requested(&stops, "loading the presence roster")) {
+                code = 0;
+                goto out_conn;
+        }
 
         /* Step 6: the lease, create-if-absent, never retried in-process. */
         if (lease_init(&d.lease, d.nc, d.names.delivery_bucket, d.id) < 0)
@@ -627,22 +656,42 @@ int main(int argc, char **argv)
                                 "running. Not binding.\n");
                 log_error("Failed to acquire lease %s/%s: %s", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                           d.lease.last_error);
+                /* A create that got no answer may have landed: release it
+                 * if so (§9; errors ignored). */
+                d.lease.kv.timeout_ms = RELEASE_TIMEOUT_MS;
+                (void)lease_release(&d.lease);
                 goto out_conn;
         }
         lease_publish(&d);
         log_info("Acquired lease %s/%s at revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                  (unsigned long long)d.lease.revision);
+        if (stop_requested(&stops, "acquiring the lease"))
+                goto stop_in_startup;
 
         /* Step 7: ctl.delivery, then the fan-out, then the reader. A bind
          * failure releases the lease before exiting. */
-        if (control_start(&d) < 0 || fanout_start(&d) < 0 || reader_start(&d) < 0) {
-                teardown(&d, true, false);
-                goto out_nats;
+        static const struct {
+                int (*start)(daemon_ctx *d);
+                const char *step;
+        } binds[] = {
+                {control_start, "serving ctl.delivery"},
+                {fanout_start, "binding the fan-out"},
+                {reader_start, "binding the reader"},
+        };
+        for (size_t i = 0; i < sizeof binds / sizeof *binds; i++) {
+                if (binds[i].start(&d) < 0) {
+                        teardown(&d, true, false);
+                        goto out_nats;
+                }
+                if (stop_requested(&stops, binds[i].step))
+                        goto stop_in_startup;
         }
         /* Step 8: flush, then mark ready. A failure other than a rival's
          * write is left to the next renew (§9), which retries the same
          * write and recognises it if it did land. */
         (void)natsConnection_FlushTimeout(d.nc, 2000);
+        if (stop_requested(&stops, "binding"))
+                goto stop_in_startup;
         r = lease_mark_ready(&d.lease);
         if (r == -ESTALE) {
                 lease_lost(&d, d.lease.last_error);
@@ -653,6 +702,8 @@ int main(int argc, char **argv)
                 log_warning("Failed to mark the lease ready: %s; the next renew will", d.lease.last_error);
         else
                 lease_publish(&d);
+        if (stop_requested(&stops, "marking the lease ready"))
+                goto stop_in_startup;
         /* Step 9. */
         printf("✓ delivery daemon up (space %s) — stop with: cotal down\n", d.cfg.space);
         fflush(stdout);
@@ -664,6 +715,13 @@ int main(int argc, char **argv)
         code = outcome == RUN_STOPPED ? 0 : 1;
         notify_stopping(code == 0 ? "stopping" : "stopping after a failure");
         teardown(&d, true, outcome == RUN_BROKER_GONE);
+        goto out_nats;
+
+stop_in_startup:
+        /* §10.4 before ready: stop what was started, release the lease. */
+        code = 0;
+        notify_stopping("stopping during start-up");
+        teardown(&d, true, false);
         goto out_nats;
 
 out_conn:
