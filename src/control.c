@@ -786,6 +786,11 @@ static void *control_thread(void *arg)
         struct control *c = d->control;
         while (!atomic_load(&d->stopping)) {
                 atomic_store(&d->beat_control, daemon_mono_ms());
+                /* PROTOCOL §9: no request is taken without a live lease. */
+                if (!daemon_may_act(d)) {
+                        daemon_backoff(d, DAEMON_PAUSE_MS);
+                        continue;
+                }
                 natsMsg *m = NULL;
                 natsStatus s = natsSubscription_NextMsg(&m, c->sub, CONTROL_POLL_MS);
                 if (s == NATS_TIMEOUT)

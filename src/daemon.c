@@ -36,6 +36,12 @@ void daemon_backoff(daemon_ctx *d, int64_t ms)
         }
 }
 
+bool daemon_may_act(daemon_ctx *d)
+{
+        return !atomic_load(&d->stopping) && !atomic_load(&d->lease_lost) &&
+               daemon_mono_ms() < atomic_load(&d->lease_valid_until_ms);
+}
+
 void daemon_shut_link(daemon_ctx *d)
 {
         bool expected = false;
@@ -130,7 +136,7 @@ broker_config daemon_broker_config(daemon_ctx *d, const char *name)
                 .creds_arg = &d->creds,
                 .inbox_prefix = d->inbox_prefix,
                 .name = name,
-                .connect_timeout_ms = 2000,
+                .connect_timeout_ms = DAEMON_CONNECT_TIMEOUT_MS,
                 .reconnect = true,
                 .on_error = daemon_on_error,
                 .cb_arg = d,

@@ -69,6 +69,10 @@ typedef struct daemon {
 
         /* lifecycle */
         atomic_bool stopping;    /* workers finish their batch and return */
+        /* The lease as the workers see it (PROTOCOL §9), set by the main
+         * thread: see daemon_may_act. */
+        atomic_llong lease_valid_until_ms; /* monotonic; lease_act_until_ms, 0 before the acquire */
+        atomic_bool lease_lost;            /* another write took lease.0, or the renew ran out of time */
         atomic_int fatal;        /* a worker hit an unrecoverable error: exit 1 */
         int64_t join_deadline_ms; /* monotonic; see daemon_join */
         atomic_bool link_shut;   /* the connection was closed to unblock workers */
@@ -103,6 +107,15 @@ int64_t daemon_wall_ms(void);
  * for bounded back-off after errors. */
 void daemon_backoff(daemon_ctx *d, int64_t ms);
 
+/* True while a worker may fetch and handle: not stopping, the lease not
+ * lost, and its record certainly alive (before lease_valid_until_ms, the
+ * send time of the last confirmed lease write plus LEASE_ACT_MS). When
+ * false the workers fetch nothing and hand back what they hold unhandled,
+ * as when stopping, and wait DAEMON_PAUSE_MS at a time: the main thread
+ * either renews (the bound moves) or ends the process. */
+bool daemon_may_act(daemon_ctx *d);
+#define DAEMON_PAUSE_MS 50
+
 /* Joins a worker thread by d->join_deadline_ms. Past it, the connection
  * is closed so every blocking cnats call returns, then the join completes:
  * shutdown is bounded even when the broker does not answer. */
@@ -110,6 +123,12 @@ void daemon_join(daemon_ctx *d, pthread_t thread);
 
 /* Closes the connections (once) so blocked calls return. */
 void daemon_shut_link(daemon_ctx *d);
+
+/* Connect timeout of the daemon's connections. cnats 3.4.1 holds a
+ * connection's lock through each reconnect attempt (TCP connect and the
+ * INFO wait, bounded by this), so any call on that connection may wait up
+ * to this long on top of its own timeout while the broker does not answer. */
+#define DAEMON_CONNECT_TIMEOUT_MS 2000
 
 /* The daemon's connection settings (§10.2 step 5): servers, creds
  * callbacks (the file is re-read at every reconnect: rotation), the inbox

@@ -1,4 +1,6 @@
-/* lease: PROTOCOL §9 acquire / mark ready / renew / release. */
+/* lease: PROTOCOL §9 acquire / mark ready / renew / check / release. Every
+ * write is timed from before it is sent, never from its PubAck: the record's
+ * TTL runs from its store time, which may come long before the PubAck does. */
 #include "lease.h"
 
 #include "clock.h"
@@ -43,31 +45,53 @@ void lease_fini(lease *l)
         memset(l, 0, sizeof *l);
 }
 
-/* Writes {holder, since:now, ready}; expect 0 = create, else CAS. */
-static int write_record(lease *l, bool ready, bool create)
+/* Opens a write of {holder, since:now, ready}: the value every try of it
+ * sends, and the monotonic time before its first try. */
+static int renew_open(lease *l, bool ready)
 {
-        char *value = NULL;
-        if (contract_lease_encode(l->holder, clock_wall_ms(), ready, &value) < 0)
+        renew_close(l);
+        if (contract_lease_encode(l->holder, clock_wall_ms(), ready, &l->renew_value) < 0)
                 return -ENOMEM;
-        uint64_t rev = 0;
-        int r = create ? kv_create(&l->kv, CONTRACT_LEASE_KEY, value, strlen(value), &rev)
-                       : kv_update(&l->kv, CONTRACT_LEASE_KEY, value, strlen(value), l->revision, &rev);
-        free(value);
-        if (r < 0) {
-                snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
-                return r;
-        }
-        l->revision = rev;
-        l->ready = ready;
-        l->last_write_ms = clock_mono_ms();
+        l->renew_ready = ready;
+        l->renew_started_ms = clock_mono_ms();
         return 0;
+}
+
+/* The write is confirmed at revision rev: the record lives from a store
+ * time no earlier than the open write's first try (§9 TTL). */
+static void renew_confirmed(lease *l, uint64_t rev)
+{
+        l->revision = rev;
+        l->ready = l->renew_ready;
+        l->last_write_ms = l->renew_started_ms;
+        renew_close(l);
+}
+
+/* e is, byte for byte, the value a try of the open write sent (holder and
+ * since in ms make it unique), at a revision after ours. */
+static bool is_own_try(const lease *l, const kv_entry *e)
+{
+        return l->renew_value && l->renew_tried && e->op == KV_OP_PUT && e->value &&
+               e->len == strlen(l->renew_value) && memcmp(e->value, l->renew_value, e->len) == 0 &&
+               e->revision > l->revision;
 }
 
 int lease_acquire(lease *l)
 {
-        int r = write_record(l, false, true);
-        if (r != -EEXIST)
+        int r = renew_open(l, false);
+        if (r < 0)
                 return r;
+        uint64_t rev = 0;
+        l->renew_tried = true;
+        r = kv_create(&l->kv, CONTRACT_LEASE_KEY, l->renew_value, strlen(l->renew_value), &rev);
+        if (r == 0) {
+                renew_confirmed(l, rev);
+                return 0;
+        }
+        snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
+        if (r != -EEXIST)
+                return r; /* it may have landed: the write stays open for lease_release */
+        renew_close(l);
         /* B7: say who holds it, when the record is readable. */
         kv_entry e;
         if (kv_get(&l->kv, CONTRACT_LEASE_KEY, &e) == 0 && e.op == KV_OP_PUT) {
@@ -88,20 +112,18 @@ int lease_acquire(lease *l)
 
 int lease_mark_ready(lease *l)
 {
-        return write_record(l, true, false);
+        return lease_renew(l);
 }
 
-/* The key moved since our revision. If its latest entry is, byte for
- * byte, the value an earlier try of this renew sent (holder and since in
- * ms make it unique), that try landed and its PubAck was lost: adopt its
- * revision. 0 when adopted, -ESTALE otherwise (or if it cannot be read). */
+/* The key moved since our revision. If its latest entry is an earlier try
+ * of the open write, that try landed and its PubAck was lost: 0 and *rev
+ * is its revision. -ESTALE otherwise (or if it cannot be read). */
 static int adopt_own_try(lease *l, uint64_t *rev)
 {
         kv_entry e;
         if (kv_get(&l->kv, CONTRACT_LEASE_KEY, &e) < 0)
                 return -ESTALE;
-        bool ours = e.op == KV_OP_PUT && e.value && e.len == strlen(l->renew_value) &&
-                    memcmp(e.value, l->renew_value, e.len) == 0 && e.revision > l->revision;
+        bool ours = is_own_try(l, &e);
         *rev = e.revision;
         kv_entry_fini(&e);
         return ours ? 0 : -ESTALE;
@@ -109,15 +131,11 @@ static int adopt_own_try(lease *l, uint64_t *rev)
 
 int lease_renew(lease *l)
 {
-        if (!l->renew_value) {
-                if (contract_lease_encode(l->holder, clock_wall_ms(), true, &l->renew_value) < 0)
-                        return -ENOMEM;
-                l->renew_started_ms = clock_mono_ms();
-                l->renew_tried = false;
-        }
+        if (!l->renew_value && renew_open(l, true) < 0)
+                return -ENOMEM;
         uint64_t rev = 0;
         int r = kv_update(&l->kv, CONTRACT_LEASE_KEY, l->renew_value, strlen(l->renew_value), l->revision, &rev);
-        if (r == -ESTALE && l->renew_tried && adopt_own_try(l, &rev) == 0)
+        if (r == -ESTALE && adopt_own_try(l, &rev) == 0)
                 r = 0;
         l->renew_tried = true;
         if (r < 0) {
@@ -126,23 +144,73 @@ int lease_renew(lease *l)
                         renew_close(l);
                 return r;
         }
-        l->revision = rev;
-        l->ready = true;
-        /* The record's TTL runs from when the server stored it, which is
-         * no earlier than our first try: count from there (conservative). */
-        l->last_write_ms = l->renew_started_ms;
-        renew_close(l);
+        renew_confirmed(l, rev);
         return 0;
+}
+
+int lease_check(lease *l)
+{
+        if (l->revision == 0)
+                return 0; /* nothing held, nothing to lose */
+        kv_entry e;
+        int r = kv_get(&l->kv, CONTRACT_LEASE_KEY, &e);
+        if (r == -ENOENT) {
+                snprintf(l->last_error, sizeof l->last_error,
+                         "%s has no entry: purged, or expired after revision %" PRIu64, CONTRACT_LEASE_KEY,
+                         l->revision);
+                return -ESTALE;
+        }
+        if (r < 0) {
+                snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
+                return r;
+        }
+        if (e.revision == l->revision && e.op == KV_OP_PUT) {
+                r = 0;
+        } else if (is_own_try(l, &e)) {
+                renew_confirmed(l, e.revision);
+                r = 1;
+        } else if (e.op != KV_OP_PUT) {
+                snprintf(l->last_error, sizeof l->last_error, "%s %s at revision %" PRIu64 " (ours was %" PRIu64 ")",
+                         CONTRACT_LEASE_KEY, e.op == KV_OP_DEL ? "deleted" : "purged", e.revision, l->revision);
+                r = -ESTALE;
+        } else {
+                contract_lease cur;
+                bool readable = contract_lease_decode(e.value ? e.value : "", e.len, &cur, NULL) == REC_OK;
+                snprintf(l->last_error, sizeof l->last_error,
+                         "%s written by %.64s at revision %" PRIu64 " (ours was %" PRIu64 ")", CONTRACT_LEASE_KEY,
+                         readable ? cur.holder : "someone (unreadable record)", e.revision, l->revision);
+                if (readable)
+                        contract_lease_fini(&cur);
+                r = -ESTALE;
+        }
+        kv_entry_fini(&e);
+        return r;
+}
+
+int64_t lease_act_until_ms(const lease *l)
+{
+        return l->revision ? l->last_write_ms + LEASE_ACT_MS : 0;
 }
 
 int lease_release(lease *l)
 {
-        if (l->revision == 0)
-                return 0;
-        int r = kv_delete(&l->kv, CONTRACT_LEASE_KEY, l->revision);
-        if (r < 0)
-                snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
+        uint64_t rev = l->revision;
+        /* An open write of ours may have landed unconfirmed: the key is at
+         * its revision then, and a delete guarded by the older one would
+         * leave our record to the TTL. */
+        if (l->renew_value && l->renew_tried) {
+                kv_entry e;
+                if (kv_get(&l->kv, CONTRACT_LEASE_KEY, &e) == 0 && is_own_try(l, &e))
+                        rev = e.revision;
+                kv_entry_fini(&e);
+        }
+        renew_close(l);
         l->revision = 0;
         l->ready = false;
+        if (rev == 0)
+                return 0;
+        int r = kv_delete(&l->kv, CONTRACT_LEASE_KEY, rev);
+        if (r < 0)
+                snprintf(l->last_error, sizeof l->last_error, "%s", l->kv.last_error);
         return r;
 }

@@ -38,13 +38,25 @@
 #define STATUS_PERIOD_MS 5000
 #define MALLOC_ARENAS 2             /* see main() */
 #define STANDBY_POLL_MS 100         /* --standby: lease key reads */
-/* A renew that could not complete (no answer, or the bucket's stream
- * electing a leader in a cluster) is retried this often, but only while the
- * record it renews certainly still lives: its TTL runs from our last
- * confirmed write, and a try may itself take the KV timeout. */
+/* PROTOCOL §9 renew and the lease check. The record lives 30 s from its
+ * store time; the holder acts only LEASE_ACT_MS (27 s) past the send time
+ * of its last confirmed write (lease.h). A renew that could not complete
+ * (no answer, or the bucket's stream electing a leader in a cluster) is
+ * retried LEASE_RETRY_MS after the failed try ended, but a try starts only
+ * if it ends by then even when it takes LEASE_TRY_BOUND_MS: its KV timeout,
+ * plus the connection lock cnats holds through a reconnect attempt (see
+ * DAEMON_CONNECT_TIMEOUT_MS). While the link is down no try is sent (it
+ * would only wait for the reconnect). Between renews lease.0 is read every
+ * LEASE_CHECK_MS (§11.3 grants no consumer on that bucket, so no watch):
+ * another holder's write stops the workers within about a second instead
+ * of at the next renew. A read costs ~150 µs and is bounded by
+ * LEASE_CHECK_TIMEOUT_MS, so it never holds a renew back by more. */
 #define LEASE_RETRY_MS 1000
 #define LEASE_TRY_TIMEOUT_MS 2000
-#define LEASE_GIVE_UP_MS (CONTRACT_LEASE_TTL_MS - LEASE_TRY_TIMEOUT_MS - 1000)
+#define LEASE_TRY_BOUND_MS (LEASE_TRY_TIMEOUT_MS + DAEMON_CONNECT_TIMEOUT_MS)
+#define LEASE_CHECK_MS 1000
+#define LEASE_CHECK_TIMEOUT_MS 500
+
 /* A worker whose loop has not turned for this long is wedged: a batch
  * waits at most ~10 s for PubAcks and a join's catch-up is bounded by its
  * fetch expiries, so 45 s leaves room for both. */
@@ -311,6 +323,21 @@ static bool broker_gone(daemon_ctx *d, int64_t now)
         return true;
 }
 
+/* §10.4 during start-up: a SIGTERM or SIGINT already pending ends the
+ * start between two steps of §10.2 (each step is bounded: a signal that
+ * comes during one is taken when it returns). Taken without waiting; a
+ * SIGHUP stays pending for run(). after names the step just done. */
+static bool stop_requested(const sigset_t *stops, const char *after)
+{
+        struct timespec now = {0, 0};
+        siginfo_t si;
+        int sig = sigtimedwait(stops, &si, &now);
+        if (sig != SIGTERM && sig != SIGINT)
+                return false;
+        log_notice("Received %s during start-up, after %s; stopping", strsignal(sig), after);
+        return true;
+}
+
 /* --standby (beyond upstream, §14.4 style: nothing changes on the wire):
  * the lease is held, so wait instead of exiting, and take it over as soon
  * as the key is free — deleted by its holder's release (§9) or aged out by
@@ -368,12 +395,98 @@ static int standby(daemon_ctx *d, const sigset_t *signals)
         }
 }
 
+/* The workers' view of the lease follows the main thread's (§9). */
+static void lease_publish(daemon_ctx *d)
+{
+        atomic_store(&d->lease_valid_until_ms, lease_act_until_ms(&d->lease));
+}
+
+/* §9: the lease is not ours any more, or may lapse before a renew could be
+ * confirmed. The workers stop at once (daemon_may_act), the record is left
+ * alone (it may be a successor's), and the caller exits 1. */
+static void lease_lost(daemon_ctx *d, const char *why)
+{
+        atomic_store(&d->lease_lost, true);
+        log_error("✗ delivery: lost the lease (%s) — exiting so the holder is single", why);
+        d->lease.revision = 0;
+}
+
+/* One renew try, if one still fits before the holder must stop acting
+ * and the link is up. *next_try: when to try again (0 once renewed). 0, or
+ * -1 when the lease is lost. */
+static int renew(daemon_ctx *d, int64_t *next_try)
+{
+        lease *l = &d->lease;
+        int64_t until = lease_act_until_ms(l), now = daemon_mono_ms();
+        char why[700];
+        if (now + LEASE_TRY_BOUND_MS > until) {
+                snprintf(why, sizeof why, "no renew confirmed within %d ms of the last confirmed write; %s%s",
+                         LEASE_ACT_MS, l->renew_tried ? "last try: " : "the broker link was down",
+                         l->renew_tried ? l->last_error : "");
+                lease_lost(d, why);
+                return -1;
+        }
+        if (atomic_load(&d->disconnected_since_ms)) {
+                if (*next_try == 0)
+                        log_warning("Lease renew due while the broker link is down; trying once it is back "
+                                    "(gives up in %lld ms)",
+                                    (long long)(until - LEASE_TRY_BOUND_MS - now));
+                *next_try = now + MAIN_TICK_MS;
+                return 0;
+        }
+        l->kv.timeout_ms = LEASE_TRY_TIMEOUT_MS;
+        int r = lease_renew(l);
+        if (r == 0) {
+                lease_publish(d);
+                *next_try = 0;
+                log_debug("Renewed the lease, revision %llu", (unsigned long long)l->revision);
+                return 0;
+        }
+        if (r == -ESTALE) {
+                lease_lost(d, l->last_error);
+                return -1;
+        }
+        now = daemon_mono_ms();
+        *next_try = now + LEASE_RETRY_MS;
+        if (*next_try + LEASE_TRY_BOUND_MS > until) {
+                snprintf(why, sizeof why, "no renew confirmed within %d ms of the last confirmed write; last try: %s",
+                         LEASE_ACT_MS, l->last_error);
+                lease_lost(d, why);
+                return -1;
+        }
+        log_warning("Failed to renew the lease (%s); retrying in %d ms (gives up in %lld ms, before the record could "
+                    "lapse)",
+                    l->last_error, LEASE_RETRY_MS, (long long)(until - LEASE_TRY_BOUND_MS - now));
+        return 0;
+}
+
+/* Reads lease.0 between renews. 0, or -1 when the lease is lost. A read
+ * that fails tells nothing: the next one, or the renew, decides. */
+static int check(daemon_ctx *d)
+{
+        lease *l = &d->lease;
+        l->kv.timeout_ms = LEASE_CHECK_TIMEOUT_MS;
+        int r = lease_check(l);
+        if (r == -ESTALE) {
+                lease_lost(d, l->last_error);
+                return -1;
+        }
+        if (r == 1) {
+                lease_publish(d);
+                log_notice("Lease write confirmed by reading it back: revision %llu (its PubAck was lost)",
+                           (unsigned long long)l->revision);
+        } else if (r < 0) {
+                log_debug("Failed to check the lease: %s", l->last_error);
+        }
+        return 0;
+}
+
 static int run(daemon_ctx *d, const sigset_t *signals)
 {
         char line[512];
         int64_t last_probe = daemon_mono_ms(), last_status = 0;
         int64_t wd_ms = notify_watchdog_ms(), last_wd = 0;
-        int64_t next_renew = 0;
+        int64_t next_renew = 0, next_check = 0;
 
         for (;;) {
                 struct timespec tick = {.tv_sec = 0, .tv_nsec = MAIN_TICK_MS * 1000000L};
@@ -391,30 +504,21 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                         return 1;
                 int64_t now = daemon_mono_ms();
 
-                /* §9 renew: every 15 s. A rival's write (the revision
-                 * moved) ends the process at once. A try that got no
-                 * answer is retried while the record is certainly alive
-                 * (LEASE_GIVE_UP_MS after our last confirmed write, so no
-                 * one else can have acquired it: §9's single holder
-                 * stands), then ends the process as §9 says. In a cluster
-                 * this rides out the bucket stream's leader election. */
-                if (now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS && now >= next_renew) {
-                        d->lease.kv.timeout_ms = LEASE_TRY_TIMEOUT_MS;
-                        int r = lease_renew(&d->lease);
-                        if (r < 0 && r != -ESTALE && now + LEASE_RETRY_MS < d->lease.last_write_ms + LEASE_GIVE_UP_MS) {
-                                log_warning("Failed to renew the lease (%s); retrying in %d ms (gives up %lld ms "
-                                            "after the last renew)",
-                                            d->lease.last_error, LEASE_RETRY_MS, (long long)LEASE_GIVE_UP_MS);
-                                next_renew = now + LEASE_RETRY_MS;
-                        } else if (r < 0) {
-                                log_error("✗ delivery: lost the lease (%s) — exiting so the holder is single",
-                                          d->lease.last_error);
-                                d->lease.revision = 0;
+                /* §9 renew every 15 s; a rival's write (the revision moved)
+                 * ends the process at once, a try without an answer is
+                 * retried while one still fits (see LEASE_RETRY_MS). While
+                 * no renew is due, the lease check; neither while the link
+                 * is down (the renew's own tries decide then). */
+                bool renew_due = now - d->lease.last_write_ms >= CONTRACT_LEASE_RENEW_MS;
+                if (renew_due && now >= next_renew) {
+                        /* Given up with the link down: nothing to release,
+                         * and workers blocked on it need the link shut. */
+                        if (renew(d, &next_renew) < 0)
+                                return atomic_load(&d->disconnected_since_ms) ? RUN_BROKER_GONE : 1;
+                } else if (!renew_due && now >= next_check && !atomic_load(&d->disconnected_since_ms)) {
+                        next_check = now + LEASE_CHECK_MS;
+                        if (check(d) < 0)
                                 return 1;
-                        } else {
-                                log_debug("Renewed the lease, revision %llu",
-                                          (unsigned long long)d->lease.revision);
-                        }
                 }
                 /* §10.3 broker watchdog, from the connection's state. */
                 if (now - last_probe >= WATCHDOG_PERIOD_MS) {
@@ -425,7 +529,7 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                 /* WATCHDOG=1 only while the lease renews, the link is up and
                  * every worker's loop turns: a wedged loop gets restarted. */
                 if (wd_ms && now - last_wd >= wd_ms / 2 && !atomic_load(&d->disconnected_since_ms) &&
-                    now - d->lease.last_write_ms < CONTRACT_LEASE_TTL_MS &&
+                    now < lease_act_until_ms(&d->lease) &&
                     now - atomic_load(&d->beat_fanout) < WORKER_STALE_MS &&
                     now - atomic_load(&d->beat_reader) < WORKER_STALE_MS &&
                     now - atomic_load(&d->beat_control) < WORKER_STALE_MS) {
@@ -446,6 +550,18 @@ int main(int argc, char **argv)
         daemon_ctx d;
         char err[1024];
         memset(&d, 0, sizeof d);
+        /* Signals are blocked first, in every thread (cnats' included,
+         * which inherit the mask): a SIGTERM at any point of start-up then
+         * waits to be taken between two steps (stop_requested) or by run()
+         * and standby(), and never kills a daemon holding the lease. */
+        sigset_t signals, stops;
+        sigemptyset(&stops);
+        sigaddset(&stops, SIGTERM);
+        sigaddset(&stops, SIGINT);
+        signals = stops;
+        sigaddset(&signals, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &signals, NULL);
+        signal(SIGPIPE, SIG_IGN);
         /* Messages are allocated on cnats' reader threads and freed on the
          * workers' (or its collector thread): with glibc's default of one
          * arena per thread that spread left the peak RSS at k=200 near
@@ -471,16 +587,6 @@ int main(int argc, char **argv)
                 log_warning("Diagnostics socket %s not opened: %s; running without it", d.cfg.diag_socket, err);
         else if (d.diag)
                 log_info("Diagnostics on %s", d.cfg.diag_socket);
-
-        /* Signals are blocked in every thread (cnats' included, which
-         * inherit the mask) and taken with sigtimedwait in run(). */
-        sigset_t signals;
-        sigemptyset(&signals);
-        sigaddset(&signals, SIGTERM);
-        sigaddset(&signals, SIGINT);
-        sigaddset(&signals, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &signals, NULL);
-        signal(SIGPIPE, SIG_IGN);
 
         int code = 1;
         /* §10.2 step 3: identity from the creds, or E3's generated id. */
@@ -517,12 +623,24 @@ int main(int argc, char **argv)
                 fprintf(stderr, "✗ delivery: can't reach NATS at %s. Run: cotal up\n", d.cfg.server);
                 goto out_nats;
         }
+        if (stop_requested(&stops, "the reachability probe")) {
+                code = 0;
+                goto out_nats;
+        }
         /* Step 5: connect, check the space, open the presence watch. */
         if (connect_main(&d) < 0 || check_streams(&d) < 0)
                 goto out_conn;
         log_info("Connected to %s as %s (space %s, token %s)", d.cfg.server, d.id, d.cfg.space, d.names.token);
+        if (stop_requested(&stops, "connecting")) {
+                code = 0;
+                goto out_conn;
+        }
         if (roster_start(&d, ROSTER_LOAD_TIMEOUT_MS) < 0)
                 goto out_conn;
+        if (stop_requested(&stops, "loading the presence roster")) {
+                code = 0;
+                goto out_conn;
+        }
 
         /* Step 6: the lease, create-if-absent, never retried in-process. */
         if (lease_init(&d.lease, d.nc, d.names.delivery_bucket, d.id) < 0)
@@ -540,11 +658,18 @@ int main(int argc, char **argv)
                 fprintf(stderr, "✗ delivery: a live lease already exists for shard 0 — another delivery daemon is "
                                 "running. Not binding.\n");
                 log_error("Failed to acquire lease %s/%s: %s", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
-                          r == -EEXIST ? d.lease.last_error : d.lease.kv.last_error);
+                          d.lease.last_error);
+                /* A create that got no answer may have landed: release it
+                 * if so (§9; errors ignored). */
+                d.lease.kv.timeout_ms = RELEASE_TIMEOUT_MS;
+                (void)lease_release(&d.lease);
                 goto out_conn;
         }
+        lease_publish(&d);
         log_info("Acquired lease %s/%s at revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                  (unsigned long long)d.lease.revision);
+        if (stop_requested(&stops, "acquiring the lease"))
+                goto stop_in_startup;
 
         /* E1 (§14.4): before anything writes to INBOX, what it already
          * holds per owner — a crashed or replaced holder leaves unread
@@ -560,15 +685,40 @@ int main(int argc, char **argv)
 
         /* Step 7: ctl.delivery, then the fan-out, then the reader. A bind
          * failure releases the lease before exiting. */
-        if (control_start(&d) < 0 || fanout_start(&d) < 0 || reader_start(&d) < 0) {
+        static const struct {
+                int (*start)(daemon_ctx *d);
+                const char *step;
+        } binds[] = {
+                {control_start, "serving ctl.delivery"},
+                {fanout_start, "binding the fan-out"},
+                {reader_start, "binding the reader"},
+        };
+        for (size_t i = 0; i < sizeof binds / sizeof *binds; i++) {
+                if (binds[i].start(&d) < 0) {
+                        teardown(&d, true, false);
+                        goto out_nats;
+                }
+                if (stop_requested(&stops, binds[i].step))
+                        goto stop_in_startup;
+        }
+        /* Step 8: flush, then mark ready. A failure other than a rival's
+         * write is left to the next renew (§9), which retries the same
+         * write and recognises it if it did land. */
+        (void)natsConnection_FlushTimeout(d.nc, 2000);
+        if (stop_requested(&stops, "binding"))
+                goto stop_in_startup;
+        r = lease_mark_ready(&d.lease);
+        if (r == -ESTALE) {
+                lease_lost(&d, d.lease.last_error);
                 teardown(&d, true, false);
                 goto out_nats;
         }
-        /* Step 8: flush, then mark ready (a failure here is left to the
-         * next renew, §9). */
-        (void)natsConnection_FlushTimeout(d.nc, 2000);
-        if (lease_mark_ready(&d.lease) < 0)
+        if (r < 0)
                 log_warning("Failed to mark the lease ready: %s; the next renew will", d.lease.last_error);
+        else
+                lease_publish(&d);
+        if (stop_requested(&stops, "marking the lease ready"))
+                goto stop_in_startup;
         /* Step 9. */
         printf("✓ delivery daemon up (space %s) — stop with: cotal down\n", d.cfg.space);
         fflush(stdout);
@@ -580,6 +730,13 @@ int main(int argc, char **argv)
         code = outcome == RUN_STOPPED ? 0 : 1;
         notify_stopping(code == 0 ? "stopping" : "stopping after a failure");
         teardown(&d, true, outcome == RUN_BROKER_GONE);
+        goto out_nats;
+
+stop_in_startup:
+        /* §10.4 before ready: stop what was started, release the lease. */
+        code = 0;
+        notify_stopping("stopping during start-up");
+        teardown(&d, true, false);
         goto out_nats;
 
 out_conn:

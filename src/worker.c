@@ -26,6 +26,11 @@ void *worker_run(daemon_ctx *d, worker *w)
         bool bound = true;
         while (!atomic_load(&d->stopping)) {
                 atomic_store(w->beat, daemon_mono_ms());
+                /* PROTOCOL §9: nothing is fetched without a live lease. */
+                if (!daemon_may_act(d)) {
+                        daemon_backoff(d, DAEMON_PAUSE_MS);
+                        continue;
+                }
                 if (!bound) {
                         if (w->rebind(d, w->self) < 0) {
                                 daemon_backoff(d, WORKER_REBIND_BACKOFF_MS);
@@ -61,10 +66,11 @@ void *worker_run(daemon_ctx *d, worker *w)
                 }
                 jspub_reset(w->pub);
                 int handled = 0;
-                for (; handled < n && !atomic_load(&d->stopping); handled++)
+                for (; handled < n && daemon_may_act(d); handled++)
                         w->handle(d, w->self, handled);
-                /* Stopping: give back at once what was not handled, so a
-                 * successor does not wait for ack_wait (§10.4). */
+                /* Stopping, or the lease lost or about to lapse: give back
+                 * at once what was not handled, so a successor does not
+                 * wait for ack_wait (§10.4). */
                 give_back(w, handled, n, JSACK_NAK);
                 w->finish(d, w->self, handled);
                 /* Destroyed together, after the acks: cnats wakes its

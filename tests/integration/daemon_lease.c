@@ -2,9 +2,10 @@
  * daemon processes: the first write is ready:false and becomes ready:true
  * only after binding; a second daemon against a live lease exits 1 and
  * writes nothing; SIGTERM releases with a conditional delete and exits 0,
- * after which a new daemon becomes ready at once; a lease rewritten by
- * someone else is detected at the next renew, ending the daemon with exit
- * 1 without touching the usurper's record. */
+ * after which a new daemon becomes ready at once; a lease rewritten,
+ * deleted or purged by someone else is noticed within about a second (the
+ * daemon reads lease.0 every second between renews), ending the daemon with
+ * exit 1 without touching what the outsider left. */
 #include "cotal.h"
 
 #include <signal.h>
@@ -14,6 +15,11 @@
 
 #define S "ls"
 #define LEASE_SUBJ "$KV.cotal_delivery_" S ".lease.0"
+/* The daemon reads lease.0 every 1000 ms (main.c LEASE_CHECK_MS); allow
+ * for its tick, the read and a loaded machine. */
+#define LOST_WITHIN_MS 2500
+#define EXIT_WITHIN_MS (LOST_WITHIN_MS + 5000)
+#define LOST_LINE "✗ delivery: lost the lease ("
 
 static void setup(void)
 {
@@ -114,26 +120,78 @@ START_TEST(ready_only_after_binding_and_released_on_sigterm)
 }
 END_TEST
 
-START_TEST(lease_rewritten_by_someone_else_ends_the_daemon)
+/* Starts a daemon, lets outside() touch lease.0, and checks that the
+ * daemon logs the loss within LOST_WITHIN_MS, exits 1, and leaves lease.0
+ * as the outsider made it (revision *rev). Returns the daemon's log. */
+static char *outside_write_ends_the_daemon(uint64_t (*outside)(void), const char *reason)
 {
         co_daemon a;
         ck_assert(co_daemon_start(&a, S, NULL));
-        /* An outside writer takes the key unconditionally. */
-        const char *usurper = "{\"holder\":\"UUSURPER\",\"since\":1,\"ready\":true}";
-        uint64_t rev = tu_kv_put("cotal_delivery_" S, "lease.0", usurper);
-        /* Detected at the next renew (every 15 s): exit 1. */
-        ck_assert_int_eq(proc_wait(&a.p, 25000), 0);
-        ck_assert_int_eq(a.p.status, 1);
+        uint64_t rev = outside();
+        int64_t t0 = test_now_ms();
+        bool logged = co_daemon_logged_within(&a, LOST_LINE, LOST_WITHIN_MS);
+        int64_t lost_ms = test_now_ms() - t0;
+        ck_assert_int_eq(proc_wait(&a.p, EXIT_WITHIN_MS), 0);
+        int64_t exit_ms = test_now_ms() - t0;
         char *err = proc_stderr(&a.p);
-        ck_assert_msg(strstr(err, "✗ delivery: lost the lease (") && strstr(err, "exiting so the holder is single"),
-                      "%s", err);
-        free(err);
-        /* It did not delete or overwrite the usurper's record. */
+        ck_assert_msg(logged, "no loss within %d ms: %s", LOST_WITHIN_MS, err);
+        ck_assert_int_eq(a.p.status, 1);
+        ck_assert_msg(strstr(err, "exiting so the holder is single") && strstr(err, reason), "%s", err);
+        fprintf(stderr, "daemon_lease: %s: loss logged %lld ms, exit %lld ms after the outside change\n", reason,
+                (long long)lost_ms, (long long)exit_ms);
+        /* It did not delete, overwrite or re-create anything. */
         lease_state st = read_lease();
         ck_assert_uint_eq(st.rev, rev);
-        ck_assert_str_eq(json_string_value(json_object_get(st.value, "holder")), "UUSURPER");
         json_decref(st.value);
         proc_destroy(&a.p);
+        return err;
+}
+
+static uint64_t usurp(void)
+{
+        const char *usurper = "{\"holder\":\"UUSURPER\",\"since\":1,\"ready\":true}";
+        return tu_kv_put("cotal_delivery_" S, "lease.0", usurper);
+}
+
+/* An unconditional delete, as an operator's `nats kv del` writes it. */
+static uint64_t delete_marker(void)
+{
+        natsMsg *m = NULL;
+        ck_assert(natsMsg_Create(&m, LEASE_SUBJ, NULL, NULL, 0) == NATS_OK);
+        ck_assert(natsMsgHeader_Set(m, "KV-Operation", "DEL") == NATS_OK);
+        jsCtx *js = NULL;
+        ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
+        jsPubAck *pa = NULL;
+        ck_assert(js_PublishMsg(&pa, js, m, NULL, NULL) == NATS_OK);
+        uint64_t seq = pa->Sequence;
+        jsPubAck_Destroy(pa);
+        jsCtx_Destroy(js);
+        natsMsg_Destroy(m);
+        return seq;
+}
+
+/* A purge of the bucket's stream: the key has no entry at all. */
+static uint64_t purge(void)
+{
+        json_decref(tu_api("$JS.API.STREAM.PURGE.%s%s", "KV_cotal_delivery_", S, NULL));
+        return 0;
+}
+
+START_TEST(lease_rewritten_by_someone_else_ends_the_daemon)
+{
+        char *err = outside_write_ends_the_daemon(usurp, "written by UUSURPER");
+        free(err);
+        lease_state st = read_lease();
+        ck_assert_str_eq(json_string_value(json_object_get(st.value, "holder")), "UUSURPER");
+        json_decref(st.value);
+        json_decref(tu_api("$JS.API.STREAM.PURGE.%s%s", "KV_cotal_delivery_", S, NULL));
+}
+END_TEST
+
+START_TEST(lease_deleted_or_purged_by_someone_else_ends_the_daemon)
+{
+        free(outside_write_ends_the_daemon(delete_marker, "lease.0 deleted at revision"));
+        free(outside_write_ends_the_daemon(purge, "lease.0 has no entry"));
 }
 END_TEST
 
@@ -145,6 +203,7 @@ int main(void)
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, ready_only_after_binding_and_released_on_sigterm);
         tcase_add_test(tc, lease_rewritten_by_someone_else_ends_the_daemon);
+        tcase_add_test(tc, lease_deleted_or_purged_by_someone_else_ends_the_daemon);
         suite_add_tcase(s, tc);
         return tu_run(s);
 }

@@ -8,10 +8,11 @@
  * on SIGTERM. At the end every member's dlv holds each message once, and
  * the inbox holds each entry once: no loser wrote anything.
  *
- * Takeover: an outside writer replaces lease.0 mid-load; the holder exits 1
- * within one renew period (§9: a renew is a revision-checked update, so it
- * fails at once); when the outsider deletes its record a new daemon takes
- * over and the exact set is complete. */
+ * Takeover: an outside writer replaces lease.0 mid-load; the holder, which
+ * reads the key every second, logs the loss within about a second, fans out
+ * nothing published after that, and exits 1 (§9: the holder is single);
+ * when the outsider deletes its record a new daemon takes over and the
+ * exact set is complete. */
 #include "cotal.h"
 
 #include <errno.h>
@@ -29,8 +30,17 @@
 #define ROUNDS 10
 #define PER_ROUND 20
 #define SETTLE_MS 90000
-/* Exit after the failed renew: stopping the workers and the links. */
+/* The holder reads lease.0 every LEASE_CHECK_MS (main.c); the bound allows
+ * for its 100 ms tick, the read and a loaded machine. */
+#define LEASE_CHECK_MS 1000
+#define LOST_WITHIN_MS (LEASE_CHECK_MS + 1500)
+#define LOST_LINE "✗ delivery: lost the lease ("
+/* Exit after the loss: stopping the workers and the links. */
 #define EXIT_SLACK_MS 3000
+/* Chat published after the outside write: one message per WRITE_PACE_MS
+ * (a bounded wait for the holder's exit) for at most WRITE_WATCH_MS. */
+#define WRITE_PACE_MS 20
+#define WRITE_WATCH_MS 20000
 
 static const char *const members[] = {BOB, CAROL, DAVE};
 #define K (sizeof members / sizeof *members)
@@ -155,7 +165,29 @@ START_TEST(twenty_daemons_race_ten_rounds_and_one_wins_each)
 }
 END_TEST
 
-START_TEST(an_outside_lease_write_ends_the_holder_within_one_renew_period)
+/* The highest index i of "<prefix>-i" with an entry in INBOX or a copy in
+ * DLV, or -1: what a daemon fanned out or delivered. */
+static int highest_written(const char *prefix)
+{
+        int top = -1;
+        const char *streams[] = {INBOX, DLV};
+        size_t pl = strlen(prefix);
+        for (size_t s = 0; s < 2; s++) {
+                co_msg *m = NULL;
+                size_t n = co_msgs_on(streams[s], NULL, &m);
+                for (size_t i = 0; i < n; i++) {
+                        const char *id = m[i].msg_id;
+                        if (id && strncmp(id, prefix, pl) == 0 && id[pl] == '-') {
+                                int idx = atoi(id + pl + 1);
+                                top = idx > top ? idx : top;
+                        }
+                }
+                co_msgs_free(m, n);
+        }
+        return top;
+}
+
+START_TEST(an_outside_lease_write_stops_the_holder_within_a_lease_check)
 {
         co_daemon a, b;
         ck_assert(co_daemon_start(&a, S, NULL));
@@ -168,18 +200,43 @@ START_TEST(an_outside_lease_write_ends_the_holder_within_one_renew_period)
         const char *usurper = "{\"holder\":\"UUSURPER\",\"since\":1,\"ready\":true}";
         uint64_t rev = tu_kv_put("cotal_delivery_" S, CONTRACT_LEASE_KEY, usurper);
         int64_t t0 = test_now_ms();
-        for (int i = 60; i < 120; i++) {
-                snprintf(id, sizeof id, "lt-%d", i);
+        /* Chat keeps coming, one message per WRITE_PACE_MS, until the holder
+         * is gone: the ones published after it logged the loss must never
+         * be fanned out by it. */
+        int n = 60, first_after_loss = -1;
+        int64_t lost_ms = -1, exit_ms = -1;
+        while (test_now_ms() - t0 < WRITE_WATCH_MS) {
+                snprintf(id, sizeof id, "lt-%d", n++);
                 co_chat(S, ALICE, "general", id, NULL);
+                if (lost_ms < 0 && co_daemon_logged_within(&a, LOST_LINE, 0)) {
+                        lost_ms = test_now_ms() - t0;
+                        first_after_loss = n;
+                }
+                if (proc_wait(&a.p, WRITE_PACE_MS) == 0) {
+                        exit_ms = test_now_ms() - t0;
+                        break;
+                }
         }
-        ck_assert_msg(proc_wait(&a.p, CONTRACT_LEASE_RENEW_MS + EXIT_SLACK_MS) == 0,
-                      "the holder outlived the outside write by more than one renew period");
-        int64_t took = test_now_ms() - t0;
+        if (lost_ms < 0 && co_daemon_logged_within(&a, LOST_LINE, 0)) {
+                lost_ms = test_now_ms() - t0;
+                first_after_loss = n;
+        }
+        ck_assert_msg(lost_ms >= 0 && lost_ms <= LOST_WITHIN_MS,
+                      "the holder logged the loss %lld ms after the outside write (bound %d ms; -1: not in %d ms)",
+                      (long long)lost_ms, LOST_WITHIN_MS, WRITE_WATCH_MS);
+        ck_assert_msg(exit_ms >= 0 && exit_ms <= LOST_WITHIN_MS + EXIT_SLACK_MS,
+                      "the holder exited %lld ms after the outside write (bound %d ms)", (long long)exit_ms,
+                      LOST_WITHIN_MS + EXIT_SLACK_MS);
         ck_assert_int_eq(a.p.status, 1);
         char *err = proc_stderr(&a.p);
-        ck_assert_msg(strstr(err, "✗ delivery: lost the lease ("), "%s", err);
+        ck_assert_msg(strstr(err, LOST_LINE), "%s", err);
         free(err);
         proc_destroy(&a.p);
+        /* Nothing published after the holder said it lost the lease was
+         * fanned out or delivered (no daemon runs now). */
+        int top = highest_written("lt");
+        ck_assert_msg(top < first_after_loss, "lt-%d was written after the holder logged the loss (at lt-%d)", top,
+                      first_after_loss);
         /* It left the outsider's record alone. */
         uint64_t now_rev = 0;
         json_t *v = co_kv_value("cotal_delivery_" S, CONTRACT_LEASE_KEY, &now_rev);
@@ -195,13 +252,16 @@ START_TEST(an_outside_lease_write_ends_the_holder_within_one_renew_period)
         int64_t t1 = test_now_ms();
         ck_assert(co_daemon_wait_ready(&b, DAEMON_READY_TIMEOUT_MS) && b.p.pid > 0);
         int64_t settled_ms = 0;
-        co_tally t = co_dlv_settle(S, members, K, 1, "lt", 120, SETTLE_MS, &settled_ms);
+        co_tally t = co_dlv_settle(S, members, K, 1, "lt", n, SETTLE_MS, &settled_ms);
         ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "%d missing, %d duplicated, %d foreign",
                       t.missing, t.dup, t.foreign);
         fprintf(stderr,
-                "lease_takeover: holder exited %lld ms after the outside write (renew period %d ms); 120 messages x "
-                "%zu members, 0 lost, 0 duplicated; complete %lld ms after the lease was freed\n",
-                (long long)took, CONTRACT_LEASE_RENEW_MS, K, (long long)(test_now_ms() - t1));
+                "lease_takeover: holder logged the loss %lld ms and exited %lld ms after the outside write (lease "
+                "check every %d ms); it wrote up to lt-%d of the %d messages published after the write, none of the "
+                "%d published after its loss line; %d messages x %zu members, 0 lost, 0 duplicated; complete %lld ms "
+                "after the lease was freed\n",
+                (long long)lost_ms, (long long)exit_ms, LEASE_CHECK_MS, top, n - 60, n - first_after_loss, n, K,
+                (long long)(test_now_ms() - t1));
         ck_assert_int_eq(co_daemon_stop(&b), 0);
         proc_destroy(&b.p);
 }
@@ -214,7 +274,7 @@ int main(void)
         tcase_add_unchecked_fixture(tc, setup, teardown);
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, twenty_daemons_race_ten_rounds_and_one_wins_each);
-        tcase_add_test(tc, an_outside_lease_write_ends_the_holder_within_one_renew_period);
+        tcase_add_test(tc, an_outside_lease_write_stops_the_holder_within_a_lease_check);
         suite_add_tcase(s, tc);
         return tu_run(s);
 }
