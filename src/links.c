@@ -137,11 +137,16 @@ void links_on_reconnected(natsConnection *nc, void *arg)
                 atomic_store(&d->disconnected_since_ms, 0);
                 atomic_fetch_add(&d->reconnects, 1);
         }
-        /* The generation first: a fetch woken by the poke below must see it. */
+        /* The generation first: a fetch woken below must see it. */
         atomic_fetch_add(&l->generation, 1);
+        /* §11.3 grants no publish to our own inbox, so the wake is the
+         * answer to a request the credential does hold (CONSUMER.INFO of
+         * the worker's durable); its reply lands on the wake subject. */
+        char info[512];
+        int n = l->durable ? snprintf(info, sizeof info, "$JS.API.CONSUMER.INFO.%s.%s", l->stream, l->durable) : -1;
         pthread_mutex_lock(&l->lock);
-        if (l->wake)
-                (void)natsConnection_Publish(nc, l->wake, NULL, 0);
+        if (l->wake && n > 0 && (size_t)n < sizeof info)
+                (void)natsConnection_PublishRequest(nc, info, l->wake, NULL, 0);
         pthread_mutex_unlock(&l->lock);
         connlog_add(&d->links, CONNLOG_RECONNECT, l->name, url);
         log_notice("Reconnected to %s (%s connection)", url, l->name);

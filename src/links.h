@@ -24,8 +24,11 @@ void links_on_closed(natsConnection *nc, void *arg);
 /* The link of one of the daemon's connections, or NULL. */
 daemon_link *links_of(daemon_ctx *d, natsConnection *nc);
 
-/* Subject to publish an empty message on right after the link
- * reconnects (pull_wake_subject), NULL for none; copied. 0 or -ENOMEM. */
+/* A subject that gets a message right after the link reconnects
+ * (pull_wake_subject), NULL for none; copied. The message is the answer
+ * to a CONSUMER.INFO of the link's durable sent with that reply subject:
+ * the delivery credential may not publish to its own inbox (§11.3).
+ * 0 or -ENOMEM. */
 int links_set_wake(daemon_link *l, const char *subject);
 
 /* The link watcher. After a worker connection drops, nats-server 2.9

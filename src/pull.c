@@ -188,8 +188,10 @@ typedef enum {
 static pull_reply classify(pull_sub *p, natsMsg *m)
 {
         const char *status = NULL, *desc = NULL;
+        if (strcmp(natsMsg_GetSubject(m), p->wake) == 0)
+                return PULL_WAKE;
         if (natsMsgHeader_Get(m, HDR_STATUS, &status) != NATS_OK || !status)
-                return strcmp(natsMsg_GetSubject(m), p->wake) == 0 ? PULL_WAKE : PULL_DELIVERY;
+                return PULL_DELIVERY;
         (void)natsMsgHeader_Get(m, HDR_DESCRIPTION, &desc);
         if (strcmp(status, "100") == 0)
                 return PULL_HEARTBEAT;

@@ -69,9 +69,9 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
  * new request at once. */
 void pull_follow_link(pull_sub *p, const atomic_uint *gen);
 
-/* A subject under the pull inbox whose (empty) messages only wake a
- * waiting pull_fetch, so it re-reads the link count at once rather than
- * at the end of its wait. Borrowed from p. */
+/* A subject under the pull inbox whose messages (whatever they hold) only
+ * wake a waiting pull_fetch, so it re-reads the link count at once rather
+ * than at the end of its wait. Borrowed from p. */
 const char *pull_wake_subject(const pull_sub *p);
 
 /* Stops pulling, for a clean stop (§10.4): takes the deliveries already
