@@ -264,6 +264,10 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                 return -EINVAL;
         if (!p->sub)
                 return -ENOTCONN; /* cancelled */
+        if (p->gone) {
+                p->gone = false;
+                return -ENOENT; /* seen while a batch was handed over */
+        }
         int64_t deadline = clock_mono_ms() + wait_ms;
 
         /* Bounded: every turn takes a message, or waits (>= 1 ms) within
@@ -300,10 +304,14 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                          * drops it (classify never sees it, nor which
                          * request it ended): treat every request as over.
                          * Keep what was delivered: destroying it would
-                         * leave it to ack_wait (60 s). */
+                         * leave it to ack_wait (60 s). nats-server 2.10
+                         * answers a request for a consumer that no longer
+                         * exists with it (2.9 stays silent), so ask. */
                         snprintf(p->last_error, sizeof p->last_error, "no responders for %s", p->next_subject);
                         p->n_open = 0;
-                        return count > 0 ? count : -EAGAIN;
+                        if (count > 0)
+                                return count;
+                        return check_exists(p) < 0 ? -ENOENT : -EAGAIN;
                 }
                 if (s != NATS_OK) {
                         snprintf(p->last_error, sizeof p->last_error, "pull %s/%s: %s", p->stream, p->consumer,
@@ -322,8 +330,12 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                         end_request(p, m);
                 natsMsg_Destroy(m);
                 if (c == PULL_GONE) {
+                        /* Hand over what we have first; the next call
+                         * reports the loss (a new request would only get
+                         * a 503, or on 2.9 no answer at all). */
                         p->n_open = 0;
-                        return count > 0 ? count : -ENOENT; /* hand over what we have first */
+                        p->gone = count > 0;
+                        return count > 0 ? count : -ENOENT;
                 }
                 if (c == PULL_ERROR)
                         return count > 0 ? count : -EAGAIN;

@@ -41,6 +41,7 @@ typedef struct pull_sub {
         unsigned next_id;
         const atomic_uint *link_gen; /* borrowed, may be NULL: pull_follow_link */
         unsigned seen_gen;
+        bool gone;              /* a "Consumer Deleted" came with deliveries: the next call says -ENOENT */
         char last_error[256];
 } pull_sub;
 
