@@ -16,7 +16,17 @@ void connlog_fini(connlog *l)
         pthread_mutex_destroy(&l->lock);
 }
 
-void connlog_add(connlog *l, connlog_kind kind, const char *reason)
+/* ASCII only: names and reasons come from cnats and URLs, and the ring is
+ * served as JSON strings. */
+static void copy_ascii(char *dst, size_t size, const char *src)
+{
+        size_t n = 0;
+        for (const char *p = src ? src : ""; *p && n + 1 < size; p++)
+                dst[n++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+        dst[n] = '\0';
+}
+
+void connlog_add(connlog *l, connlog_kind kind, const char *conn, const char *reason)
 {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -24,12 +34,8 @@ void connlog_add(connlog *l, connlog_kind kind, const char *reason)
         connlog_event *e = &l->ring[l->total % CONNLOG_SIZE];
         e->wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
         e->kind = kind;
-        /* ASCII only: reasons come from cnats and URLs, and the ring is
-         * served as JSON strings. */
-        size_t n = 0;
-        for (const char *p = reason ? reason : ""; *p && n + 1 < sizeof e->reason; p++)
-                e->reason[n++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
-        e->reason[n] = '\0';
+        copy_ascii(e->conn, sizeof e->conn, conn);
+        copy_ascii(e->reason, sizeof e->reason, reason);
         l->total++;
         pthread_mutex_unlock(&l->lock);
 }
@@ -63,6 +69,8 @@ json_t *connlog_json(connlog *l, uint64_t *total_out)
                 rfc3339_ms(e->wall_ms, when, sizeof when);
                 json_t *o = json_pack("{s:s, s:s, s:s}", "time", when, "event", connlog_kind_name(e->kind), "reason",
                                       e->reason);
+                if (o && e->conn[0])
+                        json_object_set_new(o, "connection", json_string(e->conn));
                 if (!o || json_array_append_new(arr, o) < 0) {
                         json_decref(arr);
                         arr = NULL;

@@ -20,9 +20,12 @@ typedef enum {
         CONNLOG_ERROR,
 } connlog_kind;
 
+#define CONNLOG_CONN_MAX 16
+
 typedef struct connlog_event {
         int64_t wall_ms;
         connlog_kind kind;
+        char conn[CONNLOG_CONN_MAX]; /* which connection: "main", "fanout", "reader"; "" if none */
         char reason[CONNLOG_REASON_MAX];
 } connlog_event;
 
@@ -34,11 +37,12 @@ typedef struct connlog {
 
 void connlog_init(connlog *l);
 void connlog_fini(connlog *l);
-/* Records an event; reason is truncated to fit (NULL: empty). */
-void connlog_add(connlog *l, connlog_kind kind, const char *reason);
+/* Records an event on connection conn (NULL: none named); conn and reason
+ * are truncated to fit (NULL: empty). */
+void connlog_add(connlog *l, connlog_kind kind, const char *conn, const char *reason);
 /* "connect", "disconnect", … */
 const char *connlog_kind_name(connlog_kind kind);
 /* The retained events, oldest first, as a JSON array of {"time" (RFC 3339
- * UTC, ms), "event", "reason"}; *total_out (may be NULL) gets the count
+ * UTC, ms), "event", "connection" (when named), "reason"}; *total_out (may be NULL) gets the count
  * ever recorded. NULL on allocation failure. */
 json_t *connlog_json(connlog *l, uint64_t *total_out);

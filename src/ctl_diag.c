@@ -101,6 +101,23 @@ static void print_table(const json_t *doc)
         else
                 printf("link     DOWN for %.1fs%s, %lld reconnects\n", (double)num(k, "down_ms") / 1000.0,
                        json_is_true(json_object_get(k, "closed")) ? " (closed)" : "", num(k, "reconnects"));
+        const json_t *links = json_object_get(doc, "links");
+        if (json_object_size(links) > 0) {
+                /* Each connection: the workers' own too (older daemons
+                 * report only "link"). */
+                printf("links   ");
+                const char *name;
+                json_t *c;
+                json_object_foreach((json_t *)links, name, c) {
+                        if (json_is_true(json_object_get(c, "connected")))
+                                printf(" %s up (%lld reconnects)", name, num(c, "reconnects"));
+                        else
+                                printf(" %s DOWN %.1fs%s (%lld reconnects)", name, (double)num(c, "down_ms") / 1000.0,
+                                       json_is_true(json_object_get(c, "closed")) ? " closed" : "",
+                                       num(c, "reconnects"));
+                }
+                printf("\n");
+        }
         printf("lag      fanout %lld, reader %lld\n", num(n, "fanout_lag"), num(n, "reader_lag"));
         printf("counts   %lld chat messages -> %lld inbox entries (%lld malformed, %lld pauses); delivered %lld, "
                "dropped %lld, deferred %lld, terminated %lld\n",
@@ -140,7 +157,8 @@ static void print_table(const json_t *doc)
                num(doc, "connection_events_total"));
         size_t i;
         json_array_foreach(ev, i, v)
-                printf("  %s  %-10s %s\n", str(v, "time"), str(v, "event"), str(v, "reason"));
+                printf("  %s  %-10s %-6s %s\n", str(v, "time"), str(v, "event"), str(v, "connection"),
+                       str(v, "reason"));
 }
 
 int ctl_diag(ctl_ctx *c)

@@ -4,6 +4,7 @@
 
 #include "broker.h"
 #include "clock.h"
+#include "links.h"
 #include "log.h"
 #include "provision.h"
 
@@ -58,7 +59,7 @@ void daemon_shut_link(daemon_ctx *d)
  * dropped by the server without an answer, so whatever sent it retries
  * on its own schedule and would repeat the line each time); the repeats
  * are counted for the diagnostics. */
-static void note_denial(daemon_ctx *d, const char *text)
+static void note_denial(daemon_ctx *d, const daemon_link *l, const char *text)
 {
         denial_op op;
         char subject[DENIALS_SUBJECT_MAX];
@@ -71,7 +72,7 @@ static void note_denial(daemon_ctx *d, const char *text)
         if (seen == DENIAL_FIRST) {
                 char reason[CONNLOG_REASON_MAX];
                 snprintf(reason, sizeof reason, "permission denied: %s \"%.100s\"", denial_op_verb(op), subject);
-                connlog_add(&d->links, CONNLOG_ERROR, reason);
+                connlog_add(&d->links, CONNLOG_ERROR, l->name, reason);
                 log_error("! delivery endpoint: NATS permission denied: cannot %s \"%s\" — check this endpoint's "
                           "ACLs (a denied peer looks \"absent\" rather than blocked); the delivery credential needs "
                           "PROTOCOL §11.3's grants. Repeats on this subject are counted, not logged",
@@ -85,7 +86,8 @@ static void note_denial(daemon_ctx *d, const char *text)
 
 void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg)
 {
-        daemon_ctx *d = arg;
+        const daemon_link *l = arg;
+        daemon_ctx *d = l->d;
         /* While this callback runs, cnats has set this thread's last error
          * to the text of the very error reported; the connection's own
          * last error may already be a later one. */
@@ -93,15 +95,15 @@ void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
         if (!text || !*text)
                 natsConnection_GetLastError(nc, &text);
         if (err == NATS_NOT_PERMITTED) {
-                note_denial(d, text);
+                note_denial(d, l, text);
                 return;
         }
         char reason[CONNLOG_REASON_MAX];
         snprintf(reason, sizeof reason, "%s%s%s (subscription %.64s)", natsStatus_GetText(err), text ? ": " : "",
                  text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
-        connlog_add(&d->links, CONNLOG_ERROR, reason);
-        log_warning("! delivery endpoint: %s%s%s (subscription %s)", natsStatus_GetText(err), text ? ": " : "",
-                    text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-");
+        connlog_add(&d->links, CONNLOG_ERROR, l->name, reason);
+        log_warning("! delivery endpoint: %s%s%s (subscription %s, %s connection)", natsStatus_GetText(err),
+                    text ? ": " : "", text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-", l->name);
 }
 
 int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key)
@@ -127,7 +129,7 @@ void daemon_close_worker(natsConnection **nc)
         *nc = NULL;
 }
 
-broker_config daemon_broker_config(daemon_ctx *d, const char *name)
+broker_config daemon_broker_config(daemon_ctx *d, daemon_link *link, const char *name)
 {
         return (broker_config){
                 .servers = d->cfg.server,
@@ -138,19 +140,46 @@ broker_config daemon_broker_config(daemon_ctx *d, const char *name)
                 .name = name,
                 .connect_timeout_ms = DAEMON_CONNECT_TIMEOUT_MS,
                 .reconnect = true,
+                .on_disconnected = links_on_disconnected,
+                .on_reconnected = links_on_reconnected,
+                .on_closed = links_on_closed,
                 .on_error = daemon_on_error,
-                .cb_arg = d,
+                .cb_arg = link,
         };
+}
+
+int daemon_connect_main(daemon_ctx *d)
+{
+        char err[512];
+        daemon_link *l = &d->link[DAEMON_LINK_MAIN];
+        broker_config bc = daemon_broker_config(d, l, "cotal:delivery");
+        int r = broker_connect(&bc, &d->nc, err, sizeof err);
+        if (r < 0) {
+                connlog_add(&d->links, CONNLOG_ERROR, l->name, err);
+                log_error("Failed to connect to %s: %s", d->cfg.server, err);
+        } else {
+                char url[256] = "";
+                natsConnection_GetConnectedUrl(d->nc, url, sizeof url);
+                connlog_add(&d->links, CONNLOG_CONNECT, l->name, url);
+        }
+        return r;
 }
 
 int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc)
 {
         char err[512], name[64];
+        daemon_link *l = &d->link[strcmp(role, "reader") == 0 ? DAEMON_LINK_READER : DAEMON_LINK_FANOUT];
         snprintf(name, sizeof name, "cotal:delivery-%s", role);
-        broker_config bc = daemon_broker_config(d, name);
+        broker_config bc = daemon_broker_config(d, l, name);
         int r = broker_connect(&bc, nc, err, sizeof err);
-        if (r < 0)
+        if (r < 0) {
+                connlog_add(&d->links, CONNLOG_ERROR, l->name, err);
                 log_error("Failed to connect the %s to %s: %s", role, d->cfg.server, err);
+        } else {
+                char url[256] = "";
+                natsConnection_GetConnectedUrl(*nc, url, sizeof url);
+                connlog_add(&d->links, CONNLOG_CONNECT, l->name, url);
+        }
         return r;
 }
 

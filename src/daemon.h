@@ -24,6 +24,29 @@ struct fanout;
 struct reader;
 struct control;
 struct roster;
+struct daemon;
+
+/* One of the daemon's broker connections as its cnats callbacks see it
+ * (links.h): the main one, the fan-out's and the reader's. Written from
+ * cnats' callback thread (atomics; wake behind lock), read by the main
+ * thread, the link watcher and the worker owning the connection. */
+typedef enum { DAEMON_LINK_MAIN, DAEMON_LINK_FANOUT, DAEMON_LINK_READER, DAEMON_LINKS } daemon_link_role;
+
+typedef struct daemon_link {
+        struct daemon *d;               /* for the callbacks */
+        daemon_link_role role;
+        const char *name;               /* "main", "fanout", "reader": log lines, diagnostics */
+        /* The durable the connection pulls from (workers), swept after a
+         * disconnect (links.h); NULL for the main connection. */
+        const char *stream, *durable;
+        atomic_llong down_since_ms;     /* monotonic ms; 0 while connected */
+        atomic_bool closed;
+        atomic_ullong reconnects;
+        atomic_uint generation;         /* +1 per reconnect: pull_follow_link */
+        atomic_bool sweep;              /* a disconnect the watcher has not swept yet */
+        pthread_mutex_t lock;           /* guards wake */
+        char *wake;                     /* owned; poked after a reconnect (pull_wake_subject) */
+} daemon_link;
 
 /* What the daemon has done, for logs, sd_notify STATUS and diagnostics. */
 typedef struct daemon_counters {
@@ -62,6 +85,11 @@ typedef struct daemon {
         atomic_bool link_closed;            /* the connection is closed for good */
         atomic_ullong reconnects;
         connlog links;                      /* the last 64 connection events */
+        /* Every connection's state, the main one's included (its
+         * disconnected_since_ms / link_closed / reconnects above stay the
+         * broker watchdog's, §10.3). */
+        daemon_link link[DAEMON_LINKS];
+        struct links_watch *watch;          /* links.h; NULL until started */
         /* The broker's permission violations on any of our connections,
          * noted by daemon_on_error (its own lock). */
         denials denied;
@@ -133,13 +161,19 @@ void daemon_shut_link(daemon_ctx *d);
 /* The daemon's connection settings (§10.2 step 5): servers, creds
  * callbacks (the file is re-read at every reconnect: rotation), the inbox
  * prefix _INBOX_<D> (every reply, pull delivery and watch lands under it),
- * reconnects, the error callback. name is borrowed. */
-broker_config daemon_broker_config(daemon_ctx *d, const char *name);
+ * reconnects, and the link callbacks of links.h with link (borrowed) as
+ * their argument. name is borrowed. */
+broker_config daemon_broker_config(daemon_ctx *d, daemon_link *link, const char *name);
 
-/* A connection for one worker, made like the main one (same servers,
- * creds callbacks, inbox prefix _INBOX_<D>, reconnecting forever) and
- * named "cotal:delivery-<role>". Asynchronous errors (permission
- * violations) are logged like the main connection's. 0 or -errno (logged). */
+/* §10.2 step 5: the main connection ("cotal:delivery"), whose link state
+ * the broker watchdog and the diagnostics read. 0 or -errno (logged). */
+int daemon_connect_main(daemon_ctx *d);
+
+/* A connection for one worker ("fanout" or "reader"), made like the main
+ * one (same servers, creds callbacks, inbox prefix _INBOX_<D>, reconnecting
+ * forever, the same link callbacks, logs and connection events, under the
+ * role's own name) and named "cotal:delivery-<role>". 0 or -errno
+ * (logged). */
 int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc);
 
 /* Flushes (bounded), closes and destroys a worker connection; NULLs it. */
@@ -154,7 +188,7 @@ void daemon_close_worker(natsConnection **nc);
 #define DAEMON_DENIED_DELAY_MAX_MS 30000
 int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key);
 
-/* The connections' asynchronous-error callback (arg: the daemon). A
+/* The connections' asynchronous-error callback (arg: the daemon_link). A
  * permission violation is noted in d->denied and logged once per subject
  * at error priority (PROTOCOL §10.3 wording); other errors are logged as
  * warnings. */

@@ -4,6 +4,7 @@
 
 #include "contract_config.h"
 #include "ledger.h"
+#include "links.h"
 #include "log.h"
 
 #include <errno.h>
@@ -236,6 +237,8 @@ json_t *diag_snapshot(daemon_ctx *d)
         if (doc) {
                 json_object_set_new(doc, "denials", denials_json(&d->denied));
                 json_object_set_new(doc, "lead", lead_json(d));
+                /* Per connection: "link" above is the main one's. */
+                json_object_set_new(doc, "links", links_json(d));
         }
         return doc;
 }

@@ -16,6 +16,7 @@
 #include "fanout.h"
 #include "ledger.h"
 #include "ledger_sync.h"
+#include "links.h"
 #include "log.h"
 #include "notify.h"
 #include "reader.h"
@@ -64,45 +65,6 @@
 
 enum { EXIT_USAGE = 2 };
 
-/* cnats connection callbacks: they only record the link state. */
-static void on_disconnected(natsConnection *nc, void *arg)
-{
-        (void)nc;
-        daemon_ctx *d = arg;
-        long long zero = 0; /* the atomic_llong's own type */
-        atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
-        const char *why = NULL;
-        natsStatus s = natsConnection_GetLastError(nc, &why);
-        char reason[CONNLOG_REASON_MAX];
-        snprintf(reason, sizeof reason, "%s", why && *why ? why : s != NATS_OK ? natsStatus_GetText(s) : "");
-        connlog_add(&d->links, CONNLOG_DISCONNECT, reason);
-        /* Our own close at shutdown disconnects too: not worth a warning. */
-        if (!atomic_load(&d->stopping))
-                log_warning("! delivery endpoint: disconnected from the broker%s%s; reconnecting", *reason ? ": " : "",
-                            reason);
-}
-
-static void on_reconnected(natsConnection *nc, void *arg)
-{
-        daemon_ctx *d = arg;
-        char url[256] = "";
-        natsConnection_GetConnectedUrl(nc, url, sizeof url);
-        atomic_store(&d->disconnected_since_ms, 0);
-        atomic_fetch_add(&d->reconnects, 1);
-        connlog_add(&d->links, CONNLOG_RECONNECT, url);
-        log_notice("Reconnected to %s", url);
-}
-
-static void on_closed(natsConnection *nc, void *arg)
-{
-        (void)nc;
-        daemon_ctx *d = arg;
-        long long zero = 0; /* the atomic_llong's own type */
-        atomic_compare_exchange_strong(&d->disconnected_since_ms, &zero, daemon_mono_ms());
-        atomic_store(&d->link_closed, true);
-        connlog_add(&d->links, CONNLOG_CLOSED, atomic_load(&d->stopping) ? "closed by the daemon" : "closed");
-}
-
 /* §10.2 step 4: a fresh connection, 1000 ms, no reconnects. An
  * authorization rejection still proves the broker is there. */
 static bool reachable(daemon_ctx *d)
@@ -123,27 +85,6 @@ static bool reachable(daemon_ctx *d)
                 natsConnection_Destroy(probe);
         }
         return r == 0 || r == -EACCES;
-}
-
-/* §10.2 step 5: the main connection (daemon_broker_config) with the link
- * callbacks the broker watchdog and diagnostics read. */
-static int connect_main(daemon_ctx *d)
-{
-        char err[512];
-        broker_config bc = daemon_broker_config(d, "cotal:delivery");
-        bc.on_disconnected = on_disconnected;
-        bc.on_reconnected = on_reconnected;
-        bc.on_closed = on_closed;
-        int r = broker_connect(&bc, &d->nc, err, sizeof err);
-        if (r < 0) {
-                connlog_add(&d->links, CONNLOG_ERROR, err);
-                log_error("Failed to connect to %s: %s", d->cfg.server, err);
-        } else {
-                char url[256] = "";
-                natsConnection_GetConnectedUrl(d->nc, url, sizeof url);
-                connlog_add(&d->links, CONNLOG_CONNECT, url);
-        }
-        return r;
 }
 
 /* §10.2 step 5: the streams and buckets the daemon relies on must exist. */
@@ -214,6 +155,7 @@ static void teardown(daemon_ctx *d, bool release, bool broker_gone)
                         log_notice("Did not release the lease: %s", d->lease.last_error);
         }
         lease_fini(&d->lease);
+        links_watch_stop(d);
         if (d->nc) {
                 if (!atomic_load(&d->link_shut))
                         (void)natsConnection_FlushTimeout(d->nc, RELEASE_TIMEOUT_MS); /* pending acks */
@@ -613,7 +555,7 @@ int main(int argc, char **argv)
                 d.inbox_prefix = NULL;
                 goto out;
         }
-        if (contract_names_init(&d.names, d.cfg.space, strlen(d.cfg.space)) < 0)
+        if (contract_names_init(&d.names, d.cfg.space, strlen(d.cfg.space)) < 0 || links_init(&d) < 0)
                 goto out;
         if (nats_Open(-1) != NATS_OK)
                 goto out;
@@ -628,7 +570,7 @@ int main(int argc, char **argv)
                 goto out_nats;
         }
         /* Step 5: connect, check the space, open the presence watch. */
-        if (connect_main(&d) < 0 || check_streams(&d) < 0)
+        if (daemon_connect_main(&d) < 0 || links_watch_start(&d) < 0 || check_streams(&d) < 0)
                 goto out_conn;
         log_info("Connected to %s as %s (space %s, token %s)", d.cfg.server, d.id, d.cfg.space, d.names.token);
         if (stop_requested(&stops, "connecting")) {
@@ -744,6 +686,7 @@ out_conn:
         d.join_deadline_ms = daemon_mono_ms() + d.cfg.shutdown_timeout_ms;
         roster_stop(&d);
         lease_fini(&d.lease);
+        links_watch_stop(&d);
         if (d.nc) {
                 natsConnection_Close(d.nc);
                 natsConnection_Destroy(d.nc);
@@ -754,6 +697,7 @@ out_nats:
 out:
         ledger_free(d.ledger);
         diag_close(&d);
+        links_fini(&d);
         connlog_fini(&d.links);
         denials_fini(&d.denied);
         if (d.creds_loaded)

@@ -13,10 +13,13 @@
 
 #define HDR_STATUS "Status"
 #define HDR_DESCRIPTION "Description"
-/* A request whose expiry passed this long ago without a 408 was lost
- * (server restart, reconnect): issue a new one. */
+/* A request whose expiry passed this long ago without a status reply was
+ * lost: a server restart or reconnect forgot it, or nats-server 2.9 dropped
+ * it silently as an expired head (consumer.go nextWaiting sends no 408 when
+ * the reply subject is the requester's own). */
 #define PULL_LOST_GRACE_MS 1000
 #define PULL_FLUSH_TIMEOUT_MS 1000 /* a pull request is flushed at once */
+#define PULL_CANCEL_INFO_MS 1000
 
 int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream,
                const char *consumer)
@@ -24,16 +27,25 @@ int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const 
         memset(p, 0, sizeof *p);
         p->nc = nc;
         p->inbox = broker_unique_subject(inbox_prefix, "pull");
+        char *all = NULL;
+        int r1 = p->inbox ? asprintf(&p->wake, "%s.wake", p->inbox) : -1;
         int r2 = asprintf(&p->next_subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, consumer);
+        int r3 = p->inbox ? asprintf(&all, "%s.*", p->inbox) : -1;
         p->stream = strdup(stream);
         p->consumer = strdup(consumer);
-        if (!p->inbox || r2 < 0 || !p->stream || !p->consumer) {
-                if (r2 < 0)
-                        p->next_subject = NULL;
+        if (r1 < 0)
+                p->wake = NULL;
+        if (r2 < 0)
+                p->next_subject = NULL;
+        if (r3 < 0)
+                all = NULL;
+        if (!p->inbox || !p->wake || !p->next_subject || !all || !p->stream || !p->consumer) {
+                free(all);
                 pull_stop(p);
                 return -ENOMEM;
         }
-        natsStatus s = natsConnection_SubscribeSync(&p->sub, nc, p->inbox);
+        natsStatus s = natsConnection_SubscribeSync(&p->sub, nc, all);
+        free(all);
         if (s != NATS_OK) {
                 snprintf(p->last_error, sizeof p->last_error, "subscribe %s: %s", p->inbox, natsStatus_GetText(s));
                 pull_stop(p);
@@ -51,15 +63,43 @@ void pull_stop(pull_sub *p)
         free(p->consumer);
         free(p->next_subject);
         free(p->inbox);
+        free(p->wake);
         memset(p, 0, sizeof *p);
+}
+
+void pull_follow_link(pull_sub *p, const atomic_uint *gen)
+{
+        p->link_gen = gen;
+        p->seen_gen = gen ? atomic_load(gen) : 0;
+}
+
+const char *pull_wake_subject(const pull_sub *p)
+{
+        return p->wake;
+}
+
+static int credit(const pull_sub *p)
+{
+        int c = 0;
+        for (int i = 0; i < p->n_open; i++)
+                c += p->open[i].requested - p->open[i].received;
+        return c;
+}
+
+static void close_request(pull_sub *p, int i)
+{
+        memmove(&p->open[i], &p->open[i + 1], (size_t)(p->n_open - i - 1) * sizeof p->open[0]);
+        p->n_open--;
 }
 
 static int send_request(pull_sub *p, int batch, int64_t expires_ms)
 {
-        char body[96];
+        char body[96], reply[320];
+        unsigned id = ++p->next_id;
         int n = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", batch,
                          (long long)expires_ms * 1000000LL);
-        natsStatus s = natsConnection_PublishRequest(p->nc, p->next_subject, p->inbox, body, n);
+        snprintf(reply, sizeof reply, "%s.%u", p->inbox, id);
+        natsStatus s = natsConnection_PublishRequest(p->nc, p->next_subject, reply, body, n);
         if (s != NATS_OK) {
                 snprintf(p->last_error, sizeof p->last_error, "pull request on %s: %s", p->next_subject,
                          natsStatus_GetText(s));
@@ -69,16 +109,77 @@ static int send_request(pull_sub *p, int batch, int64_t expires_ms)
          * thread naps first, research/cnats.md pitfall 1); every hop of a
          * delivery pays that twice. One PING round trip is cheaper. */
         (void)natsConnection_FlushTimeout(p->nc, PULL_FLUSH_TIMEOUT_MS);
-        p->open = true;
-        p->requested = batch;
-        p->received = 0;
-        p->deadline_ms = clock_mono_ms() + expires_ms + PULL_LOST_GRACE_MS;
+        p->open[p->n_open++] = (pull_request){
+                .id = id,
+                .requested = batch,
+                .expires_ms = clock_mono_ms() + expires_ms,
+        };
         return 0;
+}
+
+/* Keeps a request waiting at the server at all times: one when none is
+ * open, and a second before the newest has used half its expiry, so that
+ * when it expires (or loses its reply interest) the server finds the next
+ * one behind it instead of dropping a redelivery (pitfall 12). The second
+ * asks for what the open ones do not already cover, at least 1: the open
+ * requests ask for about max in all, so no more than that is buffered
+ * beyond what the caller takes. */
+static int top_up(pull_sub *p, int max, int64_t expires_ms, int64_t now)
+{
+        if (p->n_open == 0)
+                return send_request(p, max, expires_ms);
+        const pull_request *newest = &p->open[p->n_open - 1];
+        if (p->n_open < PULL_MAX_REQUESTS && newest->expires_ms - now <= expires_ms / 2) {
+                int batch = max - credit(p);
+                return send_request(p, batch > 0 ? batch : 1, expires_ms);
+        }
+        return 0;
+}
+
+/* Milliseconds (>= 1) until top_up or the lost check has work to do. */
+static int64_t next_event_ms(const pull_sub *p, int64_t expires_ms, int64_t now)
+{
+        int64_t at = INT64_MAX;
+        if (p->n_open > 0)
+                at = p->open[0].expires_ms + PULL_LOST_GRACE_MS;
+        if (p->n_open > 0 && p->n_open < PULL_MAX_REQUESTS) {
+                int64_t overlap = p->open[p->n_open - 1].expires_ms - expires_ms / 2;
+                if (overlap < at)
+                        at = overlap;
+        }
+        return at - now > 1 ? at - now : 1;
+}
+
+/* The link reconnected since we last looked: the server forgot our
+ * requests' reply interest, so it drops them (or, 2.9, lets a redelivery
+ * fall through them): start afresh. Their late status replies name ids we
+ * no longer hold and are ignored; their deliveries are still returned. */
+static void follow_link(pull_sub *p)
+{
+        if (!p->link_gen)
+                return;
+        unsigned gen = atomic_load(p->link_gen);
+        if (gen != p->seen_gen) {
+                p->seen_gen = gen;
+                p->n_open = 0;
+        }
+}
+
+/* Drops requests past their expiry plus the grace; true if one was. */
+static bool drop_lost(pull_sub *p, int64_t now)
+{
+        bool lost = false;
+        while (p->n_open > 0 && now > p->open[0].expires_ms + PULL_LOST_GRACE_MS) {
+                close_request(p, 0);
+                lost = true;
+        }
+        return lost;
 }
 
 typedef enum {
         PULL_DELIVERY,
         PULL_HEARTBEAT,
+        PULL_WAKE,
         PULL_DONE,  /* 404 no messages, 408 request expired */
         PULL_ERROR, /* other 409s: the request is over; back off */
         PULL_GONE,  /* consumer or stream missing */
@@ -87,6 +188,8 @@ typedef enum {
 static pull_reply classify(pull_sub *p, natsMsg *m)
 {
         const char *status = NULL, *desc = NULL;
+        if (strcmp(natsMsg_GetSubject(m), p->wake) == 0)
+                return PULL_WAKE;
         if (natsMsgHeader_Get(m, HDR_STATUS, &status) != NATS_OK || !status)
                 return PULL_DELIVERY;
         (void)natsMsgHeader_Get(m, HDR_DESCRIPTION, &desc);
@@ -105,6 +208,36 @@ static pull_reply classify(pull_sub *p, natsMsg *m)
         snprintf(p->last_error, sizeof p->last_error, "pull %s/%s: status %s %s", p->stream, p->consumer, status,
                  desc ? desc : "");
         return PULL_ERROR;
+}
+
+/* Ends the request a status reply names (its subject is <inbox>.<id>).
+ * An id we no longer hold (a request given up as lost) changes nothing. */
+static void end_request(pull_sub *p, natsMsg *m)
+{
+        const char *subject = natsMsg_GetSubject(m);
+        size_t n = strlen(p->inbox);
+        char *end = NULL;
+        if (strncmp(subject, p->inbox, n) != 0 || subject[n] != '.')
+                return;
+        unsigned long id = strtoul(subject + n + 1, &end, 10);
+        if (end == subject + n + 1 || *end)
+                return;
+        for (int i = 0; i < p->n_open; i++)
+                if (p->open[i].id == id) {
+                        close_request(p, i);
+                        return;
+                }
+}
+
+/* A delivery counts against the oldest open request: the server fills its
+ * waiting requests in arrival order. If it skipped one (expired, or no
+ * interest), the count runs ahead of the server's; the skipped request
+ * then looks full early, or ends as lost, and a new one is sent: never a
+ * delivery lost or counted twice, at worst a request more. */
+static void count_delivery(pull_sub *p)
+{
+        if (p->n_open > 0 && ++p->open[0].received >= p->open[0].requested)
+                close_request(p, 0);
 }
 
 /* A request went unanswered past its expiry. On nats-server 2.9 a pull
@@ -129,62 +262,111 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
         int count = 0;
         if (max <= 0 || max > PULL_MAX_BATCH)
                 return -EINVAL;
+        if (!p->sub)
+                return -ENOTCONN; /* cancelled */
+        if (p->gone) {
+                p->gone = false;
+                return -ENOENT; /* seen while a batch was handed over */
+        }
         int64_t deadline = clock_mono_ms() + wait_ms;
 
+        /* Bounded: every turn takes a message, or waits (>= 1 ms) within
+         * the deadline, or ends the call. */
         while (count < max) {
                 int64_t now = clock_mono_ms();
-                if (p->open && now > p->deadline_ms) {
-                        p->open = false; /* lost: never answered */
-                        if (count == 0 && check_exists(p) < 0)
-                                return -ENOENT;
-                }
-                if (!p->open && count == 0) {
-                        int r = send_request(p, max, expires_ms);
+                follow_link(p);
+                if (drop_lost(p, now) && count == 0 && check_exists(p) < 0)
+                        return -ENOENT;
+                if (count == 0) {
+                        int r = top_up(p, max, expires_ms, now);
                         if (r < 0)
                                 return r;
                 }
                 /* Wait for the first delivery; after it, only drain. */
-                int64_t wait = count == 0 ? deadline - now : 0;
-                if (count == 0 && wait <= 0)
-                        break;
-                if (count == 0 && p->open && p->deadline_ms - now < wait)
-                        wait = p->deadline_ms - now > 0 ? p->deadline_ms - now : 1;
+                int64_t wait = 0;
+                if (count == 0) {
+                        wait = deadline - now;
+                        if (wait <= 0)
+                                break;
+                        int64_t event = next_event_ms(p, expires_ms, now);
+                        if (event < wait)
+                                wait = event;
+                }
                 natsMsg *m = NULL;
                 natsStatus s = natsSubscription_NextMsg(&m, p->sub, wait);
-                if (s == NATS_TIMEOUT)
-                        break;
+                if (s == NATS_TIMEOUT) {
+                        if (count > 0)
+                                break;
+                        continue;
+                }
                 if (s == NATS_NO_RESPONDERS) {
                         /* cnats 3.4.1 answers an empty 503 this way and
-                         * drops it (classify never sees it): the request is
-                         * over. Keep what was delivered: destroying it
-                         * would leave it to ack_wait (60 s). */
+                         * drops it (classify never sees it, nor which
+                         * request it ended): treat every request as over.
+                         * Keep what was delivered: destroying it would
+                         * leave it to ack_wait (60 s). nats-server 2.10
+                         * answers a request for a consumer that no longer
+                         * exists with it (2.9 stays silent), so ask. */
                         snprintf(p->last_error, sizeof p->last_error, "no responders for %s", p->next_subject);
-                        p->open = false;
-                        return count > 0 ? count : -EAGAIN;
+                        p->n_open = 0;
+                        if (count > 0)
+                                return count;
+                        return check_exists(p) < 0 ? -ENOENT : -EAGAIN;
                 }
                 if (s != NATS_OK) {
                         snprintf(p->last_error, sizeof p->last_error, "pull %s/%s: %s", p->stream, p->consumer,
                                  natsStatus_GetText(s));
-                        for (int i = 0; i < count; i++)
-                                natsMsg_Destroy(msgs[i]);
+                        if (count > 0)
+                                return count; /* the error comes back next call */
                         return broker_errno(s);
                 }
                 pull_reply c = classify(p, m);
                 if (c == PULL_DELIVERY) {
                         msgs[count++] = m;
-                        if (p->open && ++p->received >= p->requested)
-                                p->open = false;
+                        count_delivery(p);
                         continue;
                 }
+                if (c != PULL_HEARTBEAT && c != PULL_WAKE)
+                        end_request(p, m);
                 natsMsg_Destroy(m);
-                if (c == PULL_HEARTBEAT)
-                        continue;
-                p->open = false;
-                if (c == PULL_GONE)
-                        return count > 0 ? count : -ENOENT; /* hand over what we have first */
+                if (c == PULL_GONE) {
+                        /* Hand over what we have first; the next call
+                         * reports the loss (a new request would only get
+                         * a 503, or on 2.9 no answer at all). */
+                        p->n_open = 0;
+                        p->gone = count > 0;
+                        return count > 0 ? count : -ENOENT;
+                }
                 if (c == PULL_ERROR)
                         return count > 0 ? count : -EAGAIN;
         }
+        return count;
+}
+
+int pull_cancel(pull_sub *p, natsMsg **msgs, int max)
+{
+        int count = 0;
+        if (!p->sub)
+                return 0;
+        /* What is already here; after the unsubscribe cnats drops it. */
+        while (count < max) {
+                natsMsg *m = NULL;
+                if (natsSubscription_NextMsg(&m, p->sub, 0) != NATS_OK)
+                        break;
+                if (classify(p, m) == PULL_DELIVERY)
+                        msgs[count++] = m;
+                else
+                        natsMsg_Destroy(m);
+        }
+        /* broker_sub_close flushes: once the server answers, it has
+         * dropped our interest and sends nothing more to the inbox. A
+         * delivery it sent in the round trip before is lost to us and
+         * comes back after ack_wait. */
+        broker_sub_close(p->nc, &p->sub);
+        p->n_open = 0;
+        json_t *reply = NULL;
+        (void)jsapi_consumer_info(p->nc, p->stream, p->consumer, PULL_CANCEL_INFO_MS, &reply, NULL);
+        json_decref(reply);
         return count;
 }
 

@@ -3,6 +3,7 @@
 #include "worker.h"
 
 #include "jsack.h"
+#include "links.h"
 #include "log.h"
 
 #include <errno.h>
@@ -21,9 +22,27 @@ static void give_back(worker *w, int from, int n, const char *ack)
         }
 }
 
+/* §10.4, before naking: our pull requests are closed first. A nak sent
+ * while one is open is redelivered into it at once, to an inbox nobody
+ * reads any more, and waits out ack_wait (60 s) all the same. Deliveries
+ * already buffered are taken into msgs[from..) to be given back too;
+ * returns their count. Later calls take nothing. */
+static int stop_pulling(worker *w, int from)
+{
+        return pull_cancel(w->pull, w->msgs + from, PULL_MAX_BATCH - from);
+}
+
 void *worker_run(daemon_ctx *d, worker *w)
 {
         bool bound = true;
+        /* A reconnect of our connection re-requests at once (pull.h). */
+        daemon_link *link = links_of(d, w->pull->nc);
+        if (link) {
+                pull_follow_link(w->pull, &link->generation);
+                if (links_set_wake(link, pull_wake_subject(w->pull)) < 0)
+                        log_warning("Out of memory; a reconnect of the %s connection is noticed at the end of a "
+                                    "fetch wait", link->name);
+        }
         while (!atomic_load(&d->stopping)) {
                 atomic_store(w->beat, daemon_mono_ms());
                 /* PROTOCOL §9: nothing is fetched without a live lease. */
@@ -70,8 +89,10 @@ void *worker_run(daemon_ctx *d, worker *w)
                         w->handle(d, w->self, handled);
                 /* Stopping, or the lease lost or about to lapse: give back
                  * at once what was not handled, so a successor does not
-                 * wait for ack_wait (§10.4). */
-                give_back(w, handled, n, JSACK_NAK);
+                 * wait for ack_wait (§10.4). Stopping closes our pull
+                 * first (stop_pulling); otherwise a nak comes back to us. */
+                if (handled < n)
+                        give_back(w, handled, n + (atomic_load(&d->stopping) ? stop_pulling(w, n) : 0), JSACK_NAK);
                 w->finish(d, w->self, handled);
                 /* Destroyed together, after the acks: cnats wakes its
                  * collector thread per destroy when it sleeps. */
@@ -80,5 +101,8 @@ void *worker_run(daemon_ctx *d, worker *w)
                         w->msgs[i] = NULL;
                 }
         }
+        if (link)
+                (void)links_set_wake(link, NULL);
+        give_back(w, 0, stop_pulling(w, 0), JSACK_NAK);
         return NULL;
 }

@@ -117,7 +117,7 @@ static void assert_replicated(void)
 static void setup(void)
 {
         if (!natsd_available()) {
-                fprintf(stderr, "nats-server not found on PATH: skipping\n");
+                fprintf(stderr, "%s not found: skipping\n", natsd_binary());
                 exit(NATSD_SKIP);
         }
         int r = cluster_start(&cl, NODES);

@@ -238,6 +238,11 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         expect_each_once(INBOX, DINBOX_BOB);
         int64_t left = killed_at + REDELIVERY_WITHIN_MS - test_now_ms();
         uint64_t in_dlv = co_wait_count(DLV, DLV_BOB, POSTS, left > WAIT_MS ? left : WAIT_MS);
+        /* The dead reader's entries: one ack_wait after their fetch,
+         * unless nats-server 2.9.10 holds one back another (README,
+         * "Pull requests, and a broker bug the daemon dodges"). */
+        fprintf(stderr, "%llu of %d in DLV %lld ms after the kill\n", (unsigned long long)in_dlv, POSTS,
+                (long long)(test_now_ms() - killed_at));
         if (in_dlv != POSTS)
                 co_daemon_dump(&dm);
         ck_assert_msg(in_dlv == POSTS, "%llu of %d in DLV %lld ms after the kill", (unsigned long long)in_dlv, POSTS,

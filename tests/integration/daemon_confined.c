@@ -540,7 +540,7 @@ START_TEST(items_11_to_15_57_the_confined_daemon_recovers_from_a_broker_restart)
         /* Every subscription, watch and durable comes back on the same
          * grants: nothing needs more than §11.3 after a reconnect. */
         ck_assert_int_eq(natsd_restart(&tu_broker), 0);
-        ck_assert_msg(co_daemon_logged_within(&d1, "Reconnected to ", WAIT_MS), "daemon 1 did not reconnect");
+        ck_assert_msg(co_daemon_logged_within(&d1, "(main connection)", WAIT_MS), "daemon 1 did not reconnect");
         ck_assert_msg(test_wait_until(all_reconnected, NULL, WAIT_MS), "the test's connections did not reconnect");
         ck_assert_int_eq(join(&bob, "general"), 1);                      /* 12 */
         json_t *r = agent_request(&bob, "listMemberships", NULL);        /* 13 */

@@ -129,7 +129,7 @@ START_TEST(a_rotated_file_is_used_when_the_old_jwt_expires)
 
         /* The server cuts the expired connection; the reconnect uses the
          * new JWT and the daemon stays up. */
-        ck_assert_msg(co_daemon_logged_within(&dm, "Reconnected to ", EXPIRY_WITHIN_MS),
+        ck_assert_msg(co_daemon_logged_within(&dm, "(main connection)", EXPIRY_WITHIN_MS),
                       "no reconnect after the first JWT expired");
         ck_assert_msg(proc_wait(&dm.p, 0) == -ETIMEDOUT, "the daemon exited at the expiry");
         co_chat(S, ALICE, "general", "after", NULL);

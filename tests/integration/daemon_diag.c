@@ -96,7 +96,7 @@ START_TEST(socket_is_private_and_answers_with_the_daemons_state)
         ck_assert_int_eq(tu_ctl(&out, NULL, (const char *[]){"diag", "--socket", sock, NULL}), 0);
         ck_assert_msg(strstr(out, "lease    cotal_delivery_" S "/lease.0 held, ready"), "%s", out);
         ck_assert_msg(strstr(out, "link     connected"), "%s", out);
-        ck_assert_msg(strstr(out, "connect    nats://127.0.0.1:"), "%s", out);
+        ck_assert_msg(strstr(out, "connect    main   nats://127.0.0.1:"), "%s", out);
         free(out);
 }
 END_TEST

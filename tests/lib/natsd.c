@@ -47,8 +47,17 @@ bool test_wait_until(bool (*cond)(void *arg), void *arg, int64_t timeout_ms)
         }
 }
 
+const char *natsd_binary(void)
+{
+        const char *env = getenv("COTAL_TEST_NATS_SERVER");
+        return env && *env ? env : "nats-server";
+}
+
 bool natsd_available(void)
 {
+        const char *bin = natsd_binary();
+        if (strchr(bin, '/'))
+                return access(bin, X_OK) == 0;
         const char *path = getenv("PATH");
         if (!path)
                 return false;
@@ -56,7 +65,7 @@ bool natsd_available(void)
         bool found = false;
         for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
                 char p[512];
-                snprintf(p, sizeof p, "%s/nats-server", d);
+                snprintf(p, sizeof p, "%s/%s", d, bin);
                 found = access(p, X_OK) == 0;
         }
         free(copy);
@@ -136,11 +145,13 @@ static int spawn(natsd *s)
                 dup2(lfd, STDOUT_FILENO);
                 dup2(lfd, STDERR_FILENO);
                 setpgid(0, 0);
+                /* execlp takes a path as it is and searches PATH otherwise. */
+                const char *bin = natsd_binary();
                 if (s->conf[0])
-                        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store,
-                               "-c", s->conf, (char *)NULL);
+                        execlp(bin, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store, "-c",
+                               s->conf, (char *)NULL);
                 else
-                        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store,
+                        execlp(bin, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store,
                                (char *)NULL);
                 _exit(127);
         }

@@ -20,7 +20,11 @@ typedef struct natsd {
         char conf[300];       /* extra config, if any */
 } natsd;
 
-/* True if a nats-server binary is on PATH (tests exit NATSD_SKIP if not). */
+/* The server binary tests run: $COTAL_TEST_NATS_SERVER when set (a path,
+ * e.g. a fixed release unpacked by scripts/nats-server-fixed), else
+ * "nats-server" from PATH. Borrowed. */
+const char *natsd_binary(void);
+/* True if that binary is there (tests exit NATSD_SKIP if not). */
 bool natsd_available(void);
 
 /* A loopback TCP port that was free a moment ago (> 0), or -errno. */

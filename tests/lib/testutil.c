@@ -17,7 +17,7 @@ const char *tu_servers;
 void tu_broker_setup(void)
 {
         if (!natsd_available()) {
-                fprintf(stderr, "nats-server not found on PATH: skipping\n");
+                fprintf(stderr, "%s not found: skipping\n", natsd_binary());
                 exit(NATSD_SKIP);
         }
         int r = natsd_start(&tu_broker, NULL);
@@ -45,7 +45,7 @@ void tu_broker_teardown(void)
 void tu_broker_setup_conf(const char *conf)
 {
         if (!natsd_available()) {
-                fprintf(stderr, "nats-server not found on PATH: skipping\n");
+                fprintf(stderr, "%s not found: skipping\n", natsd_binary());
                 exit(NATSD_SKIP);
         }
         int r = natsd_start(&tu_broker, conf);

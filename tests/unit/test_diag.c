@@ -35,9 +35,9 @@ START_TEST(ring_keeps_the_last_events_in_order)
         char reason[32];
         for (int i = 0; i < CONNLOG_SIZE + 10; i++) {
                 snprintf(reason, sizeof reason, "r%d", i);
-                connlog_add(&l, i % 2 ? CONNLOG_RECONNECT : CONNLOG_DISCONNECT, reason);
+                connlog_add(&l, i % 2 ? CONNLOG_RECONNECT : CONNLOG_DISCONNECT, i % 3 ? "main" : NULL, reason);
         }
-        connlog_add(&l, CONNLOG_ERROR, "bad \xff byte\n");
+        connlog_add(&l, CONNLOG_ERROR, "reader", "bad \xff byte\n");
         uint64_t total = 0;
         json_t *arr = connlog_json(&l, &total);
         ck_assert_uint_eq(total, CONNLOG_SIZE + 11);
@@ -48,6 +48,10 @@ START_TEST(ring_keeps_the_last_events_in_order)
         json_t *last = json_array_get(arr, CONNLOG_SIZE - 1);
         ck_assert_str_eq(json_string_value(json_object_get(last, "event")), "error");
         ck_assert_str_eq(json_string_value(json_object_get(last, "reason")), "bad ? byte?");
+        ck_assert_str_eq(json_string_value(json_object_get(last, "connection")), "reader");
+        /* r11: 11 % 3 != 0 names "main"; r12 names none, so has no field. */
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "connection")), "main");
+        ck_assert_ptr_null(json_object_get(json_array_get(arr, 1), "connection"));
         const char *when = json_string_value(json_object_get(last, "time"));
         ck_assert_uint_eq(strlen(when), strlen("2026-11-23T10:00:00.000Z"));
         ck_assert_int_eq(when[strlen(when) - 1], 'Z');
