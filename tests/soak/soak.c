@@ -379,13 +379,13 @@ static bool wait_holder(int64_t timeout_ms)
         return false;
 }
 
-static void signal_slot(int i, int sig)
+static void signal_slot(int i, int sig, const char *role)
 {
         slot *s = &g.slots[i];
         s->sent_sig = sig;
         proc_signal(&s->p, sig);
-        note(true, "daemon %d: %s (incarnation %d)", i, sig == SIGKILL ? "SIGKILL" : sig == SIGTERM ? "SIGTERM" : "SIGHUP",
-             s->incarnation);
+        note(true, "daemon %d (%s): %s (incarnation %d)", i, role,
+             sig == SIGKILL ? "SIGKILL" : sig == SIGTERM ? "SIGTERM" : "SIGHUP", s->incarnation);
 }
 
 /* The holder, or (holder = false) another running daemon that has set
@@ -1087,7 +1087,7 @@ static void op_daemon(bool holder, int sig)
                 return;
         g.faults[holder ? (sig == SIGKILL ? F_DAEMON_KILL_HOLDER : F_DAEMON_TERM_HOLDER)
                         : (sig == SIGKILL ? F_DAEMON_KILL_STANDBY : F_DAEMON_TERM_STANDBY)]++;
-        signal_slot(i, sig);
+        signal_slot(i, sig, holder ? "holder" : "standby");
 }
 
 static void op_sighup(void)
@@ -1134,7 +1134,7 @@ static void op_burst(void)
 static void op_poison_chat(void)
 {
         static const char *const kinds[] = {"not JSON", "JSON array", "null", "no id", "numeric id",
-                                            "spoofed from.id", "no from", "invalid UTF-8"};
+                                            "spoofed from.id", "no from", "from.id not a string"};
         int kind = rnd_below(8), ch = draw_channel(), so;
         const char *from = sender_for(ch, &so);
         char id[32], subject[256], body[1024];
@@ -1149,7 +1149,7 @@ static void op_poison_chat(void)
         case 4: snprintf(body, sizeof body, "{\"id\":42,\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", from, g.model.names[1]); break;
         case 5: snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", id, strcmp(spoof, from) ? spoof : g.model.ids[0], g.model.names[2]); break;
         case 6: snprintf(body, sizeof body, "{\"id\":\"%s\",\"mentions\":[\"%s\"]}", id, g.model.names[3]); break;
-        default: snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"\xc3\x28\"}}", id, from); break;
+        default: snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":7,\"name\":\"x\"},\"mentions\":[\"%s\"]}", id, g.model.names[4]); break;
         }
         soak_post p = {.t_ms = now_ms(), .epoch = g.model.epoch, .sender_owner = (int16_t)so, .ch = (uint8_t)ch,
                        .flags = POST_POISON};
@@ -1268,13 +1268,13 @@ static void step(void)
                 op_daemon(true, SIGTERM);
         } else if (r < 845) {
                 op_daemon(false, chance(50) ? SIGKILL : SIGTERM);
-        } else if (r < 847) {
-                op_broker_freeze(false);
         } else if (r < 848) {
+                op_broker_freeze(false);
+        } else if (r < 850) {
                 op_broker_freeze(true);
-        } else if (r < 849) {
+        } else if (r < 853) {
                 op_broker_restart(chance(50));
-        } else if (r < 852) {
+        } else if (r < 856) {
                 op_sighup();
         } else {
                 post_one(draw_channel());
@@ -1585,12 +1585,20 @@ static void verify(void)
                st[2], st[3]);
         if (v.n_diffs) {
                 qsort(v.diffs, v.n_diffs, sizeof *v.diffs, diff_order);
-                printf("soak: first %d differences (of %zu), by post:\n", DIFFS_SHOWN, v.n_diffs);
-                for (size_t i = 0; i < v.n_diffs && i < DIFFS_SHOWN; i++) {
+                char path[400];
+                snprintf(path, sizeof path, "%s/differences.txt", g.workdir);
+                FILE *f = fopen(path, "w");
+                printf("soak: first %d differences (of %zu, all in %s), by post:\n", DIFFS_SHOWN, v.n_diffs, path);
+                for (size_t i = 0; i < v.n_diffs; i++) {
                         char line[600];
                         describe(&v.diffs[i], line, sizeof line);
-                        printf("  %s\n", line);
+                        if (i < DIFFS_SHOWN)
+                                printf("  %s\n", line);
+                        if (f)
+                                fprintf(f, "%s\n", line);
                 }
+                if (f)
+                        fclose(f);
         }
         free(v.diffs);
         soak_map_fini(&v.expected);
@@ -1698,9 +1706,9 @@ int main(int argc, char **argv)
                 slot *s = &g.slots[i];
                 if (!s->running)
                         continue;
-                signal_slot(i, SIGTERM);
+                signal_slot(i, SIGTERM, "end of run");
                 if (proc_wait(&s->p, 15000) < 0)
-                        signal_slot(i, SIGKILL);
+                        signal_slot(i, SIGKILL, "end of run, stuck");
                 proc_wait(&s->p, 5000);
                 slot_reap(i);
         }
