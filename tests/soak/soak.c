@@ -56,6 +56,7 @@
 #define ROSTER_UNSURE_MS 30000     /* after a broker fault, a rebuilt roster may lack expired presence */
 #define BROKER_FAULT_GRACE_MS 60000
 #define POLL_MS 100
+#define QUIESCE_REPORT_MS 10000
 #define STEP_PAUSE_MAX_MS 200
 #define BURST_MIN 400
 #define BURST_MAX 2500
@@ -568,12 +569,11 @@ static json_t *ctl(int o, const char *body)
  * none delivered unacked (§3), with a holder ready. */
 static bool quiet_now(uint64_t st[4])
 {
-        if (holder_slot() < 0)
-                return false;
+        bool holder = holder_slot() >= 0;
         if (consumer_state(g.names.chat_stream, CONTRACT_FANOUT_DURABLE, &st[0], &st[1]) < 0 ||
             consumer_state(g.names.inbox_stream, CONTRACT_READER_DURABLE, &st[2], &st[3]) < 0)
                 return false;
-        if (st[0] || st[1] || st[2] || st[3])
+        if (!holder || st[0] || st[1] || st[2] || st[3])
                 return false;
         /* The fan-out acks a message only after its entries are stored, so
          * read the reader again: nothing was written in between. */
@@ -583,10 +583,18 @@ static bool quiet_now(uint64_t st[4])
 
 static bool quiesce(const char *why, int64_t timeout_ms)
 {
-        int64_t t = now_ms(), end = t + timeout_ms;
+        int64_t t = now_ms(), end = t + timeout_ms, next_report = t + QUIESCE_REPORT_MS;
         uint64_t st[4] = {0};
         while (now_ms() < end && !interrupted) {
                 supervise();
+                if (now_ms() >= next_report) {
+                        /* What a slow drain waits for: an ack_wait redelivery
+                         * shows as unacked entries that do not move. */
+                        next_report += QUIESCE_REPORT_MS;
+                        note(false, "draining for %s: %.0f s, fanout pending %" PRIu64 " unacked %" PRIu64
+                             ", reader pending %" PRIu64 " unacked %" PRIu64 ", holder %d",
+                             why, (double)(now_ms() - t) / 1000.0, st[0], st[1], st[2], st[3], holder_slot());
+                }
                 if (quiet_now(st)) {
                         g.faults[F_QUIESCE]++;
                         soak_model_next_epoch(&g.model);
