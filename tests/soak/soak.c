@@ -1506,8 +1506,12 @@ static void verify(void)
         uint64_t dlv_unseen = soak_observer_unseen(&g.dlv, 1, d_last);
         uint64_t inbox_unseen = soak_observer_unseen(&g.inbox, 1, i_last);
         if (dlv_unseen)
-                fail("%" PRIu64 " DLV copies were evicted before the harness read them: the count is incomplete",
+                fail("%" PRIu64 " DLV copies were gone before the harness read them (evicted, or lost by a broker "
+                     "SIGKILL): the count is incomplete, missing pairs may be among them",
                      dlv_unseen);
+        if (g.dlv.seq_reused || g.inbox.seq_reused)
+                note(true, "the broker reused %" PRIu64 " DLV and %" PRIu64 " INBOX seqs for other messages (it lost "
+                     "a stream's acknowledged tail in a SIGKILL)", g.dlv.seq_reused, g.inbox.seq_reused);
 
         /* Pending work, read once more. */
         uint64_t st[4] = {0};

@@ -126,8 +126,13 @@ typedef struct soak_observer {
         pthread_mutex_t mu;        /* guards everything below */
         soak_map ids;              /* key -> distinct stored copies */
         uint8_t *seen;             /* bitmap of stream seqs seen */
+        uint64_t *seq_key;         /* per seen seq: its dedup key + 1 (0: not a "p" id) */
         uint64_t seen_cap;         /* bits */
         uint64_t distinct, redelivered, max_seq;
+        /* A seq seen again with another id: the broker reused it (a
+         * SIGKILLed nats-server can lose the tail of a stream it had
+         * acknowledged, and then gives its seqs to new messages). */
+        uint64_t seq_reused;
         uint64_t poison;           /* ids of the harness's own poison ("y…"/"z…") */
         uint64_t foreign;          /* ids not of the "p<post>:<owner>:<gen>" shape or on another owner's subject */
         char *foreign_ids[SOAK_FOREIGN_KEEP];

@@ -19,7 +19,7 @@
 #include <time.h>
 
 #define OBS_BATCH PULL_MAX_BATCH
-#define OBS_EXPIRES_MS 5000
+#define OBS_EXPIRES_MS 1000 /* a request lost in a broker restart is replaced within ~2 s */
 #define OBS_WAIT_MS 200
 #define OBS_BACKOFF_MS 200
 #define OBS_ACK_WAIT_NS 30000000000LL
@@ -85,9 +85,11 @@ static void mark_seen(soak_observer *o, uint64_t seq, bool *already)
                 while (cap <= seq)
                         cap *= 2;
                 o->seen = realloc(o->seen, cap / 8);
-                if (!o->seen)
+                o->seq_key = realloc(o->seq_key, cap * sizeof *o->seq_key);
+                if (!o->seen || !o->seq_key)
                         abort();
                 memset(o->seen + o->seen_cap / 8, 0, (cap - o->seen_cap) / 8);
+                memset(o->seq_key + o->seen_cap, 0, (cap - o->seen_cap) * sizeof *o->seq_key);
                 o->seen_cap = cap;
         }
         *already = o->seen[seq / 8] & (1u << (seq % 8));
@@ -104,38 +106,20 @@ static void keep_foreign(soak_observer *o, const char *id, const char *subject)
         o->foreign++;
 }
 
-/* "p<post>:<owner id>:<gen>" on "<prefix><owner id>". Called locked. */
-static void record(soak_observer *o, natsMsg *m)
+/* The key of "p<post>:<owner id>:<gen>" on "<prefix><owner id>", +1;
+ * 0 for anything else (*poison set for the harness's own "y"/"z" ids). */
+static uint64_t parse_key(const soak_observer *o, const char *id, const char *subject, bool *poison)
 {
-        jsack_meta meta;
-        if (!jsack_parse(natsMsg_GetReply(m), &meta)) {
-                o->errors++;
-                return;
-        }
-        bool already;
-        mark_seen(o, meta.stream_seq, &already);
-        if (already) {
-                o->redelivered++;
-                return;
-        }
-        o->distinct++;
-        if (meta.stream_seq > o->max_seq)
-                o->max_seq = meta.stream_seq;
-        const char *subject = natsMsg_GetSubject(m);
-        const char *id = NULL;
-        if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) != NATS_OK)
-                id = NULL;
+        *poison = false;
         size_t pl = strlen(o->subject_prefix);
         const char *subj_owner = strncmp(subject, o->subject_prefix, pl) == 0 ? subject + pl : "";
         if (id && (id[0] == 'y' || id[0] == 'z')) {
-                o->poison++;
-                return;
+                *poison = true;
+                return 0;
         }
         const char *c1 = id ? strchr(id, ':') : NULL, *c2 = id ? strrchr(id, ':') : NULL;
-        if (!id || id[0] != 'p' || !c1 || c1 == c2) {
-                keep_foreign(o, id, subject);
-                return;
-        }
+        if (!id || id[0] != 'p' || !c1 || c1 == c2)
+                return 0;
         char *end = NULL;
         unsigned long long post = strtoull(id + 1, &end, 10);
         unsigned long long gen = strtoull(c2 + 1, NULL, 10);
@@ -147,11 +131,48 @@ static void record(soak_observer *o, natsMsg *m)
                 owner_id[olen] = '\0';
                 owner = soak_model_owner(o->model, owner_id);
         }
-        if (owner < 0 || strcmp(owner_id, subj_owner) != 0 || gen > 0xffffff) {
+        if (owner < 0 || strcmp(owner_id, subj_owner) != 0 || gen > 0xffffff)
+                return 0;
+        return soak_key(post, owner, gen) + 1;
+}
+
+/* Called locked. A seq seen before with the same id is this consumer's
+ * own redelivery (not counted); with another id, the broker reused it. */
+static void record(soak_observer *o, natsMsg *m)
+{
+        jsack_meta meta;
+        if (!jsack_parse(natsMsg_GetReply(m), &meta)) {
+                o->errors++;
+                return;
+        }
+        const char *subject = natsMsg_GetSubject(m);
+        const char *id = NULL;
+        if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) != NATS_OK)
+                id = NULL;
+        bool poison;
+        uint64_t key = parse_key(o, id, subject, &poison);
+        bool already;
+        mark_seen(o, meta.stream_seq, &already);
+        if (already) {
+                if (o->seq_key[meta.stream_seq] == key) {
+                        o->redelivered++;
+                        return;
+                }
+                o->seq_reused++;
+        }
+        o->seq_key[meta.stream_seq] = key;
+        o->distinct++;
+        if (meta.stream_seq > o->max_seq)
+                o->max_seq = meta.stream_seq;
+        if (poison) {
+                o->poison++;
+                return;
+        }
+        if (!key) {
                 keep_foreign(o, id, subject);
                 return;
         }
-        soak_cell *c = soak_map_put(&o->ids, soak_key(post, owner, gen));
+        soak_cell *c = soak_map_put(&o->ids, key - 1);
         if (c->copies++ == 0)
                 c->first_seq = meta.stream_seq;
 }
@@ -252,6 +273,7 @@ void soak_observer_fini(soak_observer *o)
         soak_observer_stop(o);
         soak_map_fini(&o->ids);
         free(o->seen);
+        free(o->seq_key);
         for (int i = 0; i < SOAK_FOREIGN_KEEP; i++)
                 free(o->foreign_ids[i]);
         free(o->url);
