@@ -1294,6 +1294,24 @@ static void step(void)
 
 /* ---- setup ---- */
 
+#define SOAK_DLV_MIRROR "SOAK_DLV_MIRROR"
+#define SOAK_INBOX_MIRROR "SOAK_INBOX_MIRROR"
+
+static int mirror(const char *name, const char *origin)
+{
+        char subject[256];
+        snprintf(subject, sizeof subject, "$JS.API.STREAM.CREATE.%s", name);
+        json_t *body = json_pack("{s:s,s:s,s:{s:s}}", "name", name, "storage", "file", "mirror", "name", origin);
+        json_t *reply = NULL;
+        jsapi_error err = {0};
+        int r = jsapi_request(g.nc, subject, body, API_TIMEOUT_MS, &reply, &err);
+        json_decref(body);
+        json_decref(reply);
+        if (r < 0)
+                fprintf(stderr, "soak: cannot mirror %s: %s\n", origin, err.description[0] ? err.description : strerror(-r));
+        return r;
+}
+
 static int provision(void)
 {
         char *argv[] = {(char *)g.deliveryctl, "--server", g.broker.url, "--space", SPACE, "provision", NULL};
@@ -1351,11 +1369,17 @@ static int setup(void)
         }
         char prefix[128];
         snprintf(prefix, sizeof prefix, "cotal.%s.dlv.", SPACE);
-        if (soak_observer_start(&g.dlv, &g.model, g.broker.url, g.names.dlv_stream, "soakdlv", g.names.dlv_filter,
+        /* DLV and INBOX keep 1,000 per owner: a daemon catching up after a
+         * restart can outrun any client reading them. The broker mirrors
+         * each into an unlimited stream (same seqs, server-side), which the
+         * harness reads at its own pace. */
+        if (mirror(SOAK_DLV_MIRROR, g.names.dlv_stream) < 0 || mirror(SOAK_INBOX_MIRROR, g.names.inbox_stream) < 0)
+                return -EIO;
+        if (soak_observer_start(&g.dlv, &g.model, g.broker.url, SOAK_DLV_MIRROR, "soakdlv", g.names.dlv_filter,
                                 prefix) < 0)
                 return -EIO;
         snprintf(prefix, sizeof prefix, "cotal.%s.dinbox.", SPACE);
-        if (soak_observer_start(&g.inbox, &g.model, g.broker.url, g.names.inbox_stream, "soakinbox",
+        if (soak_observer_start(&g.inbox, &g.model, g.broker.url, SOAK_INBOX_MIRROR, "soakinbox",
                                 g.names.dinbox_filter, prefix) < 0)
                 return -EIO;
         if (soak_presence_start(&g.presence, &g.model, g.broker.url, g.names.presence_bucket) < 0)
@@ -1492,8 +1516,12 @@ static void verify(void)
         int64_t end = now_ms() + OBSERVER_CATCHUP_MS;
         bool caught = false;
         while (!caught && now_ms() < end) {
-                caught = consumer_state(g.names.dlv_stream, "soakdlv", &pend, &ack) == 0 && !pend && !ack &&
-                         consumer_state(g.names.inbox_stream, "soakinbox", &pend, &ack) == 0 && !pend && !ack;
+                uint64_t dl = 0, ml = 0, il = 0, nl = 0;
+                caught = stream_state(g.names.dlv_stream, NULL, &dl) == 0 && stream_state(SOAK_DLV_MIRROR, NULL, &ml) == 0 &&
+                         stream_state(g.names.inbox_stream, NULL, &il) == 0 &&
+                         stream_state(SOAK_INBOX_MIRROR, NULL, &nl) == 0 && ml >= dl && nl >= il &&
+                         consumer_state(SOAK_DLV_MIRROR, "soakdlv", &pend, &ack) == 0 && !pend && !ack &&
+                         consumer_state(SOAK_INBOX_MIRROR, "soakinbox", &pend, &ack) == 0 && !pend && !ack;
                 if (!caught)
                         nap_ms(POLL_MS);
         }
