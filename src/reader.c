@@ -1,6 +1,7 @@
 /* reader: PROTOCOL §7 trusted reader, table rows 1-9. */
 #include "reader.h"
 
+#include "broker.h"
 #include "contract_channel.h"
 #include "contract_config.h"
 #include "contract_record.h"
@@ -262,6 +263,35 @@ static int prepare(daemon_ctx *d, void *self)
         return rc;
 }
 
+/* After a broker restart: a durable whose delivered cursor is past the
+ * stream's last sequence (the broker lost a tail it had acknowledged, but
+ * not the consumer's state) skips the entries that reuse those
+ * sequences. Said loudly; nothing the daemon may do fixes the durable
+ * (§3: never modified). */
+static void check_cursor(daemon_ctx *d)
+{
+        json_t *ci = NULL, *si = NULL;
+        uint64_t delivered = 0, floor = 0, ack_pending = 0, last = 0;
+        if (jsapi_consumer_info(d->reader_nc, d->names.inbox_stream, CONTRACT_READER_DURABLE, 0, &ci, NULL) == 0 &&
+            jsapi_stream_info(d->reader_nc, d->names.inbox_stream, NULL, 0, &si, NULL) == 0) {
+                (void)json_path_u64(ci, "delivered.stream_seq", &delivered);
+                (void)json_path_u64(ci, "ack_floor.stream_seq", &floor);
+                (void)json_path_u64(ci, "num_ack_pending", &ack_pending);
+                (void)json_path_u64(si, "state.last_seq", &last);
+                if (delivered > last)
+                        log_error("Durable %s/%s has delivered up to seq %" PRIu64 " but the stream ends at %" PRIu64
+                                  " (the broker lost entries it had acknowledged): the next %" PRIu64
+                                  " entries written will never be read",
+                                  d->names.inbox_stream, CONTRACT_READER_DURABLE, delivered, last, delivered - last);
+                else
+                        log_info("Durable %s/%s after the reconnect: delivered %" PRIu64 ", ack floor %" PRIu64
+                                 ", %" PRIu64 " unacked; stream last seq %" PRIu64,
+                                 d->names.inbox_stream, CONTRACT_READER_DURABLE, delivered, floor, ack_pending, last);
+        }
+        json_decref(ci);
+        json_decref(si);
+}
+
 /* E1: acks sent just before the connection was lost may never have
  * reached the broker, which redelivers those entries an ack_wait later:
  * until then they are unread and hold room in their owner's span. */
@@ -277,6 +307,7 @@ static bool before_fetch(daemon_ctx *d, void *self)
                          "acked at %s; they count as unread until read again",
                          rc, back, d->names.inbox_stream);
                 r->reconnects = rc;
+                check_cursor(d);
         } else if (natsConnection_Status(d->reader_nc) == NATS_CONN_STATUS_CONNECTED) {
                 r->seen_up_ms = daemon_mono_ms();
         }

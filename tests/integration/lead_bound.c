@@ -9,6 +9,7 @@
  * streams (entries stored per owner subject, copies stored in DLV). */
 #include "cotal.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,43 @@ START_TEST(a_long_catch_up_waits_for_the_reader)
 }
 END_TEST
 
+/* A broker SIGKILL and restart under a full owner: the reader's cursor,
+ * the fan-out's held messages and the counts come back from the broker,
+ * and the bound still holds for the posts that follow (the soak, seed 1:
+ * a burst after a broker SIGKILL was once fanned out unbounded). */
+START_TEST(the_bound_survives_a_broker_kill)
+{
+        const char *const owners[] = {BOB, CAROL, DAVE};
+        const size_t k = 3;
+        for (size_t i = 0; i < k; i++) {
+                co_acl(S, owners[i], "[\"general\"]");
+                co_member(S, "general", owners[i], 0, 1, -1);
+        }
+        co_dlv_stall(S, true);
+        start("20", "19");
+        co_chat_burst(S, ALICE, "general", "t", 60, 0);
+        owners_at at = {owners, k, 20};
+        ck_assert(test_wait_until(all_at, &at, WAIT_MS));
+        wait_counter("lead", "held_messages", 40);
+        ck_assert_int_eq(natsd_signal(&tu_broker, SIGKILL), 0);
+        ck_assert_int_eq(natsd_restart(&tu_broker), 0);
+        co_chat_burst(S, ALICE, "general", "u", 60, 0);
+        wait_counter("lead", "held_messages", 100);
+        wait_counter("counters", "deferred", 80);
+        for (size_t i = 0; i < k; i++)
+                ck_assert_msg(inbox_of(owners[i]) <= 20, "owner %zu has %llu entries after a broker kill (limit 20)",
+                              i, (unsigned long long)inbox_of(owners[i]));
+        co_dlv_stall(S, false);
+        co_tally t = co_dlv_settle(S, owners, k, 1, "t", 60, WAIT_MS, NULL);
+        ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "%d missing, %d duplicated, %d foreign",
+                      t.missing, t.dup, t.foreign);
+        t = co_dlv_settle(S, owners, k, 1, "u", 60, WAIT_MS, NULL);
+        ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "%d missing, %d duplicated, %d foreign",
+                      t.missing, t.dup, t.foreign);
+        co_daemon_assert_healthy(&dm);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("lead_bound");
@@ -232,6 +270,7 @@ int main(void)
         tcase_add_test(tc, each_owner_stops_at_the_limit_while_the_reader_is_stuck);
         tcase_add_test(tc, a_stuck_owner_holds_back_only_its_own_entries);
         tcase_add_test(tc, a_long_catch_up_waits_for_the_reader);
+        tcase_add_test(tc, the_bound_survives_a_broker_kill);
         suite_add_tcase(s, tc);
         return co_run(s);
 }
