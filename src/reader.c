@@ -198,8 +198,9 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                         } else if (res && res->state == JSPUB_OK) {
                                 final = DECIDE_ACK;
                                 atomic_fetch_add(&d->counters.delivered, 1);
-                                log_debug("Delivered %s seq %" PRIu64 " to %s.dlv.%.64s", d->names.inbox_stream,
-                                          v->seq, d->names.prefix, v->owner);
+                                log_debug("Delivered %s seq %" PRIu64 " to %s.dlv.%.64s (%s seq %" PRIu64 "%s)",
+                                          d->names.inbox_stream, v->seq, d->names.prefix, v->owner,
+                                          d->names.dlv_stream, res->seq, res->duplicate ? ", a duplicate" : "");
                         } else if (v->delivered >= READER_MAX_REDELIVERIES) {
                                 /* Row 7. */
                                 log_warning("! delivery endpoint: plane-3 reader: gave up transferring %s for %s after "
