@@ -18,6 +18,19 @@
  * it silently as an expired head (consumer.go nextWaiting sends no 408 when
  * the reply subject is the requester's own). */
 #define PULL_LOST_GRACE_MS 1000
+/* Every request asks for an idle heartbeat (a "100" status to its own
+ * reply subject whenever the server delivered nothing to it for this
+ * long; nats-server 2.9.10 and 2.10 both send them). A live request is
+ * thus never silent: when nothing at all (delivery, status, heartbeat)
+ * has come for PULL_SILENCE_MS while requests are open, the server holds
+ * none of them, whatever our count says. Deliveries name no request, so
+ * a count can drift: a request the server finished still looks open with
+ * credit left, absorbs the first delivery of the next one, and the drift
+ * moves on from request to request, each sent only at its predecessor's
+ * half expiry (seen in the soak against 2.10.27: a fan-out fetching 7
+ * messages per 2.5 s for minutes). Silence clears the count at once. */
+#define PULL_HEARTBEAT_MS 500
+#define PULL_SILENCE_MS (3 * PULL_HEARTBEAT_MS)
 #define PULL_FLUSH_TIMEOUT_MS 1000 /* a pull request is flushed at once */
 #define PULL_CANCEL_INFO_MS 1000
 
@@ -94,10 +107,14 @@ static void close_request(pull_sub *p, int i)
 
 static int send_request(pull_sub *p, int batch, int64_t expires_ms)
 {
-        char body[96], reply[320];
+        char body[128], reply[320];
         unsigned id = ++p->next_id;
-        int n = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", batch,
-                         (long long)expires_ms * 1000000LL);
+        /* The server wants the heartbeat well inside the expiry. */
+        bool hb = expires_ms >= 4 * PULL_HEARTBEAT_MS;
+        int n = hb ? snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld,\"idle_heartbeat\":%lld}", batch,
+                              (long long)expires_ms * 1000000LL, (long long)PULL_HEARTBEAT_MS * 1000000LL)
+                   : snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", batch,
+                              (long long)expires_ms * 1000000LL);
         snprintf(reply, sizeof reply, "%s.%u", p->inbox, id);
         natsStatus s = natsConnection_PublishRequest(p->nc, p->next_subject, reply, body, n);
         if (s != NATS_OK) {
@@ -109,11 +126,14 @@ static int send_request(pull_sub *p, int batch, int64_t expires_ms)
          * thread naps first, research/cnats.md pitfall 1); every hop of a
          * delivery pays that twice. One PING round trip is cheaper. */
         (void)natsConnection_FlushTimeout(p->nc, PULL_FLUSH_TIMEOUT_MS);
+        int64_t now = clock_mono_ms();
         p->open[p->n_open++] = (pull_request){
                 .id = id,
                 .requested = batch,
-                .expires_ms = clock_mono_ms() + expires_ms,
+                .expires_ms = now + expires_ms,
+                .heartbeat = hb,
         };
+        p->heard_ms = now; /* a new request: give it its first heartbeat's time */
         return 0;
 }
 
@@ -142,6 +162,8 @@ static int64_t next_event_ms(const pull_sub *p, int64_t expires_ms, int64_t now)
         int64_t at = INT64_MAX;
         if (p->n_open > 0)
                 at = p->open[0].expires_ms + PULL_LOST_GRACE_MS;
+        if (p->n_open > 0 && p->heard_ms + PULL_SILENCE_MS + 1 < at)
+                at = p->heard_ms + PULL_SILENCE_MS + 1;
         if (p->n_open > 0 && p->n_open < PULL_MAX_REQUESTS) {
                 int64_t overlap = p->open[p->n_open - 1].expires_ms - expires_ms / 2;
                 if (overlap < at)
@@ -163,6 +185,23 @@ static void follow_link(pull_sub *p)
                 p->seen_gen = gen;
                 p->n_open = 0;
         }
+}
+
+/* After a wait that found the inbox empty: if every open request asked
+ * for heartbeats and none has said anything for PULL_SILENCE_MS, the
+ * server holds none of them (what was queued was read before the wait
+ * timed out, so a busy caller is not mistaken for a silent server).
+ * True if they were given up. */
+static bool drop_silent(pull_sub *p, int64_t now)
+{
+        if (p->n_open == 0 || now - p->heard_ms <= PULL_SILENCE_MS)
+                return false;
+        for (int i = 0; i < p->n_open; i++)
+                if (!p->open[i].heartbeat)
+                        return false;
+        p->n_open = 0;
+        p->silences++;
+        return true;
 }
 
 /* Drops requests past their expiry plus the grace; true if one was. */
@@ -210,23 +249,31 @@ static pull_reply classify(pull_sub *p, natsMsg *m)
         return PULL_ERROR;
 }
 
-/* Ends the request a status reply names (its subject is <inbox>.<id>).
- * An id we no longer hold (a request given up as lost) changes nothing. */
-static void end_request(pull_sub *p, natsMsg *m)
+/* The open request a status reply names (its subject is <inbox>.<id>),
+ * or -1: an id we no longer hold (a request given up as lost), or not a
+ * reply to a request at all. */
+static int named_request(const pull_sub *p, natsMsg *m)
 {
         const char *subject = natsMsg_GetSubject(m);
         size_t n = strlen(p->inbox);
         char *end = NULL;
         if (strncmp(subject, p->inbox, n) != 0 || subject[n] != '.')
-                return;
+                return -1;
         unsigned long id = strtoul(subject + n + 1, &end, 10);
         if (end == subject + n + 1 || *end)
-                return;
+                return -1;
         for (int i = 0; i < p->n_open; i++)
-                if (p->open[i].id == id) {
-                        close_request(p, i);
-                        return;
-                }
+                if (p->open[i].id == id)
+                        return i;
+        return -1;
+}
+
+/* Ends the request a status reply names; any other changes nothing. */
+static void end_request(pull_sub *p, natsMsg *m)
+{
+        int i = named_request(p, m);
+        if (i >= 0)
+                close_request(p, i);
 }
 
 /* A delivery counts against the oldest open request: the server fills its
@@ -297,6 +344,7 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                 if (s == NATS_TIMEOUT) {
                         if (count > 0)
                                 break;
+                        (void)drop_silent(p, clock_mono_ms());
                         continue;
                 }
                 if (s == NATS_NO_RESPONDERS) {
@@ -321,6 +369,10 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                         return broker_errno(s);
                 }
                 pull_reply c = classify(p, m);
+                /* Heard from: a delivery (some request of ours is live),
+                 * or a status naming a request we hold open. */
+                if (c == PULL_DELIVERY || (c != PULL_WAKE && named_request(p, m) >= 0))
+                        p->heard_ms = clock_mono_ms();
                 if (c == PULL_DELIVERY) {
                         msgs[count++] = m;
                         count_delivery(p);

@@ -27,6 +27,7 @@ typedef struct pull_request {
         unsigned id;
         int requested, received;
         int64_t expires_ms;     /* monotonic: when the server expires it */
+        bool heartbeat;         /* asked for idle heartbeats (see pull.c) */
 } pull_request;
 
 typedef struct pull_sub {
@@ -42,6 +43,8 @@ typedef struct pull_sub {
         const atomic_uint *link_gen; /* borrowed, may be NULL: pull_follow_link */
         unsigned seen_gen;
         bool gone;              /* a "Consumer Deleted" came with deliveries: the next call says -ENOENT */
+        int64_t heard_ms;       /* monotonic: the server's last word on the inbox (or our last request) */
+        uint64_t silences;      /* times every open request was given up for silence */
         char last_error[256];
 } pull_sub;
 
