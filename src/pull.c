@@ -194,13 +194,16 @@ static void follow_link(pull_sub *p)
  * True if they were given up. */
 static bool drop_silent(pull_sub *p, int64_t now)
 {
-        if (p->n_open == 0 || now - p->heard_ms <= PULL_SILENCE_MS)
+        /* Once per silence: a frozen server would otherwise collect a new
+         * request every 1.5 s, to be served all at once when it wakes. */
+        if (p->n_open == 0 || p->silent || now - p->heard_ms <= PULL_SILENCE_MS)
                 return false;
         for (int i = 0; i < p->n_open; i++)
                 if (!p->open[i].heartbeat)
                         return false;
         p->n_open = 0;
         p->silences++;
+        p->silent = true;
         return true;
 }
 
@@ -371,8 +374,10 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                 pull_reply c = classify(p, m);
                 /* Heard from: a delivery (some request of ours is live),
                  * or a status naming a request we hold open. */
-                if (c == PULL_DELIVERY || (c != PULL_WAKE && named_request(p, m) >= 0))
+                if (c == PULL_DELIVERY || (c != PULL_WAKE && named_request(p, m) >= 0)) {
                         p->heard_ms = clock_mono_ms();
+                        p->silent = false;
+                }
                 if (c == PULL_DELIVERY) {
                         msgs[count++] = m;
                         count_delivery(p);

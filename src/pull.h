@@ -45,6 +45,7 @@ typedef struct pull_sub {
         bool gone;              /* a "Consumer Deleted" came with deliveries: the next call says -ENOENT */
         int64_t heard_ms;       /* monotonic: the server's last word on the inbox (or our last request) */
         uint64_t silences;      /* times every open request was given up for silence */
+        bool silent;            /* given up, and nothing heard since */
         char last_error[256];
 } pull_sub;
 

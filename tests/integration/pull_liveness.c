@@ -69,7 +69,7 @@ static int fetch_ack(pull_sub *p, int max, int64_t wait_ms)
  * does not hold: the next fetch must not wait for it until its half
  * expiry. The idle heartbeats the real requests ask for end the wait
  * after 1.5 s of silence, and from then on the count is right: the rest
- * arrives in full batches. */
+ * arrives at the server's pace. */
 START_TEST(a_request_the_server_forgot_does_not_throttle_the_fetches)
 {
         const int total = 200, batch = 8;
@@ -83,14 +83,16 @@ START_TEST(a_request_the_server_forgot_does_not_throttle_the_fetches)
         int got = fetch_ack(&p, batch, 4000);
         ck_assert_msg(got > 0, "nothing fetched in 4 s behind a request the server never saw");
         ck_assert_uint_eq(p.silences, 1);
-        /* The rest at the server's pace: each fetch waits at most 500 ms,
-         * and 200 messages in batches of 8 need 25 turns; a drifted count
-         * would need one half expiry (5 s) per batch. Bounded: 100 turns. */
+        /* The rest at the server's pace: each fetch waits at most 500 ms
+         * for its first message, so 100 turns allow 50 s; a drifted count
+         * sends each request only at its predecessor's half expiry (5 s)
+         * and would fetch about 70 of the 192 in that time. (A turn may
+         * return a part of a batch whose rest is still on the wire: the
+         * number of turns is not the measure.) */
         int turns = 0;
         while (got < total && turns++ < 100)
                 got += fetch_ack(&p, batch, 500);
         ck_assert_msg(got == total, "fetched %d of %d in %d turns of at most 0.5 s", got, total, turns);
-        ck_assert_msg(turns <= 40, "%d turns for %d messages in batches of %d", turns, total - batch, batch);
         ck_assert_uint_eq(p.silences, 1);
         pull_stop(&p);
 }
