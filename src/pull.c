@@ -347,7 +347,10 @@ int pull_fetch(pull_sub *p, natsMsg **msgs, int max, int64_t expires_ms, int64_t
                 if (s == NATS_TIMEOUT) {
                         if (count > 0)
                                 break;
-                        (void)drop_silent(p, clock_mono_ms());
+                        /* Silence is also what a deleted consumer sounds
+                         * like on 2.9 (no 503): ask, as for a lost request. */
+                        if (drop_silent(p, clock_mono_ms()) && check_exists(p) < 0)
+                                return -ENOENT;
                         continue;
                 }
                 if (s == NATS_NO_RESPONDERS) {
