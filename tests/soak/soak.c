@@ -1321,6 +1321,38 @@ static int mirror(const char *name, const char *origin)
         return r;
 }
 
+/* DLV_<S>'s 1,000 per owner subject is the agents' retention, not a bound
+ * the daemon keeps (E1 is INBOX's): with it, copies the reader moved in a
+ * burst were evicted before the mirror, lagging after broker restarts and
+ * freezes, copied them, and the count came out incomplete (seed 21, 30
+ * min: 1,418 copies gone unseen, exactly the 1,418 pairs reported
+ * missing). Lifted here so the mirror may lag without loss; INBOX keeps its
+ * cap, which is what is under test. */
+static int lift_dlv_cap(void)
+{
+        char subject[256];
+        snprintf(subject, sizeof subject, "$JS.API.STREAM.INFO.%s", g.names.dlv_stream);
+        json_t *info = NULL;
+        jsapi_error err = {0};
+        int r = jsapi_request(g.nc, subject, NULL, API_TIMEOUT_MS, &info, &err);
+        json_t *cfg = r == 0 ? json_deep_copy(json_object_get(info, "config")) : NULL;
+        json_decref(info);
+        if (cfg) {
+                json_object_set_new(cfg, "max_msgs_per_subject", json_integer(-1));
+                json_t *reply = NULL;
+                snprintf(subject, sizeof subject, "$JS.API.STREAM.UPDATE.%s", g.names.dlv_stream);
+                r = jsapi_request(g.nc, subject, cfg, API_TIMEOUT_MS, &reply, &err);
+                json_decref(reply);
+                json_decref(cfg);
+        } else if (r == 0) {
+                r = -EPROTO;
+        }
+        if (r < 0)
+                fprintf(stderr, "soak: cannot lift %s's per-subject cap: %s\n", g.names.dlv_stream,
+                        err.description[0] ? err.description : strerror(-r));
+        return r;
+}
+
 static int provision(void)
 {
         char *argv[] = {(char *)g.deliveryctl, "--server", g.broker.url, "--space", SPACE, "provision", NULL};
@@ -1378,11 +1410,12 @@ static int setup(void)
         }
         char prefix[128];
         snprintf(prefix, sizeof prefix, "cotal.%s.dlv.", SPACE);
-        /* DLV and INBOX keep 1,000 per owner: a daemon catching up after a
-         * restart can outrun any client reading them. The broker mirrors
-         * each into an unlimited stream (same seqs, server-side), which the
-         * harness reads at its own pace. */
-        if (mirror(SOAK_DLV_MIRROR, g.names.dlv_stream) < 0 || mirror(SOAK_INBOX_MIRROR, g.names.inbox_stream) < 0)
+        /* INBOX keeps 1,000 per owner: a daemon catching up after a restart
+         * can outrun any client reading it. The broker mirrors DLV and INBOX
+         * into unlimited streams (same seqs, server-side), which the harness
+         * reads at its own pace; DLV's own cap is lifted (lift_dlv_cap). */
+        if (lift_dlv_cap() < 0 || mirror(SOAK_DLV_MIRROR, g.names.dlv_stream) < 0 ||
+            mirror(SOAK_INBOX_MIRROR, g.names.inbox_stream) < 0)
                 return -EIO;
         if (soak_observer_start(&g.dlv, &g.model, g.broker.url, SOAK_DLV_MIRROR, "soakdlv", g.names.dlv_filter,
                                 prefix) < 0)
