@@ -68,6 +68,7 @@ size_t ledger_replay(ledger *l, int64_t since_ms);
  * report older than the latest seed is ignored. */
 typedef struct ledger_reader_state {
         uint64_t floor, delivered, pending, ack_pending;
+        uint64_t delivered_cseq; /* delivered.consumer_seq (losswatch) */
 } ledger_reader_state;
 uint64_t ledger_epoch(ledger *l);
 void ledger_note_reader(ledger *l, uint64_t epoch, const ledger_reader_state *rs);

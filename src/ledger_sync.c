@@ -9,11 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reader durable state; a missing durable is about to be created with
- * deliver_policy "all" (§3): everything INBOX holds is unread. */
-static int reader_state(natsConnection *nc, const contract_names *names, ledger_reader_state *rs, jsapi_error *jerr)
+int ledger_sync_reader_state(natsConnection *nc, const contract_names *names, ledger_reader_state *rs,
+                             jsapi_error *jerr)
 {
         json_t *reply = NULL;
+        jsapi_error own;
+        if (!jerr)
+                jerr = &own;
         memset(rs, 0, sizeof *rs);
         int r = jsapi_consumer_info(nc, names->inbox_stream, CONTRACT_READER_DURABLE, 0, &reply, jerr);
         if (r == -EREMOTEIO && jerr->err_code == JS_ERR_CONSUMER_NOT_FOUND) {
@@ -24,6 +26,7 @@ static int reader_state(natsConnection *nc, const contract_names *names, ledger_
                 return r;
         (void)json_path_u64(reply, "ack_floor.stream_seq", &rs->floor);
         (void)json_path_u64(reply, "delivered.stream_seq", &rs->delivered);
+        (void)json_path_u64(reply, "delivered.consumer_seq", &rs->delivered_cseq);
         (void)json_path_u64(reply, "num_pending", &rs->pending);
         (void)json_path_u64(reply, "num_ack_pending", &rs->ack_pending);
         json_decref(reply);
@@ -35,7 +38,7 @@ int ledger_sync_refresh(ledger *l, natsConnection *nc, const contract_names *nam
         uint64_t epoch = ledger_epoch(l);
         ledger_reader_state rs;
         jsapi_error jerr;
-        int r = reader_state(nc, names, &rs, &jerr);
+        int r = ledger_sync_reader_state(nc, names, &rs, &jerr);
         if (r == 0)
                 ledger_note_reader(l, epoch, &rs);
         return r;
@@ -119,7 +122,7 @@ int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names,
                         break;
         }
         ledger_reader_state rs;
-        if (r == 0 && (r = reader_state(nc, names, &rs, &jerr)) < 0)
+        if (r == 0 && (r = ledger_sync_reader_state(nc, names, &rs, &jerr)) < 0)
                 snprintf(err, err_size, "consumer info %s/%s: %s", names->inbox_stream, CONTRACT_READER_DURABLE,
                          jerr.description);
         if (r == 0)

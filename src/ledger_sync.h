@@ -6,12 +6,19 @@
  * on INBOX/reader). Blocking requests: call from the thread that owns nc. */
 #pragma once
 
+#include "broker.h"
 #include "contract_subject.h"
 #include "jspub.h"
 #include "ledger.h"
 
 #include <nats/nats.h>
 #include <stddef.h>
+
+/* The reader durable's state (CONSUMER.INFO). A missing durable is about
+ * to be created with deliver_policy "all" (§3): everything INBOX holds is
+ * unread (pending is then huge, the rest 0). 0 or a negative errno. */
+int ledger_sync_reader_state(natsConnection *nc, const contract_names *names, ledger_reader_state *rs,
+                             jsapi_error *jerr);
 
 /* Re-seeds l from the broker. 0, or a negative errno with err filled. */
 int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names, char *err, size_t err_size);

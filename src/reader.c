@@ -11,6 +11,7 @@
 #include "ledger.h"
 #include "ledger_sync.h"
 #include "log.h"
+#include "losswatch.h"
 #include "pull.h"
 #include "worker.h"
 
@@ -29,6 +30,8 @@
 /* An ack dies with its connection only if it was sent shortly before the
  * link was noticed dead (pings every second, two missed, §10.3). */
 #define READER_ACK_LOSS_MS 5000
+/* Entries removed unread are logged at most this often (summed). */
+#define READER_LOSS_LOG_MS 10000
 
 typedef enum {
         DECIDE_ACK,      /* dropped or not a real entry */
@@ -56,6 +59,11 @@ struct reader {
         natsStatistics *stats;
         uint64_t reconnects;  /* of reader_nc, as last seen */
         int64_t seen_up_ms;   /* when it was last seen connected */
+        /* Entries INBOX removed before their first delivery, not yet
+         * logged: how many, in how many runs, the sequences they span. */
+        losswatch lost;
+        uint64_t lost_unlogged, lost_runs, lost_lo, lost_hi;
+        int64_t lost_logged_ms;
 };
 
 static int ensure(daemon_ctx *d)
@@ -75,6 +83,47 @@ static verdict drop(daemon_ctx *d, verdict v, const char *fmt_reason, const char
         return v;
 }
 
+/* Says (summed, at most every READER_LOSS_LOG_MS unless forced) what
+ * the watch found: entries no recipient will ever get, and nothing else
+ * would say so. */
+static void log_lost(daemon_ctx *d, struct reader *r, bool force)
+{
+        int64_t now = daemon_mono_ms();
+        if (!r->lost_unlogged || (!force && r->lost_logged_ms && now - r->lost_logged_ms < READER_LOSS_LOG_MS))
+                return;
+        log_error("%s removed %" PRIu64 " entries (%" PRIu64 " runs, seqs %" PRIu64 "-%" PRIu64 ") before the reader "
+                  "first read them: evicted past the 1000-per-owner cap or purged, their recipients never get them "
+                  "(nats-server 2.9 can evict out of order after a restart; see README)",
+                  d->names.inbox_stream, r->lost_unlogged, r->lost_runs, r->lost_lo, r->lost_hi);
+        r->lost_unlogged = r->lost_runs = 0;
+        r->lost_logged_ms = now;
+}
+
+static void watch_delivery(daemon_ctx *d, struct reader *r, const jsack_meta *meta)
+{
+        uint64_t gone = losswatch_note(&r->lost, meta->delivered, meta->stream_seq, meta->consumer_seq);
+        if (!gone)
+                return;
+        atomic_fetch_add(&d->counters.inbox_lost, gone);
+        if (!r->lost_unlogged)
+                r->lost_lo = meta->stream_seq - gone;
+        r->lost_hi = meta->stream_seq - 1;
+        r->lost_unlogged += gone;
+        r->lost_runs++;
+        log_lost(d, r, false);
+}
+
+/* Where the durable stands now: the watch starts from it. */
+static void watch_from_durable(daemon_ctx *d, struct reader *r)
+{
+        ledger_reader_state rs;
+        jsapi_error jerr;
+        if (ledger_sync_reader_state(d->reader_nc, &d->names, &rs, &jerr) == 0)
+                losswatch_reset(&r->lost, rs.delivered, rs.delivered_cseq);
+        else
+                losswatch_reset(&r->lost, 0, 0);
+}
+
 static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
 {
         verdict v = {.what = DECIDE_ACK, .pub = -1};
@@ -87,6 +136,7 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
         v.delivered = meta.delivered;
         v.seq = meta.stream_seq;
         atomic_store(&d->counters.reader_lag, meta.pending);
+        watch_delivery(d, r, &meta);
 
         /* Row 1: not cotal.<x>.dinbox.<owner>. */
         contract_span ospan;
@@ -243,6 +293,7 @@ static int rebind(daemon_ctx *d, void *self)
         if (r < 0)
                 return r;
         log_notice("Re-bound durable %s/%s", d->names.inbox_stream, CONTRACT_READER_DURABLE);
+        watch_from_durable(d, self);
         /* E1: a re-created durable (deliver_policy "all", §3) reads
          * everything INBOX holds once more: it is all unread again. */
         char err[300];
@@ -271,25 +322,24 @@ static int prepare(daemon_ctx *d, void *self)
  * (§3: never modified). */
 static void check_cursor(daemon_ctx *d)
 {
-        json_t *ci = NULL, *si = NULL;
-        uint64_t delivered = 0, floor = 0, ack_pending = 0, last = 0;
-        if (jsapi_consumer_info(d->reader_nc, d->names.inbox_stream, CONTRACT_READER_DURABLE, 0, &ci, NULL) == 0 &&
+        ledger_reader_state rs;
+        json_t *si = NULL;
+        uint64_t last = 0;
+        if (ledger_sync_reader_state(d->reader_nc, &d->names, &rs, NULL) == 0 &&
             jsapi_stream_info(d->reader_nc, d->names.inbox_stream, NULL, 0, &si, NULL) == 0) {
-                (void)json_path_u64(ci, "delivered.stream_seq", &delivered);
-                (void)json_path_u64(ci, "ack_floor.stream_seq", &floor);
-                (void)json_path_u64(ci, "num_ack_pending", &ack_pending);
                 (void)json_path_u64(si, "state.last_seq", &last);
-                if (delivered > last)
+                if (rs.delivered > last)
                         log_error("Durable %s/%s has delivered up to seq %" PRIu64 " but the stream ends at %" PRIu64
                                   " (the broker lost entries it had acknowledged): the next %" PRIu64
                                   " entries written will never be read",
-                                  d->names.inbox_stream, CONTRACT_READER_DURABLE, delivered, last, delivered - last);
+                                  d->names.inbox_stream, CONTRACT_READER_DURABLE, rs.delivered, last,
+                                  rs.delivered - last);
                 else
                         log_info("Durable %s/%s after the reconnect: delivered %" PRIu64 ", ack floor %" PRIu64
                                  ", %" PRIu64 " unacked; stream last seq %" PRIu64,
-                                 d->names.inbox_stream, CONTRACT_READER_DURABLE, delivered, floor, ack_pending, last);
+                                 d->names.inbox_stream, CONTRACT_READER_DURABLE, rs.delivered, rs.floor, rs.ack_pending,
+                                 last);
         }
-        json_decref(ci);
         json_decref(si);
 }
 
@@ -312,6 +362,7 @@ static bool before_fetch(daemon_ctx *d, void *self)
         } else if (natsConnection_Status(d->reader_nc) == NATS_CONN_STATUS_CONNECTED) {
                 r->seen_up_ms = daemon_mono_ms();
         }
+        log_lost(d, r, false);
         return !atomic_load(&d->stopping);
 }
 
@@ -380,6 +431,8 @@ int reader_start(daemon_ctx *d)
                 if (rc < 0)
                         log_error("Failed to watch the KV buckets for the reader: %s", err);
         }
+        if (rc == 0)
+                watch_from_durable(d, r);
         if (rc == 0 && natsStatistics_Create(&r->stats) != NATS_OK)
                 r->stats = NULL; /* reconnects go unnoticed: the floor and the seed still bound */
         r->seen_up_ms = daemon_mono_ms();
@@ -400,6 +453,7 @@ void reader_stop(daemon_ctx *d)
                 return;
         if (r->thread)
                 daemon_join(d, r->thread);
+        log_lost(d, r, true);
         pull_stop(&r->pull);
         jspub_fini(&r->pub);
         kv_cache_close(r->cache);
