@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char config_usage[] =
@@ -204,7 +205,19 @@ static config_result load_file(config *c, const char *path, char *err, size_t er
                 snprintf(err, err_size, "cannot read config file %s: %s", path, strerror(errno));
                 return CONFIG_FAILURE;
         }
+        /* A directory opens, then reads as nothing: the defaults would
+         * silently replace every tuned setting (issue 14 item 7). */
+        struct stat st;
+        if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+                snprintf(err, err_size, "config file %s is not a regular file", path);
+                fclose(f);
+                return CONFIG_FAILURE;
+        }
         config_result res = config_load_stream(c, f, path, err, err_size);
+        if (res == CONFIG_OK && ferror(f)) {
+                snprintf(err, err_size, "cannot read config file %s: %s", path, strerror(errno ? errno : EIO));
+                res = CONFIG_FAILURE;
+        }
         fclose(f);
         return res;
 }

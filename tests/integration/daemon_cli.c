@@ -251,6 +251,12 @@ START_TEST(config_file_is_validated_with_file_and_line)
         r = run((const char *[]){"--config", "/nonexistent/x.conf", "--no-auth", NULL}, NULL);
         ck_assert_int_eq(r.status, 1);
         done(&r);
+        /* Issue 14 item 7: a directory opens and reads as an empty file;
+         * taken as one, it reset every tuned setting to its default. */
+        r = run((const char *[]){"--config", "/tmp", "--space", "s", "--no-auth", NULL}, NULL);
+        ck_assert_int_eq(r.status, 1);
+        ck_assert_msg(strstr(r.err, "config file /tmp is not a regular file"), "%s", r.err);
+        done(&r);
 }
 END_TEST
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define S "rl"
 #define DLV_BOB "cotal." S ".dlv." BOB
@@ -87,6 +88,15 @@ START_TEST(bad_reload_is_rejected_and_the_old_settings_stay)
         proc_signal(&dm.p, SIGHUP);
         expect_log("Failed to reload the configuration: fanout-batch (256) must be smaller than inbox-lead-limit "
                    "(100)");
+        /* Issue 14 item 7: the path now names a directory (read as an
+         * empty file, it reset every setting): refused, settings kept. */
+        ck_assert_int_eq(unlink(conf), 0);
+        ck_assert_int_eq(mkdir(conf, 0700), 0);
+        proc_signal(&dm.p, SIGHUP);
+        snprintf(want, sizeof want, "Failed to reload the configuration: config file %s is not a regular file; keeping",
+                 conf);
+        expect_log(want);
+        ck_assert_int_eq(rmdir(conf), 0);
         /* A changed space is not applied at run time. */
         write_conf("space = elsewhere\nlog-level = debug\ninbox-lead-limit = 300\nfanout-batch = 64\n");
         proc_signal(&dm.p, SIGHUP);
