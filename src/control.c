@@ -358,6 +358,7 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                                                            JSPUB_TOO_LARGE) {
                                                         /* Poison, as in the fan-out: the entry can never
                                                          * be written, so it must not block the join. */
+                                                        atomic_fetch_add(&d->counters.entries_too_large, 1);
                                                         log_warning("Dropped catch-up entry of %s seq %" PRIu64
                                                                     " for %.64s: %s",
                                                                     d->names.chat_stream, meta.stream_seq, owner,

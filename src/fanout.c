@@ -538,6 +538,18 @@ static void ack_chat(daemon_ctx *d, struct fanout *f, natsMsg *m, uint64_t seq, 
                 log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered", d->names.chat_stream, seq);
 }
 
+/* Entries whose envelope (the chat body, §5.2, plus the entry's fields
+ * and its Nats-Msg-Id header) exceeds the broker's max payload can never
+ * be written: counted, and said once per chat message (issue 14 item 5). */
+static void drop_too_large(daemon_ctx *d, struct fanout *f, const plan *p, natsMsg *m, size_t n, const char *first)
+{
+        atomic_fetch_add(&d->counters.entries_too_large, n);
+        log_warning("Dropped %zu inbox entr%s of %s seq %" PRIu64 " (message %.64s, a %d-byte body): larger than the "
+                    "broker's max payload (%" PRId64 " bytes) once wrapped for the inbox; first owner %.64s",
+                    n, n == 1 ? "y" : "ies", d->names.chat_stream, p->seq, p->msg_id ? p->msg_id : "?",
+                    natsMsg_GetDataLength(m), natsConnection_GetMaxPayload(f->pub.nc), first ? first : "?");
+}
+
 static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
 {
         (void)jspub_wait(&f->pub, FANOUT_PUBACK_TIMEOUT_MS);
@@ -552,16 +564,15 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                 }
                 if (p->kind == PLAN_PUBLISHED) {
                         bool denied = false;
+                        size_t too_large = 0;
+                        const char *too_large_for = NULL;
                         for (size_t k = p->first; k < p->first + p->count; k++) {
                                 const jspub_result *res = jspub_result_at(&f->pub, k);
                                 const char *key = k < f->sent_cap ? f->sent[k].key : NULL;
                                 if (res->state == JSPUB_TOO_LARGE) {
                                         /* Poison: the entry can never be written. */
-                                        log_warning("Dropped entry of %s seq %" PRIu64 " for %.64s: larger than "
-                                                    "the broker's max payload (%" PRId64 " bytes); message %.64s",
-                                                    d->names.chat_stream, p->seq, key ? key : "?",
-                                                    natsConnection_GetMaxPayload(f->pub.nc),
-                                                    p->msg_id ? p->msg_id : "?");
+                                        if (!too_large++)
+                                                too_large_for = key;
                                 } else if (res->state != JSPUB_OK) {
                                         ack = nak;
                                         denied = denied || (key && dinbox_denied(d, f, key));
@@ -584,6 +595,8 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                                 ack_chat(d, f, f->msgs[i], p->seq, nak_denied);
                                 continue;
                         }
+                        if (too_large && ack != nak)
+                                drop_too_large(d, f, p, f->msgs[i], too_large, too_large_for);
                         if (ack == nak) {
                                 /* Redelivered whole; what was stored
                                  * collapses on its dedup id then. */
@@ -667,12 +680,15 @@ static void pay_held(daemon_ctx *d, struct fanout *f)
                         continue;
                 owed *o = &s->held->owe[s->owe_idx];
                 if (res->state == JSPUB_OK || res->state == JSPUB_TOO_LARGE) {
-                        if (res->state == JSPUB_TOO_LARGE)
-                                log_warning("Dropped entry of %s seq %" PRIu64 " for %.64s: larger than the "
-                                            "broker's max payload (%" PRId64 " bytes); message %.64s",
-                                            d->names.chat_stream, s->held->seq, o->key,
-                                            natsConnection_GetMaxPayload(f->pub.nc), s->held->msg_id);
-                        else
+                        if (res->state == JSPUB_TOO_LARGE) {
+                                atomic_fetch_add(&d->counters.entries_too_large, 1);
+                                log_warning("Dropped 1 inbox entry of %s seq %" PRIu64 " (message %.64s, a %d-byte "
+                                            "body): larger than the broker's max payload (%" PRId64 " bytes) once "
+                                            "wrapped for the inbox; first owner %.64s",
+                                            d->names.chat_stream, s->held->seq, s->held->msg_id,
+                                            natsMsg_GetDataLength(s->held->m), natsConnection_GetMaxPayload(f->pub.nc),
+                                            o->key);
+                        } else
                                 atomic_fetch_add(&d->counters.entries_written, 1);
                         (void)owing_add(f, o->key, -1);
                         owed_fini(o);

@@ -38,6 +38,7 @@
 static const char *const members[] = {BOB, CAROL, DAVE};
 #define K (sizeof members / sizeof *members)
 static co_daemon dm;
+static char sock[320];
 
 /* Arrival times of the good copies, by message and member. */
 static struct {
@@ -83,7 +84,8 @@ static void setup(void)
 {
         tu_broker_setup();
         co_provision_general(S, members, K);
-        ck_assert(co_daemon_start(&dm, S, NULL));
+        snprintf(sock, sizeof sock, "%.200s/diag.sock", tu_broker.dir);
+        ck_assert(co_daemon_start(&dm, S, (const char *const[]){"--diag-socket", sock, NULL}));
 }
 
 static void teardown(void)
@@ -95,7 +97,8 @@ static void teardown(void)
 /* A bad input and the log line its drop must leave. */
 typedef struct poison {
         uint64_t seq;
-        char expect[160];
+        char expect[200];
+        bool too_large; /* its K inbox entries can never be written */
 } poison;
 
 static char *big_post(size_t len)
@@ -166,9 +169,12 @@ static void publish_poison(int i, poison *p)
                 char *body = big_post(len);
                 p->seq = co_publish_raw(chat_subj, NULL, body, len);
                 free(body);
+                /* Said once for the message, naming it (issue 14 item 5). */
                 snprintf(p->expect, sizeof p->expect,
-                         "Dropped entry of " CHAT " seq %llu for " BOB ": larger than the broker's max payload",
-                         (unsigned long long)p->seq);
+                         "Dropped %zu inbox entries of " CHAT " seq %llu (message big, a %zu-byte body): larger than "
+                         "the broker's max payload",
+                         K, (unsigned long long)p->seq, len);
+                p->too_large = true;
         }
 }
 
@@ -209,8 +215,18 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
         }
         /* Every bad input left its drop line. */
         char *err = proc_stderr(&dm.p);
-        for (int i = 0; i < GOOD; i++)
+        uint64_t too_large = 0;
+        for (int i = 0; i < GOOD; i++) {
                 ck_assert_msg(strstr(err, bad[i].expect), "no drop line \"%s\"", bad[i].expect);
+                too_large += bad[i].too_large ? K : 0;
+        }
+        /* ... and counted, entry by entry. */
+        ck_assert_uint_gt(too_large, 0);
+        json_t *doc = co_diag(sock, NULL);
+        ck_assert_uint_eq((uint64_t)json_integer_value(
+                                  json_object_get(json_object_get(doc, "counters"), "entries_too_large")),
+                          too_large);
+        json_decref(doc);
         ck_assert_msg(!strstr(err, "retrying in") && !strstr(err, "retried in"), "a bad input went through a retry");
         ck_assert_msg(!strstr(err, "disconnected from the broker"), "a bad input cost the daemon its connection");
         free(err);
