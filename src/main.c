@@ -251,6 +251,29 @@ static void reload(daemon_ctx *d)
         notify_ready("configuration reloaded");
 }
 
+/* SIGHUPs are coalesced: at most one reload every RELOAD_MIN_MS, the
+ * signals in between applied together once it is due. The loops never
+ * skip their lease and watchdog work for a reload (issue 14 item 6: a
+ * SIGHUP every 50 ms once kept the renew from ever running). */
+#define RELOAD_MIN_MS 1000
+
+typedef struct reload_gate {
+        uint64_t pending;  /* SIGHUPs taken since the last reload */
+        int64_t last_ms;   /* monotonic: the last reload (0: none) */
+} reload_gate;
+
+static void reload_when_due(daemon_ctx *d, reload_gate *g, int64_t now)
+{
+        if (!g->pending || (g->last_ms && now - g->last_ms < RELOAD_MIN_MS))
+                return;
+        if (g->pending > 1)
+                log_info("Reloading once for %llu SIGHUPs (at most one reload every %d ms)",
+                         (unsigned long long)g->pending, RELOAD_MIN_MS);
+        g->pending = 0;
+        g->last_ms = now;
+        reload(d);
+}
+
 enum { RUN_STOPPED = 0, RUN_FAILED = 1, RUN_BROKER_GONE = 2 };
 
 /* True once the broker has been unreachable past broker-gone-ms (§10.3). */
@@ -288,7 +311,7 @@ static bool stop_requested(const sigset_t *stops, const char *after)
  * nothing is written until the create-if-absent of §9 succeeds. Returns
  * RUN_STOPPED (signal), RUN_FAILED / RUN_BROKER_GONE, or -1 once the lease
  * is ours. */
-static int standby(daemon_ctx *d, const sigset_t *signals)
+static int standby(daemon_ctx *d, const sigset_t *signals, reload_gate *gate)
 {
         char status[600];
         snprintf(status, sizeof status, "standby: lease %.500s", d->lease.last_error);
@@ -296,27 +319,33 @@ static int standby(daemon_ctx *d, const sigset_t *signals)
                    d->names.delivery_bucket, CONTRACT_LEASE_KEY, d->lease.last_error);
         /* Running as intended: systemd must not time the start out. */
         notify_ready(status);
-        int64_t wd_ms = notify_watchdog_ms(), last_wd = 0, last_status = daemon_mono_ms();
+        int64_t wd_ms = notify_watchdog_ms(), last_wd = 0, last_status = daemon_mono_ms(), last_poll = 0;
         for (;;) {
                 struct timespec tick = {.tv_sec = 0, .tv_nsec = STANDBY_POLL_MS * 1000000L};
                 siginfo_t si;
                 int sig = sigtimedwait(signals, &si, &tick);
                 if (sig == SIGHUP)
-                        reload(d);
+                        gate->pending++;
                 if (sig == SIGTERM || sig == SIGINT) {
                         log_notice("Received %s while standing by; exiting", strsignal(sig));
                         return RUN_STOPPED;
                 }
                 int64_t now = daemon_mono_ms();
+                reload_when_due(d, gate, now);
                 if (broker_gone(d, now))
                         return RUN_BROKER_GONE;
-                kv_entry e;
-                int r = kv_get(&d->lease.kv, CONTRACT_LEASE_KEY, &e);
-                bool free_now = r == -ENOENT || (r == 0 && e.op != KV_OP_PUT);
-                if (r == 0)
-                        kv_entry_fini(&e);
+                /* A storm of signals is no reason to poll the broker faster. */
+                bool free_now = false;
+                if (sig != SIGHUP || now - last_poll >= STANDBY_POLL_MS) {
+                        last_poll = now;
+                        kv_entry e;
+                        int r = kv_get(&d->lease.kv, CONTRACT_LEASE_KEY, &e);
+                        free_now = r == -ENOENT || (r == 0 && e.op != KV_OP_PUT);
+                        if (r == 0)
+                                kv_entry_fini(&e);
+                }
                 if (free_now) {
-                        r = lease_acquire(&d->lease);
+                        int r = lease_acquire(&d->lease);
                         if (r == 0) {
                                 log_notice("Took over lease %s/%s at revision %llu", d->names.delivery_bucket,
                                            CONTRACT_LEASE_KEY, (unsigned long long)d->lease.revision);
@@ -423,7 +452,7 @@ static int check(daemon_ctx *d)
         return 0;
 }
 
-static int run(daemon_ctx *d, const sigset_t *signals)
+static int run(daemon_ctx *d, const sigset_t *signals, reload_gate *gate)
 {
         char line[512];
         int64_t last_probe = daemon_mono_ms(), last_status = 0;
@@ -434,10 +463,8 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                 struct timespec tick = {.tv_sec = 0, .tv_nsec = MAIN_TICK_MS * 1000000L};
                 siginfo_t si;
                 int sig = sigtimedwait(signals, &si, &tick);
-                if (sig == SIGHUP) {
-                        reload(d);
-                        continue;
-                }
+                if (sig == SIGHUP)
+                        gate->pending++;
                 if (sig == SIGTERM || sig == SIGINT) {
                         log_notice("Received %s; shutting down", strsignal(sig));
                         return 0;
@@ -478,6 +505,7 @@ static int run(daemon_ctx *d, const sigset_t *signals)
                         last_wd = now;
                         notify_watchdog();
                 }
+                reload_when_due(d, gate, now);
                 diag_serve(d);
                 if (now - last_status >= STATUS_PERIOD_MS) {
                         last_status = now;
@@ -497,6 +525,7 @@ int main(int argc, char **argv)
          * waits to be taken between two steps (stop_requested) or by run()
          * and standby(), and never kills a daemon holding the lease. */
         sigset_t signals, stops;
+        reload_gate gate = {0};
         sigemptyset(&stops);
         sigaddset(&stops, SIGTERM);
         sigaddset(&stops, SIGINT);
@@ -589,7 +618,7 @@ int main(int argc, char **argv)
                 goto out_conn;
         int r = lease_acquire(&d.lease);
         if (r == -EEXIST && d.cfg.standby) {
-                int outcome = standby(&d, &signals);
+                int outcome = standby(&d, &signals, &gate);
                 if (outcome >= 0) {
                         code = outcome == RUN_STOPPED ? 0 : 1;
                         goto out_conn;
@@ -668,7 +697,7 @@ int main(int argc, char **argv)
         log_info("Ready: lease %s/%s revision %llu", d.names.delivery_bucket, CONTRACT_LEASE_KEY,
                  (unsigned long long)d.lease.revision);
 
-        int outcome = run(&d, &signals);
+        int outcome = run(&d, &signals, &gate);
         code = outcome == RUN_STOPPED ? 0 : 1;
         notify_stopping(code == 0 ? "stopping" : "stopping after a failure");
         teardown(&d, true, outcome == RUN_BROKER_GONE);
