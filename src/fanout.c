@@ -33,6 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Mentions resolved per chat message at most (§6.3 sets no bound; a post
+ * with 160,000 of them once held the fan-out for 14.9 s). The rest are
+ * counted and logged, never delivered. */
+#define FANOUT_MENTIONS_MAX 10000
 #define FANOUT_EXPIRES_MS 5000
 #define FANOUT_WAIT_MS 500
 #define FANOUT_PUBACK_TIMEOUT_MS 10000
@@ -402,16 +406,31 @@ static int route_live(route *rt)
         const contract_chat *chat = rt->chat;
         if (!json_is_array(chat->mentions))
                 return 0; /* [hardening] not an array: no mentions */
-        strmap done;
+        strmap done, names;
         strmap_init(&done);
+        strmap_init(&names);
         int r = 0;
         size_t i;
         json_t *v;
+        size_t n = json_array_size(chat->mentions);
+        if (n > FANOUT_MENTIONS_MAX) {
+                /* A bound on the work one post may cost (issue 14 item 4). */
+                atomic_fetch_add(&rt->d->counters.mentions_ignored, n - FANOUT_MENTIONS_MAX);
+                log_warning("Ignored %zu of the %zu mentions of %s seq %" PRIu64 " (message %.64s): at most %d are "
+                            "resolved per message",
+                            n - FANOUT_MENTIONS_MAX, n, rt->d->names.chat_stream, rt->seq, chat->id,
+                            FANOUT_MENTIONS_MAX);
+        }
         json_array_foreach(chat->mentions, i, v) {
-                if (r < 0)
+                if (r < 0 || i >= FANOUT_MENTIONS_MAX)
                         break;
-                if (!json_is_string(v))
+                /* Each distinct name once: repeats cost nothing more. */
+                if (!json_is_string(v) || strmap_get(&names, json_string_value(v)))
                         continue;
+                if (strmap_put(&names, json_string_value(v), (void *)1) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
                 char *owner = roster_resolve(rt->d, json_string_value(v));
                 if (!owner || strcmp(owner, chat->from_id) == 0 || strmap_get(&done, owner)) {
                         free(owner);
@@ -427,6 +446,7 @@ static int route_live(route *rt)
                 }
                 free(owner);
         }
+        strmap_fini(&names);
         strmap_fini(&done);
         return r;
 }

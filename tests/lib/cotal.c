@@ -57,15 +57,17 @@ uint64_t co_publish_raw(const char *subject, const char *msg_id, const char *dat
 
 uint64_t co_chat(const char *space, const char *sender, const char *channel, const char *id, const char *extra)
 {
-        char subject[512], body[4096];
+        char subject[512], *body = NULL;
         int n = snprintf(subject, sizeof subject, "cotal.%s.chat.%s.%s", space, sender, channel);
         ck_assert_msg(n > 0 && (size_t)n < sizeof subject, "co_chat: subject too long for the fixture");
-        n = snprintf(body, sizeof body,
-                 "{\"id\":\"%s\",\"ts\":%lld,\"space\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"agent\"},"
-                 "\"channel\":\"%s\",\"parts\":[{\"kind\":\"text\",\"text\":\"hello %s\"}]%s%s}",
-                 id, (long long)wall_ms(), space, sender, channel, id, extra ? "," : "", extra ? extra : "");
-        ck_assert_msg(n > 0 && (size_t)n < sizeof body, "co_chat: body too long for the fixture");
-        return co_publish_raw(subject, id, body, strlen(body));
+        n = asprintf(&body,
+                     "{\"id\":\"%s\",\"ts\":%lld,\"space\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"agent\"},"
+                     "\"channel\":\"%s\",\"parts\":[{\"kind\":\"text\",\"text\":\"hello %s\"}]%s%s}",
+                     id, (long long)wall_ms(), space, sender, channel, id, extra ? "," : "", extra ? extra : "");
+        ck_assert_msg(n > 0, "co_chat: out of memory");
+        uint64_t seq = co_publish_raw(subject, id, body, strlen(body));
+        free(body);
+        return seq;
 }
 
 void co_chat_retrying(const char *space, const char *sender, const char *channel, const char *id)
