@@ -6,6 +6,7 @@
 #include "contract_config.h"
 #include "contract_record.h"
 #include "contract_token.h"
+#include "ctlqueue.h"
 #include "jsack.h"
 #include "jspub.h"
 #include "kv.h"
@@ -41,6 +42,29 @@
  * the lease. Every subject a join derives from the agent's channel must
  * leave room for the verb, a reply inbox and the sizes. */
 #define CONTROL_MAX_SUBJECT_BYTES 3072
+/* Fairness (issue 14 item 2): requests wait per agent, served in turn;
+ * past CONTROL_PER_AGENT waiting, an agent's request is answered busy at
+ * once. At most CONTROL_TAKE_MAX arrivals are queued between two served
+ * requests. The subscription's own buffer is bounded explicitly; what it
+ * drops is counted. Shedding is logged at most every CONTROL_SHED_LOG_MS. */
+#define CONTROL_PER_AGENT 32
+#define CONTROL_TAKE_MAX 4096
+#define CONTROL_PENDING_MSGS 65536
+#define CONTROL_PENDING_BYTES (64 * 1024 * 1024)
+#define CONTROL_SHED_LOG_MS 10000
+/* §8.2 step 1's own line, per rejected request, this many per interval;
+ * past it they are summed (a flood of 300,000 a second once). */
+#define CONTROL_REJECT_LINES 20
+#define CONTROL_BUSY_TEXT "busy: too many control requests from this agent are waiting; retry later"
+
+/* One kind of shed request, logged summed. */
+typedef struct shed_log {
+        uint64_t unlogged;
+        int64_t logged_ms;
+        char last[256];     /* the latest one's subject or agent */
+        int lines;          /* own lines given in this interval (unbound only) */
+        int64_t lines_ms;   /* when the interval began */
+} shed_log;
 
 struct control {
         pthread_t thread;
@@ -48,6 +72,9 @@ struct control {
         kv_bucket members;
         kvstate st;
         jspub pub;
+        ctlqueue *waiting;
+        shed_log unbound, busy, dropped;
+        int64_t dropped_seen;   /* the subscription's dropped count, as last read */
 };
 
 /* ---- JetStream helpers ------------------------------------------------- */
@@ -794,6 +821,103 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
         free(caller);
 }
 
+/* Counts one shed request of a kind and says so, summed, at most every
+ * CONTROL_SHED_LOG_MS (the first at once). what: e.g. "requests with a
+ * reply subject outside the sender's subtree". */
+static void shed(daemon_ctx *d, shed_log *l, uint64_t n, const char *what, const char *last)
+{
+        atomic_fetch_add(&d->counters.control_shed, n);
+        l->unlogged += n;
+        if (last)
+                snprintf(l->last, sizeof l->last, "%s", last);
+        int64_t now = daemon_mono_ms();
+        if (l->logged_ms && now - l->logged_ms < CONTROL_SHED_LOG_MS)
+                return;
+        log_warning("! delivery endpoint: shed %" PRIu64 " control request%s: %s (latest: %.200s)", l->unlogged,
+                    l->unlogged == 1 ? "" : "s", what, l->last[0] ? l->last : "-");
+        l->unlogged = 0;
+        l->logged_ms = now;
+}
+
+/* Flushes summed shed counts once their interval has passed. */
+static void shed_flush(daemon_ctx *d, struct control *c)
+{
+        int64_t dropped = 0;
+        if (natsSubscription_GetDropped(c->sub, &dropped) == NATS_OK && dropped > c->dropped_seen) {
+                shed(d, &c->dropped, (uint64_t)(dropped - c->dropped_seen),
+                     "the subscription's pending limit was reached (no reply: the senders time out)", NULL);
+                c->dropped_seen = dropped;
+        }
+        shed_log *all[] = {&c->unbound, &c->busy, &c->dropped};
+        static const char *const whats[] = {"reply subject not under the sender's own reply subtree",
+                                            "too many waiting from one agent (answered busy)",
+                                            "the subscription's pending limit was reached"};
+        for (size_t i = 0; i < 3; i++)
+                if (all[i]->unlogged && daemon_mono_ms() - all[i]->logged_ms >= CONTROL_SHED_LOG_MS)
+                        shed(d, all[i], 0, whats[i], NULL);
+}
+
+/* §8.2 step 1 and the fairness queue: a request with no reply of the
+ * sender's own is dropped (counted); the rest waits in its agent's line,
+ * or is answered busy when that line is full. Takes m. */
+static void admit(daemon_ctx *d, struct control *c, natsMsg *m)
+{
+        const char *subject = natsMsg_GetSubject(m);
+        const char *reply_to = natsMsg_GetReply(m);
+        contract_span service, sender;
+        if (!contract_reply_is_bound(subject, reply_to)) {
+                int64_t now = daemon_mono_ms();
+                if (now - c->unbound.lines_ms >= CONTROL_SHED_LOG_MS) {
+                        c->unbound.lines_ms = now;
+                        c->unbound.lines = 0;
+                }
+                if (c->unbound.lines < CONTROL_REJECT_LINES) {
+                        c->unbound.lines++;
+                        atomic_fetch_add(&d->counters.control_shed, 1);
+                        log_warning("! delivery endpoint: rejected delivery request on %s: reply target \"%.200s\" is "
+                                    "not under the sender's own reply subtree",
+                                    subject, reply_to && *reply_to ? reply_to : "(none)");
+                } else {
+                        shed(d, &c->unbound, 1, "reply subject not under the sender's own reply subtree", subject);
+                }
+                natsMsg_Destroy(m);
+                return;
+        }
+        if (!contract_ctl_subject_parse(subject, &service, &sender)) {
+                natsMsg_Destroy(m); /* outside ctl.delivery.<agent>: nobody's request */
+                return;
+        }
+        char agent[256];
+        snprintf(agent, sizeof agent, "%.*s", (int)(sender.len < 255 ? sender.len : 255), sender.p);
+        int r = ctlqueue_push(c->waiting, agent, m);
+        if (r == 0)
+                return;
+        char *reply = contract_ctl_reply_error(r == -EBUSY ? CONTROL_BUSY_TEXT : "out of memory");
+        if (reply && natsConnection_PublishString(d->nc, reply_to, reply) != NATS_OK)
+                log_debug("Failed to answer busy on %.200s", reply_to);
+        free(reply);
+        shed(d, &c->busy, 1, "too many waiting from one agent (answered busy)", agent);
+        natsMsg_Destroy(m);
+}
+
+/* Queues what has arrived (up to CONTROL_TAKE_MAX), waiting up to wait_ms
+ * for the first. False on a subscription error. */
+static bool take_arrivals(daemon_ctx *d, struct control *c, int64_t wait_ms)
+{
+        for (int i = 0; i < CONTROL_TAKE_MAX; i++) {
+                natsMsg *m = NULL;
+                natsStatus s = natsSubscription_NextMsg(&m, c->sub, i == 0 ? wait_ms : 0);
+                if (s == NATS_TIMEOUT)
+                        return true;
+                if (s != NATS_OK) {
+                        log_warning("ctl.delivery subscription: %s", natsStatus_GetText(s));
+                        return false;
+                }
+                admit(d, c, m);
+        }
+        return true;
+}
+
 static void *control_thread(void *arg)
 {
         daemon_ctx *d = arg;
@@ -805,19 +929,23 @@ static void *control_thread(void *arg)
                         daemon_backoff(d, DAEMON_PAUSE_MS);
                         continue;
                 }
-                natsMsg *m = NULL;
-                natsStatus s = natsSubscription_NextMsg(&m, c->sub, CONTROL_POLL_MS);
-                if (s == NATS_TIMEOUT)
-                        continue;
-                if (s != NATS_OK) {
-                        log_warning("ctl.delivery subscription: %s", natsStatus_GetText(s));
+                if (!take_arrivals(d, c, ctlqueue_len(c->waiting) ? 0 : CONTROL_POLL_MS)) {
                         daemon_backoff(d, 500);
                         continue;
                 }
-                handle(d, c, m);
-                natsMsg_Destroy(m);
+                shed_flush(d, c);
+                natsMsg *m = ctlqueue_pop(c->waiting);
+                if (m) {
+                        handle(d, c, m);
+                        natsMsg_Destroy(m);
+                }
         }
         return NULL;
+}
+
+static void destroy_msg(void *m)
+{
+        natsMsg_Destroy(m);
 }
 
 int control_start(daemon_ctx *d)
@@ -826,7 +954,8 @@ int control_start(daemon_ctx *d)
         if (!c)
                 return -ENOMEM;
         d->control = c;
-        int r = kv_bucket_init(&c->members, d->nc, d->names.members_bucket);
+        c->waiting = ctlqueue_new(CONTROL_PER_AGENT, destroy_msg);
+        int r = c->waiting ? kv_bucket_init(&c->members, d->nc, d->names.members_bucket) : -ENOMEM;
         if (r == 0)
                 r = kvstate_init(&c->st, d->nc, &d->names);
         if (r == 0 && (r = jspub_init(&c->pub, d->nc, d->inbox_prefix)) < 0)
@@ -834,6 +963,8 @@ int control_start(daemon_ctx *d)
         if (r == 0) {
                 natsStatus s = natsConnection_QueueSubscribeSync(&c->sub, d->nc, d->names.ctl_delivery_sub,
                                                                  CONTRACT_CTL_QUEUE);
+                if (s == NATS_OK)
+                        s = natsSubscription_SetPendingLimits(c->sub, CONTROL_PENDING_MSGS, CONTROL_PENDING_BYTES);
                 if (s != NATS_OK) {
                         log_error("Failed to subscribe %s: %s", d->names.ctl_delivery_sub, natsStatus_GetText(s));
                         r = broker_errno(s);
@@ -857,6 +988,7 @@ void control_stop(daemon_ctx *d)
         if (c->thread)
                 daemon_join(d, c->thread);
         broker_sub_close(d->nc, &c->sub);
+        ctlqueue_free(c->waiting);
         jspub_fini(&c->pub);
         kvstate_fini(&c->st);
         kv_bucket_fini(&c->members);

@@ -121,11 +121,11 @@ static void print_table(const json_t *doc)
         printf("lag      fanout %lld, reader %lld\n", num(n, "fanout_lag"), num(n, "reader_lag"));
         printf("counts   %lld chat messages -> %lld inbox entries (%lld malformed, %lld pauses); delivered %lld, "
                "dropped %lld, deferred %lld, terminated %lld, removed unread by the stream %lld, too large for "
-               "the inbox %lld, mentions ignored %lld\n",
+               "the inbox %lld, mentions ignored %lld, control requests shed %lld\n",
                num(n, "chat_handled"), num(n, "entries_written"), num(n, "chat_malformed"), num(n, "fanout_pauses"),
                num(n, "delivered"), num(n, "dropped"), num(n, "deferred"), num(n, "terminated"),
                num(n, "inbox_lost"), num(n, "entries_too_large"),
-               num(n, "mentions_ignored"));
+               num(n, "mentions_ignored"), num(n, "control_shed"));
         const json_t *lead = json_object_get(doc, "lead");
         if (json_is_object(lead))
                 printf("lead     limit %lld entries per owner from its oldest unread one; largest %lld (%s); "

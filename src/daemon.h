@@ -57,6 +57,7 @@ typedef struct daemon_counters {
         atomic_ullong dropped;           /* entries dropped by the reader (ACL, interval, malformed) */
         atomic_ullong deferred;          /* entries nak'ed for later */
         atomic_ullong terminated;        /* entries given up on */
+        atomic_ullong control_shed;      /* control requests dropped or answered busy (ctlqueue) */
         atomic_ullong mentions_ignored;  /* mentions past FANOUT_MENTIONS_MAX in one message */
         atomic_ullong entries_too_large; /* entries never written: their envelope exceeds max_payload */
         atomic_ullong inbox_lost;        /* INBOX entries removed before the reader first read them (losswatch) */

@@ -160,13 +160,14 @@ static json_t *config_json(const config *c)
 
 static json_t *counters_json(daemon_counters *c)
 {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chat_handled",
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chat_handled",
                          (json_int_t)atomic_load(&c->chat_handled), "chat_malformed",
                          (json_int_t)atomic_load(&c->chat_malformed), "entries_written",
                          (json_int_t)atomic_load(&c->entries_written), "delivered",
                          (json_int_t)atomic_load(&c->delivered), "dropped", (json_int_t)atomic_load(&c->dropped),
                          "deferred", (json_int_t)atomic_load(&c->deferred), "terminated",
-                         (json_int_t)atomic_load(&c->terminated), "mentions_ignored",
+                         (json_int_t)atomic_load(&c->terminated), "control_shed",
+                         (json_int_t)atomic_load(&c->control_shed), "mentions_ignored",
                          (json_int_t)atomic_load(&c->mentions_ignored), "entries_too_large",
                          (json_int_t)atomic_load(&c->entries_too_large), "inbox_lost",
                          (json_int_t)atomic_load(&c->inbox_lost), "fanout_pauses",
