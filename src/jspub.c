@@ -139,8 +139,9 @@ jspub_state jspub_parse_puback(const char *data, size_t len, jspub_result *r, ch
  * JSPUB_SPENT_MAX are kept (bounded memory); at once if that fails. */
 static void retire(jspub *j, natsMsg *m)
 {
-        if (j->n_spent >= JSPUB_SPENT_MAX)
+        if (j->n_spent >= JSPUB_SPENT_MAX || j->spent_bytes > JSPUB_MAX_INFLIGHT_BYTES)
                 bury(j);
+        j->spent_bytes += (size_t)natsMsg_GetDataLength(m);
         if (j->n_spent == j->cap_spent) {
                 size_t ncap = j->cap_spent ? j->cap_spent * 2 : 512;
                 natsMsg **ns = realloc(j->spent, ncap * sizeof *ns);
@@ -159,6 +160,7 @@ static void bury(jspub *j)
         for (size_t i = 0; i < j->n_spent; i++)
                 natsMsg_Destroy(j->spent[i]);
         j->n_spent = 0;
+        j->spent_bytes = 0;
 }
 
 /* Applies one PubAck (or status) to its result slot. */
@@ -278,6 +280,15 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
 {
         if (j->outstanding >= JSPUB_MAX_INFLIGHT)
                 (void)drain(j, JSPUB_MAX_INFLIGHT / 2, clock_mono_ms() + JSPUB_WINDOW_WAIT_MS);
+        if (j->outstanding == 0)
+                j->unsettled_bytes = 0;
+        else if (j->unsettled_bytes + len > JSPUB_MAX_INFLIGHT_BYTES) {
+                /* Unanswered after the wait: they end as timeouts in
+                 * jspub_wait; the next wait comes another budget later. */
+                (void)natsConnection_FlushTimeout(j->nc, 1000);
+                (void)drain(j, 0, clock_mono_ms() + JSPUB_WINDOW_WAIT_MS);
+                j->unsettled_bytes = 0;
+        }
         long idx = new_slot(j);
         if (idx < 0)
                 return idx;
@@ -306,6 +317,7 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
                 return idx;
         }
         j->outstanding++;
+        j->unsettled_bytes += len;
         return idx;
 }
 
@@ -333,6 +345,7 @@ size_t jspub_wait(jspub *j, int64_t timeout_ms)
                 bad += j->results[i].state != JSPUB_OK;
         }
         j->outstanding = 0;
+        j->unsettled_bytes = 0;
         bury(j);
         return bad;
 }

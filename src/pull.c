@@ -105,16 +105,28 @@ static void close_request(pull_sub *p, int i)
         p->n_open--;
 }
 
+/* What one request may bring: PULL_MAX_BYTES, but never less than twice
+ * the broker's max payload (nats-server ends a request whose next message
+ * does not fit, so a smaller bound could never deliver that message). */
+static size_t pull_max_bytes(const pull_sub *p)
+{
+        int64_t payload = natsConnection_GetMaxPayload(p->nc);
+        size_t floor = payload > 0 ? 2 * (size_t)payload : 0;
+        return floor > PULL_MAX_BYTES ? floor : PULL_MAX_BYTES;
+}
+
 static int send_request(pull_sub *p, int batch, int64_t expires_ms)
 {
         char body[128], reply[320];
         unsigned id = ++p->next_id;
         /* The server wants the heartbeat well inside the expiry. */
         bool hb = expires_ms >= 4 * PULL_HEARTBEAT_MS;
-        int n = hb ? snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld,\"idle_heartbeat\":%lld}", batch,
-                              (long long)expires_ms * 1000000LL, (long long)PULL_HEARTBEAT_MS * 1000000LL)
-                   : snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", batch,
-                              (long long)expires_ms * 1000000LL);
+        long long max_bytes = (long long)pull_max_bytes(p);
+        int n = hb ? snprintf(body, sizeof body,
+                              "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld,\"idle_heartbeat\":%lld}", batch,
+                              max_bytes, (long long)expires_ms * 1000000LL, (long long)PULL_HEARTBEAT_MS * 1000000LL)
+                   : snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld}", batch,
+                              max_bytes, (long long)expires_ms * 1000000LL);
         snprintf(reply, sizeof reply, "%s.%u", p->inbox, id);
         natsStatus s = natsConnection_PublishRequest(p->nc, p->next_subject, reply, body, n);
         if (s != NATS_OK) {
@@ -238,6 +250,9 @@ static pull_reply classify(pull_sub *p, natsMsg *m)
         if (strcmp(status, "100") == 0)
                 return PULL_HEARTBEAT;
         if (strcmp(status, "404") == 0 || strcmp(status, "408") == 0)
+                return PULL_DONE;
+        /* The request's max_bytes is used up: it ended normally. */
+        if (strcmp(status, "409") == 0 && desc && strstr(desc, "Exceeds MaxBytes"))
                 return PULL_DONE;
         if (strcmp(status, "503") == 0) {
                 snprintf(p->last_error, sizeof p->last_error, "no responders for %s", p->next_subject);

@@ -18,6 +18,12 @@
 
 #define PULL_MAX_BATCH 1024
 #define PULL_MAX_REQUESTS 2
+/* Bytes one pull request may bring (max_bytes; at least twice the
+ * broker's max payload): with PULL_MAX_REQUESTS open, what the inbox
+ * holds stays far below cnats' pending limit (64 MiB), which a batch of
+ * 256 posts of 900 KB overran (slow consumer: the batch dropped, back
+ * after ack_wait; issue 14 item 3). */
+#define PULL_MAX_BYTES (8u * 1024 * 1024)
 
 /* One request the server may still be serving. Each has its own reply
  * subject <inbox>.<id>, so a status reply (408, 409…) names the request it
