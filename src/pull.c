@@ -251,8 +251,9 @@ static pull_reply classify(pull_sub *p, natsMsg *m)
                 return PULL_HEARTBEAT;
         if (strcmp(status, "404") == 0 || strcmp(status, "408") == 0)
                 return PULL_DONE;
-        /* The request's max_bytes is used up: it ended normally. */
-        if (strcmp(status, "409") == 0 && desc && strstr(desc, "Exceeds MaxBytes"))
+        /* The request ended normally: its max_bytes used up (2.9, 2.10),
+         * or its batch filled with bytes to spare (2.10 says so). */
+        if (strcmp(status, "409") == 0 && desc && (strstr(desc, "Exceeds MaxBytes") || strstr(desc, "Batch Completed")))
                 return PULL_DONE;
         if (strcmp(status, "503") == 0) {
                 snprintf(p->last_error, sizeof p->last_error, "no responders for %s", p->next_subject);
