@@ -59,6 +59,7 @@
 
 /* One kind of shed request, logged summed. */
 typedef struct shed_log {
+        const char *what;   /* the kind, as the log line says it */
         uint64_t unlogged;
         int64_t logged_ms;
         char last[256];     /* the latest one's subject or agent */
@@ -763,13 +764,7 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
 {
         const char *subject = natsMsg_GetSubject(m);
         const char *reply_to = natsMsg_GetReply(m);
-        /* Step 1: reply binding — no reply, no action. */
-        if (!contract_reply_is_bound(subject, reply_to)) {
-                log_warning("! delivery endpoint: rejected delivery request on %s: reply target \"%.200s\" is not "
-                            "under the sender's own reply subtree",
-                            subject, reply_to && *reply_to ? reply_to : "(none)");
-                return;
-        }
+        /* Step 1, reply binding, was admit's: only bound requests wait. */
         contract_span service, sender;
         if (!contract_ctl_subject_parse(subject, &service, &sender))
                 return;
@@ -821,10 +816,9 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
         free(caller);
 }
 
-/* Counts one shed request of a kind and says so, summed, at most every
- * CONTROL_SHED_LOG_MS (the first at once). what: e.g. "requests with a
- * reply subject outside the sender's subtree". */
-static void shed(daemon_ctx *d, shed_log *l, uint64_t n, const char *what, const char *last)
+/* Counts n shed requests of l's kind and says so, summed, at most every
+ * CONTROL_SHED_LOG_MS (the first at once). */
+static void shed(daemon_ctx *d, shed_log *l, uint64_t n, const char *last)
 {
         atomic_fetch_add(&d->counters.control_shed, n);
         l->unlogged += n;
@@ -834,7 +828,7 @@ static void shed(daemon_ctx *d, shed_log *l, uint64_t n, const char *what, const
         if (l->logged_ms && now - l->logged_ms < CONTROL_SHED_LOG_MS)
                 return;
         log_warning("! delivery endpoint: shed %" PRIu64 " control request%s: %s (latest: %.200s)", l->unlogged,
-                    l->unlogged == 1 ? "" : "s", what, l->last[0] ? l->last : "-");
+                    l->unlogged == 1 ? "" : "s", l->what, l->last[0] ? l->last : "-");
         l->unlogged = 0;
         l->logged_ms = now;
 }
@@ -844,17 +838,13 @@ static void shed_flush(daemon_ctx *d, struct control *c)
 {
         int64_t dropped = 0;
         if (natsSubscription_GetDropped(c->sub, &dropped) == NATS_OK && dropped > c->dropped_seen) {
-                shed(d, &c->dropped, (uint64_t)(dropped - c->dropped_seen),
-                     "the subscription's pending limit was reached (no reply: the senders time out)", NULL);
+                shed(d, &c->dropped, (uint64_t)(dropped - c->dropped_seen), NULL);
                 c->dropped_seen = dropped;
         }
         shed_log *all[] = {&c->unbound, &c->busy, &c->dropped};
-        static const char *const whats[] = {"reply subject not under the sender's own reply subtree",
-                                            "too many waiting from one agent (answered busy)",
-                                            "the subscription's pending limit was reached"};
         for (size_t i = 0; i < 3; i++)
                 if (all[i]->unlogged && daemon_mono_ms() - all[i]->logged_ms >= CONTROL_SHED_LOG_MS)
-                        shed(d, all[i], 0, whats[i], NULL);
+                        shed(d, all[i], 0, NULL);
 }
 
 /* §8.2 step 1 and the fairness queue: a request with no reply of the
@@ -878,7 +868,7 @@ static void admit(daemon_ctx *d, struct control *c, natsMsg *m)
                                     "not under the sender's own reply subtree",
                                     subject, reply_to && *reply_to ? reply_to : "(none)");
                 } else {
-                        shed(d, &c->unbound, 1, "reply subject not under the sender's own reply subtree", subject);
+                        shed(d, &c->unbound, 1, subject);
                 }
                 natsMsg_Destroy(m);
                 return;
@@ -896,7 +886,7 @@ static void admit(daemon_ctx *d, struct control *c, natsMsg *m)
         if (reply && natsConnection_PublishString(d->nc, reply_to, reply) != NATS_OK)
                 log_debug("Failed to answer busy on %.200s", reply_to);
         free(reply);
-        shed(d, &c->busy, 1, "too many waiting from one agent (answered busy)", agent);
+        shed(d, &c->busy, 1, agent);
         natsMsg_Destroy(m);
 }
 
@@ -954,6 +944,9 @@ int control_start(daemon_ctx *d)
         if (!c)
                 return -ENOMEM;
         d->control = c;
+        c->unbound.what = "reply subject not under the sender's own reply subtree";
+        c->busy.what = "too many waiting from one agent (answered busy)";
+        c->dropped.what = "the subscription's pending limit was reached (no reply: the senders time out)";
         c->waiting = ctlqueue_new(CONTROL_PER_AGENT, destroy_msg);
         int r = c->waiting ? kv_bucket_init(&c->members, d->nc, d->names.members_bucket) : -ENOMEM;
         if (r == 0)
