@@ -10,6 +10,7 @@
 #include "jsack.h"
 #include "jspub.h"
 #include "kv.h"
+#include "kv_cache.h"
 #include "kvstate.h"
 #include "ledger.h"
 #include "ledger_sync.h"
@@ -71,6 +72,7 @@ struct control {
         pthread_t thread;
         natsSubscription *sub;
         kv_bucket members;
+        kv_cache *cache; /* the members bucket, watched: listMemberships */
         kvstate st;
         jspub pub;
         ctlqueue *waiting;
@@ -716,43 +718,31 @@ out:
         return reply;
 }
 
-/* §8.3 listMemberships: the caller's readable open records. */
+static int list_one(const contract_member *m, const char *channel, void *arg)
+{
+        if (m->has_leave_cursor)
+                return 0;
+        json_t *e = json_pack("{s:s, s:I, s:b}", "channel", channel, "generation", (json_int_t)m->generation,
+                              "activated", m->activated == MEMBER_ACTIVATED_TRUE);
+        return e && json_array_append_new(arg, e) == 0 ? 0 : -ENOMEM;
+}
+
+/* §8.3 listMemberships: the caller's readable open records, from the
+ * watched members cache (issue 14: no scan of the bucket per call),
+ * fenced first so the caller's own writes before the request are seen
+ * (§6.4's rule, applied to the control service). */
 static char *list(daemon_ctx *d, struct control *c, const char *caller)
 {
         (void)d;
-        char **keys = NULL, *tok = NULL;
-        size_t n = 0;
-        if (contract_token(caller, strlen(caller), &tok) < 0 || kv_keys(&c->members, &keys, &n) < 0) {
-                free(tok);
-                return contract_ctl_reply_error(c->members.last_error[0] ? c->members.last_error : "cannot list");
+        if (kv_cache_fence(c->cache, KV_CACHE_FENCE_TIMEOUT_MS) < 0) {
+                log_warning("listMemberships for %.64s: members cache not current: %s", caller,
+                            kv_cache_error(c->cache));
+                return contract_ctl_reply_error("cannot list: the membership records could not be read");
         }
         json_t *arr = json_array();
-        int r = 0;
-        for (size_t i = 0; i < n && r == 0; i++) {
-                const char *ch, *ow;
-                size_t cl, ol;
-                if (!contract_member_key_parse(keys[i], &ch, &cl, &ow, &ol) || ol != strlen(tok) ||
-                    memcmp(ow, tok, ol) != 0)
-                        continue;
-                contract_member m;
-                r = members_read(&c->members, keys[i], &m, NULL);
-                if (r == -ENOENT) {
-                        r = 0; /* deleted, or unreadable (§4.4): not a membership */
-                        continue;
-                }
-                if (r < 0)
-                        break; /* a partial list would read as "not a member" */
-                if (!m.has_leave_cursor)
-                        json_array_append_new(arr, json_pack("{s:s#, s:I, s:b}", "channel", ch, (int)cl, "generation",
-                                                             (json_int_t)m.generation, "activated",
-                                                             m.activated == MEMBER_ACTIVATED_TRUE));
-                contract_member_fini(&m);
-        }
-        kv_keys_free(keys, n);
-        free(tok);
-        if (r < 0) {
+        if (!arr || kv_cache_members_of(c->cache, caller, list_one, arr) < 0) {
                 json_decref(arr);
-                return contract_ctl_reply_error(r == -ENOMEM ? "out of memory" : c->members.last_error);
+                return contract_ctl_reply_error("out of memory");
         }
         char *reply = reply_ok(json_pack("{s:o}", "memberships", arr));
         return reply ? reply : contract_ctl_reply_error("out of memory");
@@ -807,6 +797,19 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
                 break;
         }
         contract_ctl_request_fini(&req);
+        int64_t max = natsConnection_GetMaxPayload(d->nc);
+        if (reply && max > 0 && (int64_t)strlen(reply) > max) {
+                /* A reply the broker would refuse (a listing of tens of
+                 * thousands of records) is an answer, not a timeout. */
+                log_warning("Reply to %.64s on %.200s is %zu bytes, over the broker's max payload %" PRId64
+                            ": answered with an error instead",
+                            caller, reply_to, strlen(reply), max);
+                free(reply);
+                char text[200];
+                snprintf(text, sizeof text, "reply too large: over the broker's max payload of %" PRId64 " bytes",
+                         max);
+                reply = contract_ctl_reply_error(text);
+        }
         if (reply) {
                 natsStatus s = natsConnection_PublishString(d->nc, reply_to, reply);
                 if (s != NATS_OK)
@@ -951,6 +954,13 @@ int control_start(daemon_ctx *d)
         int r = c->waiting ? kv_bucket_init(&c->members, d->nc, d->names.members_bucket) : -ENOMEM;
         if (r == 0)
                 r = kvstate_init(&c->st, d->nc, &d->names);
+        if (r == 0) {
+                char name[128], err[600];
+                snprintf(name, sizeof name, "dctl_%.100s", d->id);
+                if ((r = kv_cache_open(&c->cache, d->nc, &d->names, d->inbox_prefix, name, KV_CACHE_MEMBERS, err,
+                                       sizeof err)) < 0)
+                        log_error("Failed to watch the members bucket for the control service: %s", err);
+        }
         if (r == 0 && (r = jspub_init(&c->pub, d->nc, d->inbox_prefix)) < 0)
                 log_error("Failed to set up catch-up publishing: %s", c->pub.last_error);
         if (r == 0) {
@@ -983,6 +993,7 @@ void control_stop(daemon_ctx *d)
         broker_sub_close(d->nc, &c->sub);
         ctlqueue_free(c->waiting);
         jspub_fini(&c->pub);
+        kv_cache_close(c->cache);
         kvstate_fini(&c->st);
         kv_bucket_fini(&c->members);
         free(c);

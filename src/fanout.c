@@ -383,8 +383,9 @@ static int route_to(route *rt, const char *owner, contract_reason reason, uint64
         return r;
 }
 
-static int route_member(const contract_member *m, void *arg)
+static int route_member(const contract_member *m, const char *channel, void *arg)
 {
+        (void)channel;
         route *rt = arg;
         if (strcmp(m->owner, rt->chat->from_id) == 0)
                 return 0; /* never backstop the sender's own post */

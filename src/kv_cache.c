@@ -50,24 +50,28 @@ typedef struct acl_rec {
         char why[200];
 } acl_rec;
 
-/* A readable member record and where it sits in its channel's list. */
+/* The two indexes of member records: by the key's channel part (the
+ * fan-out's routing, §6.2) and by its owner part (listMemberships, §8.3). */
+typedef enum { BY_CHAN, BY_OWNER, BY_COUNT } member_index;
+
+/* A readable member record and where it sits in each index's list. */
 typedef struct mem_rec {
         contract_member m;
-        char *channel; /* the key's channel part */
-        size_t pos;    /* index in that channel's list */
+        char *part[BY_COUNT]; /* the key's channel part, its owner part */
+        size_t pos[BY_COUNT]; /* index in that part's list */
 } mem_rec;
 
-typedef struct chan_list {
+typedef struct rec_list {
         mem_rec **v;
         size_t n, cap;
-} chan_list;
+} rec_list;
 
 struct kv_cache {
         watched b[B_COUNT];
         jsapi_batch api;  /* the fence's STREAM.INFO requests, sent together */
         strmap acls;      /* token(owner) -> acl_rec */
         strmap members;   /* full key -> mem_rec (owning) */
-        strmap by_chan;   /* key's channel part -> chan_list */
+        strmap by[BY_COUNT]; /* key's channel / owner part -> rec_list */
         strmap classes;   /* channel key -> contract_class + 1 (as a pointer) */
         kv_cache_stats stats;
         char error[600];
@@ -108,29 +112,36 @@ static void apply_acl(kv_cache *c, const kv_watch_entry *e)
                 acl_free(a);
 }
 
+static void index_unlink(kv_cache *c, member_index x, mem_rec *r)
+{
+        rec_list *l = r->part[x] ? strmap_get(&c->by[x], r->part[x]) : NULL;
+        if (!l || r->pos[x] >= l->n || l->v[r->pos[x]] != r)
+                return;
+        l->v[r->pos[x]] = l->v[--l->n];
+        l->v[r->pos[x]]->pos[x] = r->pos[x];
+        if (l->n == 0) {
+                strmap_remove(&c->by[x], r->part[x]);
+                free(l->v);
+                free(l);
+        }
+}
+
 static void member_unlink(kv_cache *c, mem_rec *r)
 {
-        chan_list *l = strmap_get(&c->by_chan, r->channel);
-        if (l && r->pos < l->n && l->v[r->pos] == r) {
-                l->v[r->pos] = l->v[--l->n];
-                l->v[r->pos]->pos = r->pos;
-                if (l->n == 0) {
-                        strmap_remove(&c->by_chan, r->channel);
-                        free(l->v);
-                        free(l);
-                }
+        for (int x = 0; x < BY_COUNT; x++) {
+                index_unlink(c, (member_index)x, r);
+                free(r->part[x]);
         }
         contract_member_fini(&r->m);
-        free(r->channel);
         free(r);
 }
 
-static int member_link(kv_cache *c, mem_rec *r)
+static int index_link(kv_cache *c, member_index x, mem_rec *r)
 {
-        chan_list *l = strmap_get(&c->by_chan, r->channel);
+        rec_list *l = strmap_get(&c->by[x], r->part[x]);
         if (!l) {
                 l = calloc(1, sizeof *l);
-                if (!l || strmap_put(&c->by_chan, r->channel, l) < 0) {
+                if (!l || strmap_put(&c->by[x], r->part[x], l) < 0) {
                         free(l);
                         return -ENOMEM;
                 }
@@ -143,7 +154,7 @@ static int member_link(kv_cache *c, mem_rec *r)
                 l->v = nv;
                 l->cap = ncap;
         }
-        r->pos = l->n;
+        r->pos[x] = l->n;
         l->v[l->n++] = r;
         return 0;
 }
@@ -165,9 +176,11 @@ static void apply_member(kv_cache *c, const kv_watch_entry *e)
                 free(r);
                 return;
         }
-        r->channel = strndup(ch, cl);
-        r->pos = SIZE_MAX;
-        if (!r->channel || member_link(c, r) < 0 || strmap_put(&c->members, e->key, r) < 0)
+        r->part[BY_CHAN] = strndup(ch, cl);
+        r->part[BY_OWNER] = strndup(ow, ol);
+        r->pos[BY_CHAN] = r->pos[BY_OWNER] = SIZE_MAX;
+        if (!r->part[BY_CHAN] || !r->part[BY_OWNER] || index_link(c, BY_CHAN, r) < 0 ||
+            index_link(c, BY_OWNER, r) < 0 || strmap_put(&c->members, e->key, r) < 0)
                 member_unlink(c, r);
 }
 
@@ -461,16 +474,30 @@ const contract_member *kv_cache_member(kv_cache *c, const char *channel, const c
         return m ? &m->m : NULL;
 }
 
-int kv_cache_members_each(kv_cache *c, const char *channel, int (*fn)(const contract_member *m, void *arg),
-                          void *arg)
+static int each_in(kv_cache *c, member_index x, const char *part, kv_cache_member_fn fn, void *arg)
 {
-        chan_list *l = strmap_get(&c->by_chan, channel);
+        rec_list *l = strmap_get(&c->by[x], part);
         for (size_t i = 0; l && i < l->n; i++) {
-                int r = fn(&l->v[i]->m, arg);
+                int r = fn(&l->v[i]->m, l->v[i]->part[BY_CHAN], arg);
                 if (r < 0)
                         return r;
         }
         return 0;
+}
+
+int kv_cache_members_each(kv_cache *c, const char *channel, kv_cache_member_fn fn, void *arg)
+{
+        return each_in(c, BY_CHAN, channel, fn, arg);
+}
+
+int kv_cache_members_of(kv_cache *c, const char *owner, kv_cache_member_fn fn, void *arg)
+{
+        char *tok = NULL;
+        if (contract_token(owner, strlen(owner), &tok) < 0)
+                return 0; /* no key can name it */
+        int r = each_in(c, BY_OWNER, tok, fn, arg);
+        free(tok);
+        return r;
 }
 
 static contract_class class_at(kv_cache *c, const char *key)
@@ -517,7 +544,8 @@ int kv_cache_open(kv_cache **out, natsConnection *nc, const contract_names *n, c
                 return -ENOMEM;
         strmap_init(&c->acls);
         strmap_init(&c->members);
-        strmap_init(&c->by_chan);
+        strmap_init(&c->by[BY_CHAN]);
+        strmap_init(&c->by[BY_OWNER]);
         strmap_init(&c->classes);
         int r = jsapi_batch_init(&c->api, nc, inbox_prefix);
         if (r < 0)
@@ -550,7 +578,8 @@ void kv_cache_close(kv_cache *c)
         jsapi_batch_fini(&c->api);
         strmap_fini(&c->acls);
         strmap_fini(&c->members);
-        strmap_fini(&c->by_chan);
+        strmap_fini(&c->by[BY_CHAN]);
+        strmap_fini(&c->by[BY_OWNER]);
         strmap_fini(&c->classes);
         free(c);
 }

@@ -58,11 +58,16 @@ int kv_cache_acl(kv_cache *c, const char *owner, const contract_acl **acl, const
 /* The readable record at "<channel>/<token(owner)>", or NULL (§4.4). */
 const contract_member *kv_cache_member(kv_cache *c, const char *channel, const char *owner);
 
+/* Called per record with the key's channel part; < 0 stops the walk. */
+typedef int (*kv_cache_member_fn)(const contract_member *m, const char *channel, void *arg);
+
 /* Calls fn for every readable record whose key's channel part is exactly
  * channel (§6.2, §6.4: no prefix match), until fn returns < 0, which is
  * then returned; else 0. */
-int kv_cache_members_each(kv_cache *c, const char *channel, int (*fn)(const contract_member *m, void *arg),
-                          void *arg);
+int kv_cache_members_each(kv_cache *c, const char *channel, kv_cache_member_fn fn, void *arg);
+/* The same for every readable record whose key's owner part is
+ * token(owner) (§8.3 listMemberships), in no particular order. */
+int kv_cache_members_of(kv_cache *c, const char *owner, kv_cache_member_fn fn, void *arg);
 
 /* §4.6 effective class: true if durable. */
 bool kv_cache_channel_is_durable(kv_cache *c, const char *channel);

@@ -164,6 +164,45 @@ START_TEST(unbound_requests_are_dropped_with_bounded_log_lines)
 }
 END_TEST
 
+/* listMemberships is answered from the watched members cache: 4,500
+ * records of ~260-byte keys (a listing of about 1.1 MB, over the broker's
+ * 1 MiB max payload) get a clear error instead of no reply, and a listing
+ * written just before the request is complete (the cache is fenced). */
+START_TEST(a_listing_over_the_max_payload_is_answered_with_an_error)
+{
+        char channel[300];
+        char pad[201];
+        memset(pad, 'x', 200);
+        pad[200] = '\0';
+        for (int i = 0; i < 4500; i++) {
+                snprintf(channel, sizeof channel, "c%d-%s", i, pad);
+                co_member(S, channel, MALLORY, 0, 1, -1);
+        }
+        json_t *r = co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" MALLORY "\"}}", NULL,
+                               NULL, REQ_MS);
+        char *text = co_json_text(r);
+        const char *err = json_string_value(json_object_get(r, "error"));
+        ck_assert_msg(json_is_false(json_object_get(r, "ok")) && err &&
+                              strstr(err, "reply too large: over the broker's max payload of 1048576 bytes"),
+                      "mallory's list: %.300s", text);
+        free(text);
+        json_decref(r);
+        ck_assert(co_daemon_logged_within(&dm, "over the broker's max payload 1048576: answered with an error instead",
+                                          REQ_MS));
+        /* Records written right before a listing are in it. */
+        co_member(S, "general", BOB, 0, 3, -1);
+        co_member(S, "side", BOB, 0, 1, 5);
+        r = co_request(S, BOB, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" BOB "\"}}", NULL, NULL, REQ_MS);
+        text = co_json_text(r);
+        json_t *list = json_object_get(json_object_get(r, "data"), "memberships");
+        ck_assert_msg(json_array_size(list) == 1 &&
+                              json_integer_value(json_object_get(json_array_get(list, 0), "generation")) == 3,
+                      "bob's list: %s", text);
+        free(text);
+        json_decref(r);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("control_fair");
@@ -172,6 +211,7 @@ int main(void)
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, a_flood_from_one_agent_does_not_hold_up_another);
         tcase_add_test(tc, unbound_requests_are_dropped_with_bounded_log_lines);
+        tcase_add_test(tc, a_listing_over_the_max_payload_is_answered_with_an_error);
         suite_add_tcase(s, tc);
         return co_run(s);
 }

@@ -89,16 +89,62 @@ END_TEST
 
 typedef struct seen {
         char owners[8][64];
+        char channels[8][64];
         int n;
 } seen;
 
-static int collect(const contract_member *m, void *arg)
+static int collect(const contract_member *m, const char *channel, void *arg)
 {
         seen *s = arg;
-        if (s->n < 8)
+        if (s->n < 8) {
+                snprintf(s->channels[s->n], sizeof s->channels[0], "%s", channel);
                 snprintf(s->owners[s->n++], sizeof s->owners[0], "%s", m->owner);
+        }
         return 0;
 }
+
+static bool seen_channel(const seen *s, const char *channel)
+{
+        for (int i = 0; i < s->n; i++)
+                if (strcmp(s->channels[i], channel) == 0)
+                        return true;
+        return false;
+}
+
+/* The owner index (listMemberships, §8.3): the key's owner part, exactly;
+ * records follow puts, tombstones, deletes and unreadable values. */
+START_TEST(member_scan_by_owner_follows_the_key)
+{
+        co_member(S, "alpha", BOB, 0, 1, -1);
+        co_member(S, "beta", BOB, 3, 2, -1);
+        co_member(S, "alpha", ALICE, 0, 1, -1);
+        co_member(S, "gamma", BOB, 0, 1, 7); /* tombstone: still a record */
+        fence();
+        seen s = {0};
+        ck_assert_int_eq(kv_cache_members_of(cache, BOB, collect, &s), 0);
+        ck_assert_int_eq(s.n, 3);
+        ck_assert(seen_channel(&s, "alpha") && seen_channel(&s, "beta") && seen_channel(&s, "gamma"));
+        s.n = 0;
+        ck_assert_int_eq(kv_cache_members_of(cache, ALICE, collect, &s), 0);
+        ck_assert_int_eq(s.n, 1);
+        ck_assert_str_eq(s.channels[0], "alpha");
+
+        /* Delete one, make one unreadable, add one: the index follows. */
+        char subject[256];
+        snprintf(subject, sizeof subject, "$KV." MEMBERS_BUCKET ".alpha/%s", BOB);
+        co_publish_raw(subject, NULL, "", 0);
+        tu_kv_put(MEMBERS_BUCKET, "beta/" BOB, "{\"channel\":\"beta\"}");
+        co_member(S, "delta", BOB, 0, 1, -1);
+        fence();
+        s.n = 0;
+        ck_assert_int_eq(kv_cache_members_of(cache, BOB, collect, &s), 0);
+        ck_assert_int_eq(s.n, 2);
+        ck_assert(seen_channel(&s, "gamma") && seen_channel(&s, "delta"));
+        s.n = 0;
+        ck_assert_int_eq(kv_cache_members_of(cache, CAROL, collect, &s), 0);
+        ck_assert_int_eq(s.n, 0);
+}
+END_TEST
 
 START_TEST(member_scan_matches_the_channel_part_exactly)
 {
@@ -206,6 +252,7 @@ int main(void)
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, acl_written_before_the_fence_is_seen);
         tcase_add_test(tc, member_scan_matches_the_channel_part_exactly);
+        tcase_add_test(tc, member_scan_by_owner_follows_the_key);
         tcase_add_test(tc, class_falls_back_to_defaults);
         tcase_add_test(tc, stream_purge_is_noticed);
         tcase_add_test(tc, watches_are_named_consumers_that_recover);
