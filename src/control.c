@@ -957,7 +957,7 @@ int control_start(daemon_ctx *d)
         if (r == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "dctl_%.100s", d->id);
-                if ((r = kv_cache_open(&c->cache, d->nc, &d->names, d->inbox_prefix, name, KV_CACHE_MEMBERS, err,
+                if ((r = kv_cache_open(&c->cache, d->kv_nc, &d->names, d->inbox_prefix, name, KV_CACHE_MEMBERS, err,
                                        sizeof err)) < 0)
                         log_error("Failed to watch the members bucket for the control service: %s", err);
         }

@@ -48,7 +48,7 @@ void daemon_shut_link(daemon_ctx *d)
         bool expected = false;
         if (!atomic_compare_exchange_strong(&d->link_shut, &expected, true))
                 return;
-        natsConnection *all[] = {d->nc, d->fanout_nc, d->reader_nc};
+        natsConnection *all[] = {d->nc, d->fanout_nc, d->reader_nc, d->kv_nc};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
                 if (all[i])
                         natsConnection_Close(all[i]);
@@ -168,7 +168,10 @@ int daemon_connect_main(daemon_ctx *d)
 int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc)
 {
         char err[512], name[64];
-        daemon_link *l = &d->link[strcmp(role, "reader") == 0 ? DAEMON_LINK_READER : DAEMON_LINK_FANOUT];
+        daemon_link_role which = strcmp(role, "reader") == 0 ? DAEMON_LINK_READER
+                                 : strcmp(role, "kv") == 0   ? DAEMON_LINK_KV
+                                                             : DAEMON_LINK_FANOUT;
+        daemon_link *l = &d->link[which];
         snprintf(name, sizeof name, "cotal:delivery-%s", role);
         broker_config bc = daemon_broker_config(d, l, name);
         int r = broker_connect(&bc, nc, err, sizeof err);

@@ -30,7 +30,7 @@ struct daemon;
  * (links.h): the main one, the fan-out's and the reader's. Written from
  * cnats' callback thread (atomics; wake behind lock), read by the main
  * thread, the link watcher and the worker owning the connection. */
-typedef enum { DAEMON_LINK_MAIN, DAEMON_LINK_FANOUT, DAEMON_LINK_READER, DAEMON_LINKS } daemon_link_role;
+typedef enum { DAEMON_LINK_MAIN, DAEMON_LINK_FANOUT, DAEMON_LINK_READER, DAEMON_LINK_KV, DAEMON_LINKS } daemon_link_role;
 
 typedef struct daemon_link {
         struct daemon *d;               /* for the callbacks */
@@ -83,6 +83,11 @@ typedef struct daemon {
          * hot loop: on a shared one, cnats' connection lock and its
          * per-message wake-ups were most of the daemon's CPU time. */
         natsConnection *fanout_nc, *reader_nc;
+        /* The KV watches and their fences (kv_cache, every thread's): on a
+         * connection of their own, so a fence's STREAM.INFO reply never
+         * waits behind megabytes of pulled messages or catch-up copies
+         * (issue 14). Opened and closed by main. */
+        natsConnection *kv_nc;
 
         /* link: written by cnats connection callbacks */
         atomic_llong disconnected_since_ms; /* monotonic ms; 0 while connected */
@@ -173,11 +178,11 @@ broker_config daemon_broker_config(daemon_ctx *d, daemon_link *link, const char 
  * the broker watchdog and the diagnostics read. 0 or -errno (logged). */
 int daemon_connect_main(daemon_ctx *d);
 
-/* A connection for one worker ("fanout" or "reader"), made like the main
- * one (same servers, creds callbacks, inbox prefix _INBOX_<D>, reconnecting
- * forever, the same link callbacks, logs and connection events, under the
- * role's own name) and named "cotal:delivery-<role>". 0 or -errno
- * (logged). */
+/* A connection for one worker ("fanout", "reader", or "kv": the KV watches
+ * of every thread), made like the main one (same servers, creds callbacks,
+ * inbox prefix _INBOX_<D>, reconnecting forever, the same link callbacks,
+ * logs and connection events, under the role's own name) and named
+ * "cotal:delivery-<role>". 0 or -errno (logged). */
 int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc);
 
 /* Flushes (bounded), closes and destroys a worker connection; NULLs it. */

@@ -997,7 +997,7 @@ int fanout_start(daemon_ctx *d)
         if (r == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "dfan_%.100s", d->id);
-                r = kv_cache_open(&f->cache, d->fanout_nc, &d->names, d->inbox_prefix, name,
+                r = kv_cache_open(&f->cache, d->kv_nc, &d->names, d->inbox_prefix, name,
                                   KV_CACHE_ACL | KV_CACHE_MEMBERS | KV_CACHE_CHANNELS, err, sizeof err);
                 if (r < 0)
                         log_error("Failed to watch the KV buckets for the fan-out: %s", err);

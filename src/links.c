@@ -22,7 +22,7 @@ struct links_watch {
         pthread_t thread;
 };
 
-static const char *const link_names[DAEMON_LINKS] = {"main", "fanout", "reader"};
+static const char *const link_names[DAEMON_LINKS] = {"main", "fanout", "reader", "kv"};
 
 int links_init(daemon_ctx *d)
 {
@@ -72,6 +72,8 @@ daemon_link *links_of(daemon_ctx *d, natsConnection *nc)
                 return &d->link[DAEMON_LINK_FANOUT];
         if (nc == d->reader_nc)
                 return &d->link[DAEMON_LINK_READER];
+        if (nc == d->kv_nc)
+                return &d->link[DAEMON_LINK_KV];
         return NULL;
 }
 
@@ -253,7 +255,7 @@ json_t *links_json(daemon_ctx *d)
 {
         json_t *o = json_object();
         int64_t now = daemon_mono_ms();
-        natsConnection *conns[DAEMON_LINKS] = {d->nc, d->fanout_nc, d->reader_nc};
+        natsConnection *conns[DAEMON_LINKS] = {d->nc, d->fanout_nc, d->reader_nc, d->kv_nc};
         for (int i = 0; o && i < DAEMON_LINKS; i++) {
                 daemon_link *l = &d->link[i];
                 int64_t down = atomic_load(&l->down_since_ms);

@@ -134,6 +134,12 @@ static void status_line(daemon_ctx *d, char *buf, size_t size)
 
 #define RELEASE_TIMEOUT_MS 1000
 
+/* The connection every thread's KV watches share (daemon.h kv_nc). */
+static int connect_kv(daemon_ctx *d)
+{
+        return daemon_connect_worker(d, "kv", &d->kv_nc);
+}
+
 /* Stops the workers (bounded by the shutdown timeout; with the broker gone
  * the link is closed first), releases the lease if still ours, closes. */
 static void teardown(daemon_ctx *d, bool release, bool broker_gone)
@@ -145,6 +151,7 @@ static void teardown(daemon_ctx *d, bool release, bool broker_gone)
         reader_stop(d);
         fanout_stop(d);
         control_stop(d);
+        daemon_close_worker(&d->kv_nc);
         roster_stop(d);
         if (release && d->lease.revision && !atomic_load(&d->link_shut)) {
                 d->lease.kv.timeout_ms = RELEASE_TIMEOUT_MS;
@@ -730,6 +737,7 @@ int main(int argc, char **argv)
                 int (*start)(daemon_ctx *d);
                 const char *step;
         } binds[] = {
+                {connect_kv, "connecting for the KV watches"},
                 {control_start, "serving ctl.delivery"},
                 {fanout_start, "binding the fan-out"},
                 {reader_start, "binding the reader"},

@@ -426,7 +426,7 @@ int reader_start(daemon_ctx *d)
         if (rc == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "drdr_%.100s", d->id);
-                rc = kv_cache_open(&r->cache, d->reader_nc, &d->names, d->inbox_prefix, name,
+                rc = kv_cache_open(&r->cache, d->kv_nc, &d->names, d->inbox_prefix, name,
                                    KV_CACHE_ACL | KV_CACHE_MEMBERS, err, sizeof err);
                 if (rc < 0)
                         log_error("Failed to watch the KV buckets for the reader: %s", err);

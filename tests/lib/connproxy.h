@@ -1,9 +1,9 @@
 /* connproxy: a loopback TCP proxy between the daemon and the test's
  * nats-server. It knows each client connection by the "name" of its NATS
  * CONNECT line (the daemon names its connections "cotal:delivery",
- * "cotal:delivery-fanout", "cotal:delivery-reader"), so a test can reset
- * one of them and keep it from coming back for a while, leaving the
- * others alone (tcpproxy.h delays bytes instead; this one cuts). One
+ * "cotal:delivery-fanout", "cotal:delivery-reader", "cotal:delivery-kv"), so
+ * a test can reset one of them and keep it from coming back for a while,
+ * leaving the others alone (tcpproxy.h delays bytes instead; this one cuts). One
  * thread forwards every connection; only 127.0.0.1 is used; every wait is
  * bounded. */
 #pragma once
