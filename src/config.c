@@ -37,6 +37,9 @@ const char config_usage[] =
         "  --reader-batch N     inbox entries per fetch (1-1000, default 256)\n"
         "  --inbox-lead-limit N most unread inbox entries per owner; more wait for\n"
         "                       the reader (10-900, default 500; > fanout-batch)\n"
+        "  --inflight-mib N     MiB of message data each worker (fan-out, reader,\n"
+        "                       catch-up) holds in flight: pulled, being published,\n"
+        "                       held; bounds the RSS (2-1024, default 8)\n"
         "  --shutdown-timeout-ms MS  bound on a clean stop (default 5000)\n"
         "  --diag-socket PATH   diagnostics socket for `cotal-deliveryctl diag`\n"
         "                       (default $RUNTIME_DIRECTORY/diag.sock under\n"
@@ -78,6 +81,7 @@ static const key_def keys[] = {
         {"fanout-batch", K_INT, 1, 1024, OFF(fanout_batch), true},
         {"reader-batch", K_INT, 1, 1000, OFF(reader_batch), true},
         {"inbox-lead-limit", K_INT, 10, 900, OFF(inbox_lead_limit), true},
+        {"inflight-mib", K_INT, 2, 1024, OFF(inflight_mib), true},
         {"shutdown-timeout-ms", K_MS, 100, 60000, OFF(shutdown_timeout_ms), true},
         {"diag-socket", K_STRING, 0, 0, OFF(diag_socket), true},
         {"standby", K_BOOL, 0, 1, OFF(standby), true},
@@ -335,6 +339,7 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                 {"fanout-batch", required_argument, NULL, OPT_KEY},
                 {"reader-batch", required_argument, NULL, OPT_KEY},
                 {"inbox-lead-limit", required_argument, NULL, OPT_KEY},
+                {"inflight-mib", required_argument, NULL, OPT_KEY},
                 {"shutdown-timeout-ms", required_argument, NULL, OPT_KEY},
                 {"diag-socket", required_argument, NULL, OPT_KEY},
                 {"standby", no_argument, NULL, OPT_KEY},
@@ -358,6 +363,7 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
         c->fanout_batch = 256;
         c->reader_batch = 256;
         c->inbox_lead_limit = 500;
+        c->inflight_mib = CONFIG_DEFAULT_INFLIGHT_MIB;
         c->shutdown_timeout_ms = 5000;
 
         optind = 1;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #define CONFIG_DEFAULT_BROKER_GONE_MS 15000 /* §10.1, Appendix A */
+#define CONFIG_DEFAULT_INFLIGHT_MIB 8
 /* Environment variables: COTAL_DELIVERYD_<KEY> for every key (e.g.
  * COTAL_DELIVERYD_LOG_LEVEL), COTAL_DELIVERYD_CONFIG for the file; the
  * upstream COTAL_DELIVERY_BROKER_GONE_MS (§10.1) sits below them. */
@@ -29,6 +30,7 @@ typedef struct config {
         int fanout_batch;       /* chat messages per fetch */
         int reader_batch;       /* inbox entries per fetch */
         int inbox_lead_limit;   /* E1: unread entries per owner before fan-out pauses */
+        int inflight_mib;       /* message data each worker holds in flight (issue 14) */
         int64_t shutdown_timeout_ms;
         char *diag_socket;      /* unix socket path; NULL: none (see diag.h) */
 } config;

@@ -291,6 +291,9 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
                 snprintf(err, err_size, "%s", p.last_error);
         if (r == 0 && !(msgs = calloc(CATCHUP_BATCH, sizeof *msgs)))
                 r = -ENOMEM;
+        /* inflight-mib bounds a catch-up as it bounds the workers. */
+        p.max_bytes = (size_t)atomic_load(&d->inflight_bytes) / PULL_MAX_REQUESTS;
+        c->pub.max_bytes = (size_t)atomic_load(&d->inflight_bytes);
         jspub_reset(&c->pub);
         size_t copied = 0, unconfirmed = 0;
         bool done = false;

@@ -122,6 +122,9 @@ typedef struct daemon {
          * and on reload (SIGHUP; the lead limit lives in the ledger). cfg
          * itself is main-thread only. */
         atomic_int fanout_batch, reader_batch;
+        /* inflight-mib in bytes: what one worker may hold of message data
+         * (pulled, published and not yet answered, held back). */
+        atomic_ullong inflight_bytes;
 
         /* E1: per-owner unread INBOX entries (its own lock). Writers (the
          * fan-out, a join's catch-up) reserve in it, the reader disposes. */

@@ -148,12 +148,12 @@ static json_t *config_json(const config *c)
 {
         char *server = diag_redact_url(c->server ? c->server : "");
         /* The creds path is not a secret; its contents are never read here. */
-        json_t *o = json_pack("{s:s?, s:s?, s:s?, s:b, s:s?, s:s, s:I, s:I, s:i, s:i, s:i, s:s?}", "space", c->space,
+        json_t *o = json_pack("{s:s?, s:s?, s:s?, s:b, s:s?, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:s?}", "space", c->space,
                               "server", server, "creds", c->creds, "no-auth", c->no_auth, "config", c->config_file,
                               "log-level", log_level_to_string(c->log_level), "broker-gone-ms",
                               (json_int_t)c->broker_gone_ms, "shutdown-timeout-ms", (json_int_t)c->shutdown_timeout_ms,
                               "fanout-batch", c->fanout_batch, "reader-batch", c->reader_batch, "inbox-lead-limit",
-                              c->inbox_lead_limit, "diag-socket", c->diag_socket);
+                              c->inbox_lead_limit, "inflight-mib", c->inflight_mib, "diag-socket", c->diag_socket);
         free(server);
         return o;
 }

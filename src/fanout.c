@@ -48,10 +48,9 @@
 #define FANOUT_ROUND_ENTRIES 8192
 /* Held chat messages (E1). They count against the durable's
  * max_ack_pending (the server's default, 1000, §3) together with a fetched
- * batch (at most 1024), so past FANOUT_MAX_HELD (or the bytes bound) the
- * fan-out fetches nothing new until the reader makes room. */
+ * batch (at most 1024), so past FANOUT_MAX_HELD (or inflight-mib of their
+ * data) the fan-out fetches nothing new until the reader makes room. */
 #define FANOUT_MAX_HELD 512
-#define FANOUT_MAX_HELD_BYTES (16 * 1024 * 1024)
 /* +WPI well inside ack_wait (60 s, Appendix A). */
 #define FANOUT_HELD_WPI_MS 20000
 /* While something is held: the fetch wait (so room is used soon), and how
@@ -769,7 +768,8 @@ static void give_back_held(daemon_ctx *d, struct fanout *f)
 
 static bool held_full(const struct fanout *f)
 {
-        return f->n_held >= FANOUT_MAX_HELD || f->held_bytes >= FANOUT_MAX_HELD_BYTES;
+        size_t max_bytes = f->pub.max_bytes ? f->pub.max_bytes : JSPUB_MAX_INFLIGHT_BYTES;
+        return f->n_held >= FANOUT_MAX_HELD || f->held_bytes >= max_bytes;
 }
 
 /* The owner that most of the holding is for, for the log lines. */
@@ -952,6 +952,7 @@ static void *fanout_thread(void *arg)
                 .pub = &f->pub,
                 .msgs = f->msgs,
                 .batch = &d->fanout_batch,
+                .inflight = &d->inflight_bytes,
                 .expires_ms = FANOUT_EXPIRES_MS,
                 .wait_ms = FANOUT_WAIT_MS,
                 .self = f,

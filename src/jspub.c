@@ -135,11 +135,16 @@ jspub_state jspub_parse_puback(const char *data, size_t len, jspub_result *r, ch
         return r->state;
 }
 
+static size_t jspub_max_bytes(const jspub *j)
+{
+        return j->max_bytes ? j->max_bytes : JSPUB_MAX_INFLIGHT_BYTES;
+}
+
 /* Keeps m to be destroyed with others: at the end of the round or once
  * JSPUB_SPENT_MAX are kept (bounded memory); at once if that fails. */
 static void retire(jspub *j, natsMsg *m)
 {
-        if (j->n_spent >= JSPUB_SPENT_MAX || j->spent_bytes > JSPUB_MAX_INFLIGHT_BYTES)
+        if (j->n_spent >= JSPUB_SPENT_MAX || j->spent_bytes > jspub_max_bytes(j))
                 bury(j);
         j->spent_bytes += (size_t)natsMsg_GetDataLength(m);
         if (j->n_spent == j->cap_spent) {
@@ -282,7 +287,7 @@ long jspub_publish(jspub *j, const char *subject, const char *msg_id, const char
                 (void)drain(j, JSPUB_MAX_INFLIGHT / 2, clock_mono_ms() + JSPUB_WINDOW_WAIT_MS);
         if (j->outstanding == 0)
                 j->unsettled_bytes = 0;
-        else if (j->unsettled_bytes + len > JSPUB_MAX_INFLIGHT_BYTES) {
+        else if (j->unsettled_bytes + len > jspub_max_bytes(j)) {
                 /* Unanswered after the wait: they end as timeouts in
                  * jspub_wait; the next wait comes another budget later. */
                 (void)natsConnection_FlushTimeout(j->nc, 1000);

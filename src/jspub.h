@@ -13,10 +13,11 @@
 #include <stdint.h>
 
 #define JSPUB_MAX_INFLIGHT 4096
-/* Bytes sent since nothing was last outstanding: past this, a publish
- * first waits for every PubAck, so what cnats buffers and the broker has
- * in hand stays bounded whatever size agents post (issue 14 item 3: 40
- * posts of 500 KB to 50 members once took the daemon to 521 MB RSS). */
+/* Bytes sent since nothing was last outstanding: past this (or the
+ * owner's max_bytes, the inflight-mib setting), a publish first waits for
+ * every PubAck, so what cnats buffers and the broker has in hand stays
+ * bounded whatever size agents post (issue 14 item 3: 40 posts of 500 KB
+ * to 50 members once took the daemon to 521 MB RSS). */
 #define JSPUB_MAX_INFLIGHT_BYTES (32u * 1024 * 1024)
 /* How long PubAcks are still taken after the owner starts stopping, or
  * after a permission violation in the round (see stop, denied_ms). */
@@ -47,6 +48,7 @@ typedef struct jspub {
         jspub_result *results;   /* one per publish of this round */
         size_t n, cap, outstanding;
         size_t unsettled_bytes;  /* sent since outstanding was last 0 */
+        size_t max_bytes;        /* bound on those and on spent_bytes (0: JSPUB_MAX_INFLIGHT_BYTES); the owner's */
         /* 503 replies this round. cnats 3.4.1 turns an empty 503 into
          * NATS_NO_RESPONDERS and drops the message, reply subject and all,
          * so which publish it answered is unknown: the publishes still
@@ -58,7 +60,7 @@ typedef struct jspub {
          * publish and per PubAck cost a thread wake-up each. */
         natsMsg **spent;
         size_t n_spent, cap_spent;
-        size_t spent_bytes;      /* their data: buried past JSPUB_MAX_INFLIGHT_BYTES */
+        size_t spent_bytes;      /* their data: buried past max_bytes */
         char last_error[256];
         /* Optional, set by the owner after jspub_init (NULL: ignored).
          * The PubAck wait ends early JSPUB_STOP_GRACE_MS after *stop is

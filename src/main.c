@@ -177,6 +177,7 @@ static void publish_tunables(daemon_ctx *d)
         log_set_max_level(d->cfg.log_level);
         atomic_store(&d->fanout_batch, d->cfg.fanout_batch);
         atomic_store(&d->reader_batch, d->cfg.reader_batch);
+        atomic_store(&d->inflight_bytes, (unsigned long long)d->cfg.inflight_mib << 20);
         if (d->ledger)
                 ledger_set_limit(d->ledger, (size_t)d->cfg.inbox_lead_limit);
 }
@@ -229,14 +230,16 @@ static void reload(daemon_ctx *d)
                 log_warning("Configuration: no-auth changed; it takes effect at the next start");
         reload_creds(d);
         /* The run-time tunables: applied and logged one by one. */
-        int64_t now_v[6] = {d->cfg.log_level, d->cfg.broker_gone_ms, d->cfg.shutdown_timeout_ms, d->cfg.fanout_batch,
-                            d->cfg.reader_batch, d->cfg.inbox_lead_limit};
-        const int64_t next_v[6] = {next.log_level, next.broker_gone_ms, next.shutdown_timeout_ms, next.fanout_batch,
-                                   next.reader_batch, next.inbox_lead_limit};
-        static const char *const names[6] = {"log-level", "broker-gone-ms", "shutdown-timeout-ms", "fanout-batch",
-                                             "reader-batch", "inbox-lead-limit"};
+        int64_t now_v[] = {d->cfg.log_level,    d->cfg.broker_gone_ms,   d->cfg.shutdown_timeout_ms,
+                           d->cfg.fanout_batch, d->cfg.reader_batch,     d->cfg.inbox_lead_limit,
+                           d->cfg.inflight_mib};
+        const int64_t next_v[] = {next.log_level,    next.broker_gone_ms,   next.shutdown_timeout_ms,
+                                  next.fanout_batch, next.reader_batch,     next.inbox_lead_limit,
+                                  next.inflight_mib};
+        static const char *const names[] = {"log-level",    "broker-gone-ms",   "shutdown-timeout-ms", "fanout-batch",
+                                            "reader-batch", "inbox-lead-limit", "inflight-mib"};
         int changed = 0;
-        for (int i = 0; i < 6; i++) {
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
                 if (now_v[i] == next_v[i])
                         continue;
                 if (i == 0)
@@ -252,6 +255,7 @@ static void reload(daemon_ctx *d)
         d->cfg.fanout_batch = next.fanout_batch;
         d->cfg.reader_batch = next.reader_batch;
         d->cfg.inbox_lead_limit = next.inbox_lead_limit;
+        d->cfg.inflight_mib = next.inflight_mib;
         config_fini(&next);
         publish_tunables(d);
         log_notice("Reloaded the configuration: %d setting%s changed", changed, changed == 1 ? "" : "s");

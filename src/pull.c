@@ -105,14 +105,16 @@ static void close_request(pull_sub *p, int i)
         p->n_open--;
 }
 
-/* What one request may bring: PULL_MAX_BYTES, but never less than twice
- * the broker's max payload (nats-server ends a request whose next message
- * does not fit, so a smaller bound could never deliver that message). */
+/* What one request may bring: the owner's max_bytes (PULL_MAX_BYTES if
+ * unset), but never less than twice the broker's max payload
+ * (nats-server ends a request whose next message does not fit, so a
+ * smaller bound could never deliver that message). */
 static size_t pull_max_bytes(const pull_sub *p)
 {
         int64_t payload = natsConnection_GetMaxPayload(p->nc);
         size_t floor = payload > 0 ? 2 * (size_t)payload : 0;
-        return floor > PULL_MAX_BYTES ? floor : PULL_MAX_BYTES;
+        size_t want = p->max_bytes ? p->max_bytes : PULL_MAX_BYTES;
+        return floor > want ? floor : want;
 }
 
 static int send_request(pull_sub *p, int batch, int64_t expires_ms)

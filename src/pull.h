@@ -52,6 +52,7 @@ typedef struct pull_sub {
         int64_t heard_ms;       /* monotonic: the server's last word on the inbox (or our last request) */
         uint64_t silences;      /* times every open request was given up for silence */
         bool silent;            /* given up, and nothing heard since */
+        size_t max_bytes;       /* per request (0: PULL_MAX_BYTES); set by the owner */
         char last_error[256];
 } pull_sub;
 

@@ -388,6 +388,7 @@ static void *reader_thread(void *arg)
                 .pub = &r->pub,
                 .msgs = r->msgs,
                 .batch = &d->reader_batch,
+                .inflight = &d->inflight_bytes,
                 .expires_ms = READER_EXPIRES_MS,
                 .wait_ms = READER_WAIT_MS,
                 .self = r,

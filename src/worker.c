@@ -59,6 +59,9 @@ void *worker_run(daemon_ctx *d, worker *w)
                 }
                 if (w->before_fetch && !w->before_fetch(d, w->self))
                         break;
+                size_t inflight = (size_t)atomic_load(w->inflight);
+                w->pull->max_bytes = inflight / PULL_MAX_REQUESTS;
+                w->pub->max_bytes = inflight;
                 int batch = atomic_load(w->batch);
                 if (w->batch_size)
                         batch = w->batch_size(d, w->self, batch);

@@ -17,6 +17,10 @@ typedef struct worker {
         jspub *pub;                   /* borrowed, initialised */
         natsMsg **msgs;               /* batch slots, PULL_MAX_BATCH of them */
         atomic_int *batch;            /* read before every fetch (reloadable) */
+        /* inflight-mib in bytes, read before every fetch (reloadable): the
+         * open pull requests bring at most this much, the publisher holds
+         * at most this much unanswered. */
+        const atomic_ullong *inflight;
         int64_t expires_ms, wait_ms;
         void *self;                   /* the worker's own state */
         atomic_llong *beat;           /* stamped every iteration (watchdog) */

@@ -59,12 +59,13 @@ static void expect_log(const char *text)
 
 START_TEST(good_reload_applies_and_logs_each_change)
 {
-        write_conf("space = " S "\nlog-level = debug\ninbox-lead-limit = 300\nfanout-batch = 64\n");
+        write_conf("space = " S "\nlog-level = debug\ninbox-lead-limit = 300\nfanout-batch = 64\ninflight-mib = 4\n");
         proc_signal(&dm.p, SIGHUP);
         expect_log("Reloaded log-level: info -> debug");
         expect_log("Reloaded inbox-lead-limit: 500 -> 300");
         expect_log("Reloaded fanout-batch: 256 -> 64");
-        expect_log("Reloaded the configuration: 3 settings changed");
+        expect_log("Reloaded inflight-mib: 8 -> 4");
+        expect_log("Reloaded the configuration: 4 settings changed");
         /* Debug lines now appear: the new level is in force. */
         co_chat(S, ALICE, "general", "h-1", NULL);
         ck_assert(co_wait_id("DLV_" S, DLV_BOB, "h-1:" BOB ":1", 15000));
