@@ -51,7 +51,13 @@
 #define CONTROL_PER_AGENT 32
 #define CONTROL_TAKE_MAX 4096
 #define CONTROL_PENDING_MSGS 65536
-#define CONTROL_PENDING_BYTES (64 * 1024 * 1024)
+#define CONTROL_PENDING_BYTES (16 * 1024 * 1024)
+/* A §8.3 request is a small JSON object (its channel is bounded by
+ * CONTROL_MAX_SUBJECT_BYTES); a larger one is answered at once and never
+ * waits, so what the lines hold stays small: at most CONTROL_PER_AGENT x
+ * this per agent. */
+#define CONTROL_MAX_REQUEST_BYTES 65536
+#define CONTROL_TOO_LARGE_TEXT "request too large: a control request is at most 65536 bytes"
 #define CONTROL_SHED_LOG_MS 10000
 /* §8.2 step 1's own line, per rejected request, this many per interval;
  * past it they are summed (a flood of 300,000 a second once). */
@@ -76,7 +82,7 @@ struct control {
         kvstate st;
         jspub pub;
         ctlqueue *waiting;
-        shed_log unbound, busy, dropped;
+        shed_log unbound, busy, too_large, dropped;
         int64_t dropped_seen;   /* the subscription's dropped count, as last read */
 };
 
@@ -847,8 +853,8 @@ static void shed_flush(daemon_ctx *d, struct control *c)
                 shed(d, &c->dropped, (uint64_t)(dropped - c->dropped_seen), NULL);
                 c->dropped_seen = dropped;
         }
-        shed_log *all[] = {&c->unbound, &c->busy, &c->dropped};
-        for (size_t i = 0; i < 3; i++)
+        shed_log *all[] = {&c->unbound, &c->busy, &c->too_large, &c->dropped};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
                 if (all[i]->unlogged && daemon_mono_ms() - all[i]->logged_ms >= CONTROL_SHED_LOG_MS)
                         shed(d, all[i], 0, NULL);
 }
@@ -885,14 +891,16 @@ static void admit(daemon_ctx *d, struct control *c, natsMsg *m)
         }
         char agent[256];
         snprintf(agent, sizeof agent, "%.*s", (int)(sender.len < 255 ? sender.len : 255), sender.p);
-        int r = ctlqueue_push(c->waiting, agent, m);
+        int r = natsMsg_GetDataLength(m) > CONTROL_MAX_REQUEST_BYTES ? -E2BIG : ctlqueue_push(c->waiting, agent, m);
         if (r == 0)
                 return;
-        char *reply = contract_ctl_reply_error(r == -EBUSY ? CONTROL_BUSY_TEXT : "out of memory");
+        char *reply = contract_ctl_reply_error(r == -EBUSY  ? CONTROL_BUSY_TEXT
+                                               : r == -E2BIG ? CONTROL_TOO_LARGE_TEXT
+                                                             : "out of memory");
         if (reply && natsConnection_PublishString(d->nc, reply_to, reply) != NATS_OK)
-                log_debug("Failed to answer busy on %.200s", reply_to);
+                log_debug("Failed to answer %.200s", reply_to);
         free(reply);
-        shed(d, &c->busy, 1, agent);
+        shed(d, r == -E2BIG ? &c->too_large : &c->busy, 1, agent);
         natsMsg_Destroy(m);
 }
 
@@ -952,6 +960,7 @@ int control_start(daemon_ctx *d)
         d->control = c;
         c->unbound.what = "reply subject not under the sender's own reply subtree";
         c->busy.what = "too many waiting from one agent (answered busy)";
+        c->too_large.what = "over 65536 bytes (answered with an error)";
         c->dropped.what = "the subscription's pending limit was reached (no reply: the senders time out)";
         c->waiting = ctlqueue_new(CONTROL_PER_AGENT, destroy_msg);
         int r = c->waiting ? kv_bucket_init(&c->members, d->nc, d->names.members_bucket) : -ENOMEM;

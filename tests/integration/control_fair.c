@@ -203,6 +203,36 @@ START_TEST(a_listing_over_the_max_payload_is_answered_with_an_error)
 }
 END_TEST
 
+/* A request over 64 KiB never waits in a line: answered with an error at
+ * once, counted and logged as shed; the agent's next small one is served. */
+START_TEST(an_oversized_request_is_answered_at_once)
+{
+        size_t big = 100000;
+        char *body = malloc(big + 200);
+        ck_assert_ptr_nonnull(body);
+        int n = snprintf(body, 200, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" MALLORY "\"},\"pad\":\"");
+        memset(body + n, 'p', big);
+        strcpy(body + n + big, "\"}");
+        json_t *r = co_request(S, MALLORY, body, NULL, NULL, REQ_MS);
+        free(body);
+        char *text = co_json_text(r);
+        ck_assert_msg(json_is_false(json_object_get(r, "ok")) &&
+                              strcmp(json_string_value(json_object_get(r, "error")),
+                                     "request too large: a control request is at most 65536 bytes") == 0,
+                      "reply: %s", text);
+        free(text);
+        json_decref(r);
+        ck_assert_uint_eq(shed_count(), 1);
+        ck_assert(co_daemon_logged_within(&dm, "shed 1 control request: over 65536 bytes (answered with an error) "
+                                               "(latest: " MALLORY ")",
+                                          REQ_MS));
+        r = co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" MALLORY "\"}}", NULL, NULL,
+                       REQ_MS);
+        ck_assert(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("control_fair");
@@ -212,6 +242,7 @@ int main(void)
         tcase_add_test(tc, a_flood_from_one_agent_does_not_hold_up_another);
         tcase_add_test(tc, unbound_requests_are_dropped_with_bounded_log_lines);
         tcase_add_test(tc, a_listing_over_the_max_payload_is_answered_with_an_error);
+        tcase_add_test(tc, an_oversized_request_is_answered_at_once);
         suite_add_tcase(s, tc);
         return co_run(s);
 }
