@@ -144,17 +144,31 @@ char *diag_redact_url(const char *url)
         return out;
 }
 
+/* Every setting (config.h's table), with the config file's path; URL
+ * passwords masked; the creds path is not a secret and its contents are
+ * never read here. */
 static json_t *config_json(const config *c)
 {
-        char *server = diag_redact_url(c->server ? c->server : "");
-        /* The creds path is not a secret; its contents are never read here. */
-        json_t *o = json_pack("{s:s?, s:s?, s:s?, s:b, s:s?, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:s?}", "space", c->space,
-                              "server", server, "creds", c->creds, "no-auth", c->no_auth, "config", c->config_file,
-                              "log-level", log_level_to_string(c->log_level), "broker-gone-ms",
-                              (json_int_t)c->broker_gone_ms, "shutdown-timeout-ms", (json_int_t)c->shutdown_timeout_ms,
-                              "fanout-batch", c->fanout_batch, "reader-batch", c->reader_batch, "inbox-lead-limit",
-                              c->inbox_lead_limit, "inflight-mib", c->inflight_mib, "diag-socket", c->diag_socket);
-        free(server);
+        json_t *o = json_object();
+        for (size_t i = 0; o && i < config_n_keys; i++) {
+                const config_key *k = &config_keys[i];
+                json_t *v;
+                if (k->type == CONFIG_STRING) {
+                        const char *text = config_string(c, k);
+                        char *masked = k->redact && text ? diag_redact_url(text) : NULL;
+                        v = text ? json_string(masked ? masked : text) : json_null();
+                        free(masked);
+                } else if (k->type == CONFIG_BOOL) {
+                        v = json_boolean(config_number(c, k));
+                } else if (k->type == CONFIG_LEVEL) {
+                        v = json_string(log_level_to_string((int)config_number(c, k)));
+                } else {
+                        v = json_integer((json_int_t)config_number(c, k));
+                }
+                json_object_set_new(o, k->name, v);
+        }
+        if (o)
+                json_object_set_new(o, "config", c->config_file ? json_string(c->config_file) : json_null());
         return o;
 }
 

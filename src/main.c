@@ -213,49 +213,28 @@ static void reload(daemon_ctx *d)
                 notify_ready("reload rejected; running configuration kept");
                 return;
         }
-        const struct {
-                const char *name;
-                const char *now, *then;
-        } fixed[] = {
-                {"space", d->cfg.space, next.space},
-                {"server", d->cfg.server, next.server},
-                {"creds", d->cfg.creds ? d->cfg.creds : "", next.creds ? next.creds : ""},
-                {"diag-socket", d->cfg.diag_socket ? d->cfg.diag_socket : "none",
-                 next.diag_socket ? next.diag_socket : "none"},
-        };
-        for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
-                if (strcmp(fixed[i].now, fixed[i].then) != 0)
-                        log_warning("Configuration: %s changed; it takes effect at the next start", fixed[i].name);
-        if (next.no_auth != d->cfg.no_auth)
-                log_warning("Configuration: no-auth changed; it takes effect at the next start");
         reload_creds(d);
-        /* The run-time tunables: applied and logged one by one. */
-        int64_t now_v[] = {d->cfg.log_level,    d->cfg.broker_gone_ms,   d->cfg.shutdown_timeout_ms,
-                           d->cfg.fanout_batch, d->cfg.reader_batch,     d->cfg.inbox_lead_limit,
-                           d->cfg.inflight_mib};
-        const int64_t next_v[] = {next.log_level,    next.broker_gone_ms,   next.shutdown_timeout_ms,
-                                  next.fanout_batch, next.reader_batch,     next.inbox_lead_limit,
-                                  next.inflight_mib};
-        static const char *const names[] = {"log-level",    "broker-gone-ms",   "shutdown-timeout-ms", "fanout-batch",
-                                            "reader-batch", "inbox-lead-limit", "inflight-mib"};
+        /* Row by row (config.h): what SIGHUP may change is applied and
+         * logged, the rest reported and kept for the next start. */
         int changed = 0;
-        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-                if (now_v[i] == next_v[i])
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const config_key *k = &config_keys[i];
+                if (config_same(&d->cfg, &next, k))
                         continue;
-                if (i == 0)
-                        log_notice("Reloaded log-level: %s -> %s", log_level_to_string((int)now_v[i]),
-                                   log_level_to_string((int)next_v[i]));
-                else
-                        log_notice("Reloaded %s: %" PRId64 " -> %" PRId64, names[i], now_v[i], next_v[i]);
+                if (k->applies == CONFIG_AT_START) {
+                        log_warning("Configuration: %s changed; it takes effect at the next start", k->name);
+                        continue;
+                }
+                char was[128], now[128];
+                config_format(&d->cfg, k, was, sizeof was);
+                config_format(&next, k, now, sizeof now);
+                if (config_copy(&d->cfg, &next, k) < 0) {
+                        log_error("Failed to apply %s: out of memory; keeping %s", k->name, was);
+                        continue;
+                }
+                log_notice("Reloaded %s: %s -> %s", k->name, was, now);
                 changed++;
         }
-        d->cfg.log_level = next.log_level;
-        d->cfg.broker_gone_ms = next.broker_gone_ms;
-        d->cfg.shutdown_timeout_ms = next.shutdown_timeout_ms;
-        d->cfg.fanout_batch = next.fanout_batch;
-        d->cfg.reader_batch = next.reader_batch;
-        d->cfg.inbox_lead_limit = next.inbox_lead_limit;
-        d->cfg.inflight_mib = next.inflight_mib;
         config_fini(&next);
         publish_tunables(d);
         log_notice("Reloaded the configuration: %d setting%s changed", changed, changed == 1 ? "" : "s");

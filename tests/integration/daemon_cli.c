@@ -260,6 +260,40 @@ START_TEST(config_file_is_validated_with_file_and_line)
 }
 END_TEST
 
+/* Issue 15: --check-config validates without touching the network (the
+ * server here would refuse a connection): exit 0 with one line, or 2 with
+ * every bad line of the file. */
+START_TEST(check_config_validates_and_exits)
+{
+        char path[] = "/tmp/cotal-conf-XXXXXX";
+        int fd = mkstemp(path);
+        const char *text = "space = s\nserver = nats://127.0.0.1:1\ninflight-mib = 16\n";
+        ck_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+        close(fd);
+        run_result r = run((const char *[]){"--config", path, "--no-auth", "--check-config", NULL}, NULL);
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_msg(strstr(r.out, "configuration OK (space s, file "), "%s", r.out);
+        done(&r);
+        fd = open(path, O_WRONLY | O_TRUNC);
+        text = "space = s\nfanout-batch = x\nbogus = 1\n";
+        ck_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+        close(fd);
+        r = run((const char *[]){"--config", path, "--no-auth", "--check-config", NULL}, NULL);
+        ck_assert_int_eq(r.status, 2);
+        ck_assert_msg(strstr(r.err, ":2: fanout-batch must be an integer") && strstr(r.err, ":3: unknown key"),
+                      "%s", r.err);
+        done(&r);
+        unlink(path);
+        r = run((const char *[]){"--config", path, "--no-auth", "--check-config", NULL}, NULL);
+        ck_assert_int_eq(r.status, 2); /* unreadable: a failed check, not exit 1 */
+        done(&r);
+        r = run((const char *[]){"--spac", "s", "--no-auth", "--check-config", NULL}, NULL);
+        ck_assert_int_eq(r.status, 2);
+        ck_assert_msg(strstr(r.err, "unknown option --spac"), "%s", r.err);
+        done(&r);
+}
+END_TEST
+
 /* Issue 6: flags > environment (COTAL_DELIVERYD_<KEY>) > file. Which
  * server the daemon tried shows which layer won. */
 START_TEST(environment_sits_between_flags_and_file)
@@ -315,6 +349,7 @@ int main(void)
         tcase_add_test(tc, creds_are_required_and_must_be_private);
         tcase_add_test(tc, config_file_is_validated_with_file_and_line);
         tcase_add_test(tc, environment_sits_between_flags_and_file);
+        tcase_add_test(tc, check_config_validates_and_exits);
         suite_add_tcase(s, tc);
         return tu_run(s);
 }
