@@ -5,6 +5,7 @@
 #include "config.h"
 #include "build_config.h"
 
+#include "contract_constants.h"
 #include "contract_record.h"
 #include "contract_token.h"
 #include "log.h"
@@ -61,7 +62,7 @@ const config_key config_keys[] = {
          "open broker, no creds: a generated daemon id", OFF(no_auth)},
         {"log-level", CONFIG_LEVEL, 0, 0, "info", CONFIG_AT_RELOAD, false, "LEVEL",
          "err, warning, notice, info or debug", OFF(log_level)},
-        {"broker-gone-ms", CONFIG_MS, 1, 86400000, DEFAULT_TEXT(CONFIG_DEFAULT_BROKER_GONE_MS), CONFIG_AT_RELOAD, false, "MS",
+        {"broker-gone-ms", CONFIG_MS, 1, 86400000, DEFAULT_TEXT(CONTRACT_BROKER_GONE_MS), CONFIG_AT_RELOAD, false, "MS",
          "exit when the broker is unreachable this long", OFF(broker_gone_ms)},
         {"fanout-batch", CONFIG_INT, 1, 1024, "256", CONFIG_AT_RELOAD, false, "N",
          "chat messages per fetch; smaller than inbox-lead-limit", OFF(fanout_batch)},
@@ -600,7 +601,7 @@ static config_result config_settle(config *c, const char *shard, const char *sha
                 if (isfinite(v) && v > 0)
                         c->broker_gone_ms = (int64_t)ceil(v);
                 else
-                        c->broker_gone_ms = CONFIG_DEFAULT_BROKER_GONE_MS;
+                        c->broker_gone_ms = CONTRACT_BROKER_GONE_MS;
         }
         if ((r = load_env(c, err, err_size)) != CONFIG_OK)
                 return r;

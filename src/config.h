@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CONFIG_DEFAULT_BROKER_GONE_MS 15000 /* §10.1, Appendix A */
 /* Environment variables: COTAL_DELIVERYD_<KEY> for every key (e.g.
  * COTAL_DELIVERYD_LOG_LEVEL), COTAL_DELIVERYD_CONFIG for the file; the
  * upstream COTAL_DELIVERY_BROKER_GONE_MS (§10.1) sits below them. */

@@ -4,21 +4,13 @@
  * returned json_t is a new reference owned by the caller (json_decref). */
 #pragma once
 
+#include "contract_constants.h"
 #include "contract_subject.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CONTRACT_ACK_WAIT_NS 60000000000LL          /* §3, Appendix A */
-#define CONTRACT_PLANE3_DUP_WINDOW_NS 7200000000000LL /* §2: 2 h */
-#define CONTRACT_SERVER_DUP_WINDOW_NS 120000000000LL  /* server default */
-#define CONTRACT_MAX_MSGS_PER_SUBJECT 1000
-#define CONTRACT_READER_MAX_ACK_PENDING 1000
-#define CONTRACT_PRESENCE_TTL_NS 6000000000LL
-#define CONTRACT_LEASE_TTL_NS 30000000000LL
-#define CONTRACT_LEASE_TTL_MS 30000
-#define CONTRACT_LEASE_RENEW_MS 15000
 
 typedef enum {
         STREAM_CHAT = 0,

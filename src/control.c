@@ -26,12 +26,9 @@
 #include <string.h>
 
 #define CONTROL_POLL_MS 500
-#define CATCHUP_BATCH 256            /* Appendix A */
-#define CATCHUP_FETCH_EXPIRES_MS 5000
 /* How long a catch-up whose consumer reports nothing pending waits for one
  * more delivery before it calls the window done (see catch_up). */
 #define CATCHUP_TAIL_WAIT_MS 500
-#define CATCHUP_INACTIVE_NS 30000000000LL
 #define CATCHUP_PUBACK_TIMEOUT_MS 10000
 /* E1 waits: how often the reader's position is read while waiting for
  * room, and how long a join waits without the owner's count shrinking. */
@@ -145,7 +142,7 @@ static int create_probe_consumer(daemon_ctx *d, const char *name, const char *fi
                 api = NULL;
         json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:b, s:I, s:s, s:I}}", "stream_name", d->names.chat_stream,
                                  "config", "name", name, "filter_subject", filter, "ack_policy", "none",
-                                 "mem_storage", 1, "inactive_threshold", (json_int_t)CATCHUP_INACTIVE_NS,
+                                 "mem_storage", 1, "inactive_threshold", (json_int_t)CONTRACT_CATCHUP_INACTIVE_NS,
                                  "deliver_policy", "by_start_sequence", "opt_start_seq", (json_int_t)start_seq);
         json_t *reply = NULL;
         jsapi_error jerr;
@@ -202,7 +199,7 @@ static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_curs
                 pull_sub p;
                 natsMsg *m = NULL;
                 if (pull_start(&p, d->nc, d->inbox_prefix, d->names.chat_stream, name) == 0) {
-                        int n = pull_fetch(&p, &m, 1, CATCHUP_FETCH_EXPIRES_MS, CATCHUP_FETCH_EXPIRES_MS);
+                        int n = pull_fetch(&p, &m, 1, CONTRACT_CATCHUP_EXPIRES_MS, CONTRACT_CATCHUP_EXPIRES_MS);
                         jsack_meta meta;
                         if (n == 1 && jsack_parse(natsMsg_GetReply(m), &meta))
                                 evicted = meta.stream_seq > join_cursor + 1;
@@ -295,7 +292,7 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
         natsMsg **msgs = NULL;
         if (r == 0 && (r = pull_start(&p, d->nc, d->inbox_prefix, d->names.chat_stream, name)) < 0)
                 snprintf(err, err_size, "%s", p.last_error);
-        if (r == 0 && !(msgs = calloc(CATCHUP_BATCH, sizeof *msgs)))
+        if (r == 0 && !(msgs = calloc(CONTRACT_CATCHUP_BATCH, sizeof *msgs)))
                 r = -ENOMEM;
         /* inflight-mib bounds a catch-up as it bounds the workers. */
         p.max_bytes = (size_t)atomic_load(&d->inflight_bytes) / PULL_MAX_REQUESTS;
@@ -313,12 +310,12 @@ static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const c
          * to wait for the next one. */
         while (r == 0 && !done) {
                 atomic_store(&d->beat_control, daemon_mono_ms());
-                int want = CATCHUP_BATCH;
-                int64_t wait = pending > 0 ? CATCHUP_FETCH_EXPIRES_MS : CATCHUP_TAIL_WAIT_MS;
+                int want = CONTRACT_CATCHUP_BATCH;
+                int64_t wait = pending > 0 ? CONTRACT_CATCHUP_EXPIRES_MS : CATCHUP_TAIL_WAIT_MS;
                 int n = 0;
                 /* Collect one batch (the fetch returns what is buffered). */
                 while (n < want) {
-                        int got = pull_fetch(&p, msgs + n, want - n, CATCHUP_FETCH_EXPIRES_MS, wait);
+                        int got = pull_fetch(&p, msgs + n, want - n, CONTRACT_CATCHUP_EXPIRES_MS, wait);
                         if (got < 0) {
                                 /* Not the end of the window: a failure (the
                                  * consumer vanished, the link broke). Copying

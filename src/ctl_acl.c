@@ -2,6 +2,7 @@
  * §4.3, written as the provisioner writes them) and "members list" (§4.4
  * records, listed the permission-safe way of §4.2). */
 #include "contract_channel.h"
+#include "contract_constants.h"
 #include "contract_record.h"
 #include "contract_token.h"
 #include "ctl.h"
@@ -14,7 +15,6 @@
 #include <string.h>
 
 /* Concurrent writers are rare (the provisioner); retry the CAS a few times. */
-#define CTL_ACL_CAS_ATTEMPTS 5
 
 typedef struct acl_state {
         bool present;
@@ -116,7 +116,7 @@ static int next_allow(const char *verb, const contract_acl *cur, char **patterns
 static int acl_write(ctl_ctx *c, kv_bucket *kv, const char *verb, const char *owner, const char *key)
 {
         char why[600] = "";
-        for (int attempt = 0; attempt < CTL_ACL_CAS_ATTEMPTS; attempt++) {
+        for (int attempt = 0; attempt < CONTRACT_CAS_ATTEMPTS; attempt++) {
                 acl_state st;
                 int r = acl_read(kv, key, &st, why, sizeof why);
                 if (r < 0 && r != -EBADMSG) {
@@ -168,7 +168,7 @@ static int acl_write(ctl_ctx *c, kv_bucket *kv, const char *verb, const char *ow
                 }
         }
         fprintf(stderr, "cotal-deliveryctl: ACL of %s changed concurrently %d times; giving up\n", owner,
-                CTL_ACL_CAS_ATTEMPTS);
+                CONTRACT_CAS_ATTEMPTS);
         return CTL_EXIT_CONFLICT;
 }
 

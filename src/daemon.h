@@ -10,6 +10,7 @@
 #include "connlog.h"
 #include "creds.h"
 #include "denials.h"
+#include "contract_constants.h"
 #include "contract_subject.h"
 #include "lease.h"
 
@@ -196,7 +197,7 @@ void daemon_close_worker(natsConnection **nc);
  * only an operator fixes, so retries back off from DAEMON_DENIED_DELAY_MIN_MS
  * doubling per delivery to DAEMON_DENIED_DELAY_MAX_MS, spread by up to 20 %
  * jitter derived from key (e.g. the message's stream sequence). */
-#define DAEMON_DENIED_DELAY_MIN_MS 2000
+#define DAEMON_DENIED_DELAY_MIN_MS CONTRACT_NAK_DELAY_MS
 #define DAEMON_DENIED_DELAY_MAX_MS 30000
 int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key);
 

@@ -40,7 +40,6 @@
 #define FANOUT_EXPIRES_MS 5000
 #define FANOUT_WAIT_MS 500
 #define FANOUT_PUBACK_TIMEOUT_MS 10000
-#define FANOUT_NAK_DELAY_MS 2000  /* §6.5 */
 /* Inbox entries one round aims at: with K recipients per message a batch
  * of B chat messages is B x K publishes held in memory until their
  * PubAcks (200 x 256 would be 51,200), so big channels fetch fewer
@@ -514,7 +513,7 @@ static void handle(daemon_ctx *d, struct fanout *f, natsMsg *m, plan *p)
                 /* §6.5: transient failure -> nak with delay, never terminate. */
                 log_warning("Failed to fan out %s seq %" PRIu64 " (channel %s): %s; retrying in %d ms",
                             d->names.chat_stream, p->seq, p->channel ? p->channel : "?",
-                            f->pub.last_error[0] ? f->pub.last_error : strerror(-r), FANOUT_NAK_DELAY_MS);
+                            f->pub.last_error[0] ? f->pub.last_error : strerror(-r), CONTRACT_NAK_DELAY_MS);
                 p->kind = PLAN_NAK;
         } else {
                 p->kind = PLAN_PUBLISHED;
@@ -574,7 +573,7 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
 {
         (void)jspub_wait(&f->pub, FANOUT_PUBACK_TIMEOUT_MS);
         char nak[64], nak_denied[64];
-        jsack_nak_delay(nak, sizeof nak, FANOUT_NAK_DELAY_MS);
+        jsack_nak_delay(nak, sizeof nak, CONTRACT_NAK_DELAY_MS);
         for (int i = 0; i < n; i++) {
                 plan *p = &f->plans[i];
                 const char *ack = JSACK_ACK;
@@ -621,7 +620,7 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                                 /* Redelivered whole; what was stored
                                  * collapses on its dedup id then. */
                                 log_warning("Failed to write entries of %s seq %" PRIu64 ": %s; retrying in %d ms",
-                                            d->names.chat_stream, p->seq, f->pub.last_error, FANOUT_NAK_DELAY_MS);
+                                            d->names.chat_stream, p->seq, f->pub.last_error, CONTRACT_NAK_DELAY_MS);
                         } else if (p->n_owe > 0) {
                                 if (hold(f, f->msgs[i], p) == 0) {
                                         f->msgs[i] = NULL;
@@ -917,7 +916,7 @@ static int prepare(daemon_ctx *d, void *self)
         int r = kv_cache_fence(f->cache, KV_CACHE_FENCE_TIMEOUT_MS);
         if (r < 0)
                 log_warning("Failed to bring the fan-out's KV view up to date (%s); %s batch retried in %d ms",
-                            kv_cache_error(f->cache), d->names.chat_stream, FANOUT_NAK_DELAY_MS);
+                            kv_cache_error(f->cache), d->names.chat_stream, CONTRACT_NAK_DELAY_MS);
         return r;
 }
 
@@ -953,6 +952,7 @@ static void *fanout_thread(void *arg)
                 .msgs = f->msgs,
                 .batch = &d->fanout_batch,
                 .inflight = &d->inflight_bytes,
+                .nak_delay_ms = CONTRACT_NAK_DELAY_MS,
                 .expires_ms = FANOUT_EXPIRES_MS,
                 .wait_ms = FANOUT_WAIT_MS,
                 .self = f,

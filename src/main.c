@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "config.h"
 #include "contract_config.h"
+#include "contract_constants.h"
 #include "contract_record.h"
 #include "control.h"
 #include "creds.h"
@@ -32,8 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROBE_TIMEOUT_MS 1000        /* §10.2 step 4 */
-#define WATCHDOG_PERIOD_MS 2000      /* §10.3 broker watchdog */
 #define MAIN_TICK_MS 100
 #define ROSTER_LOAD_TIMEOUT_MS 5000
 #define STATUS_PERIOD_MS 5000
@@ -76,7 +75,7 @@ static bool reachable(daemon_ctx *d)
                 .jwt_cb = d->cfg.no_auth ? NULL : creds_source_jwt_cb,
                 .sign_cb = creds_source_sign_cb,
                 .creds_arg = &d->creds,
-                .connect_timeout_ms = PROBE_TIMEOUT_MS,
+                .connect_timeout_ms = CONTRACT_PROBE_TIMEOUT_MS,
                 .name = "cotal:delivery-probe",
         };
         int r = broker_connect(&bc, &probe, err, sizeof err);
@@ -550,7 +549,7 @@ static int run(daemon_ctx *d, const sigset_t *signals, main_loop *ml)
                                 return 1;
                 }
                 /* §10.3 broker watchdog, from the connection's state. */
-                if (now - last_probe >= WATCHDOG_PERIOD_MS) {
+                if (now - last_probe >= CONTRACT_WATCHDOG_PERIOD_MS) {
                         last_probe = now;
                         if (broker_gone(d, &ml->stall, now))
                                 return RUN_BROKER_GONE;

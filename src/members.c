@@ -1,6 +1,7 @@
 /* members: PROTOCOL §8.7 commit / tombstone / activate. */
 #include "members.h"
 
+#include "contract_constants.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@ members_status members_commit(kv_bucket *kv, const char *key, const contract_mem
         /* §8.7: the value is serialised once, before the loop. */
         if (contract_member_encode(next, &value) < 0)
                 return fail(res, MEMBERS_ERROR, "cannot encode the membership record");
-        for (int attempt = 0; attempt < MEMBERS_CAS_ATTEMPTS; attempt++) {
+        for (int attempt = 0; attempt < CONTRACT_CAS_ATTEMPTS; attempt++) {
                 contract_member cur;
                 uint64_t rev = 0;
                 int r = members_read(kv, key, &cur, &rev);
@@ -109,7 +110,7 @@ members_status members_tombstone(kv_bucket *kv, const char *key, uint64_t leave_
 
 bool members_activate(kv_bucket *kv, const char *key, uint64_t generation, uint64_t join_cursor, int64_t now_ms)
 {
-        for (int attempt = 0; attempt < MEMBERS_CAS_ATTEMPTS; attempt++) {
+        for (int attempt = 0; attempt < CONTRACT_CAS_ATTEMPTS; attempt++) {
                 contract_member cur;
                 uint64_t rev = 0;
                 if (members_read(kv, key, &cur, &rev) < 0)

@@ -10,7 +10,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define MEMBERS_CAS_ATTEMPTS 5 /* Appendix A */
 
 typedef enum {
         MEMBERS_OK = 0,

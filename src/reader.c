@@ -22,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READER_MAX_REDELIVERIES 10 /* §7, Appendix A */
-#define READER_NAK_DELAY_MS 2000
 #define READER_EXPIRES_MS 5000
 #define READER_WAIT_MS 500
 #define READER_PUBACK_TIMEOUT_MS 10000
@@ -162,7 +160,7 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
         const char *unknown_why;
         int a = kv_cache_acl(r->cache, owner, &acl, &unknown_why);
         if (a < 0) {
-                if (v.delivered >= READER_MAX_REDELIVERIES) {
+                if (v.delivered >= CONTRACT_READER_MAX_REDELIVERIES) {
                         log_warning("! delivery endpoint: plane-3 reader: gave up on entry for unknown owner %s after "
                                     "%" PRIu64 " redeliveries",
                                     owner, v.delivered);
@@ -223,7 +221,7 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
 {
         (void)jspub_wait(&r->pub, READER_PUBACK_TIMEOUT_MS);
         char nak[64], nak_denied[64];
-        jsack_nak_delay(nak, sizeof nak, READER_NAK_DELAY_MS);
+        jsack_nak_delay(nak, sizeof nak, CONTRACT_NAK_DELAY_MS);
         for (int i = 0; i < n; i++) {
                 verdict *v = &r->v[i];
                 decision final = v->what;
@@ -251,7 +249,7 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                                 log_debug("Delivered %s seq %" PRIu64 " to %s.dlv.%.64s (%s seq %" PRIu64 "%s)",
                                           d->names.inbox_stream, v->seq, d->names.prefix, v->owner,
                                           d->names.dlv_stream, res->seq, res->duplicate ? ", a duplicate" : "");
-                        } else if (v->delivered >= READER_MAX_REDELIVERIES) {
+                        } else if (v->delivered >= CONTRACT_READER_MAX_REDELIVERIES) {
                                 /* Row 7. */
                                 log_warning("! delivery endpoint: plane-3 reader: gave up transferring %s for %s after "
                                             "%" PRIu64 " redeliveries",
@@ -261,7 +259,7 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                                 /* Row 8. */
                                 log_warning("Failed to transfer %s seq %" PRIu64 " to dlv.%.64s: %s; retrying in %d ms",
                                             d->names.inbox_stream, v->seq, v->owner, r->pub.last_error,
-                                            READER_NAK_DELAY_MS);
+                                            CONTRACT_NAK_DELAY_MS);
                                 final = DECIDE_NAK;
                         }
                 }
@@ -311,7 +309,7 @@ static int prepare(daemon_ctx *d, void *self)
         int rc = kv_cache_fence(r->cache, KV_CACHE_FENCE_TIMEOUT_MS);
         if (rc < 0)
                 log_warning("Failed to bring the reader's KV view up to date (%s); %s batch retried in %d ms",
-                            kv_cache_error(r->cache), d->names.inbox_stream, READER_NAK_DELAY_MS);
+                            kv_cache_error(r->cache), d->names.inbox_stream, CONTRACT_NAK_DELAY_MS);
         return rc;
 }
 
@@ -389,6 +387,7 @@ static void *reader_thread(void *arg)
                 .msgs = r->msgs,
                 .batch = &d->reader_batch,
                 .inflight = &d->inflight_bytes,
+                .nak_delay_ms = CONTRACT_NAK_DELAY_MS,
                 .expires_ms = READER_EXPIRES_MS,
                 .wait_ms = READER_WAIT_MS,
                 .self = r,

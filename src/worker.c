@@ -10,7 +10,6 @@
 
 #define WORKER_REBIND_BACKOFF_MS 1000
 #define WORKER_FETCH_BACKOFF_MS 250
-#define WORKER_RETRY_DELAY_MS 2000 /* §6.5 / §7 nak delay */
 
 /* Hands msgs[from..n) back to the server and frees them. */
 static void give_back(worker *w, int from, int n, const char *ack)
@@ -81,7 +80,7 @@ void *worker_run(daemon_ctx *d, worker *w)
                 }
                 if (n > 0 && w->prepare && w->prepare(d, w->self) < 0) {
                         char nak[64];
-                        jsack_nak_delay(nak, sizeof nak, WORKER_RETRY_DELAY_MS);
+                        jsack_nak_delay(nak, sizeof nak, w->nak_delay_ms);
                         give_back(w, 0, n, nak);
                         daemon_backoff(d, WORKER_FETCH_BACKOFF_MS);
                         continue;

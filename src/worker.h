@@ -21,6 +21,9 @@ typedef struct worker {
          * open pull requests bring at most this much, the publisher holds
          * at most this much unanswered. */
         const atomic_ullong *inflight;
+        /* The delay of a nak when prepare fails (§6.5, §7: Appendix A's
+         * CONTRACT_NAK_DELAY_MS for both workers). */
+        int64_t nak_delay_ms;
         int64_t expires_ms, wait_ms;
         void *self;                   /* the worker's own state */
         atomic_llong *beat;           /* stamped every iteration (watchdog) */

@@ -4,6 +4,7 @@
 #include "fuzz.h"
 
 #include "config.h"
+#include "contract_constants.h"
 
 #include <stdbool.h>
 #include <syslog.h>
@@ -17,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         config c;
         memset(&c, 0, sizeof c);
         c.log_level = LOG_INFO;
-        c.broker_gone_ms = CONFIG_DEFAULT_BROKER_GONE_MS;
+        c.broker_gone_ms = CONTRACT_BROKER_GONE_MS;
         c.fanout_batch = 256;
         c.reader_batch = 256;
         c.inbox_lead_limit = 500;
