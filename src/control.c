@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include "broker.h"
+#include "catchup.h"
 #include "contract_channel.h"
 #include "contract_config.h"
 #include "contract_record.h"
@@ -26,14 +27,6 @@
 #include <string.h>
 
 #define CONTROL_POLL_MS 500
-/* How long a catch-up whose consumer reports nothing pending waits for one
- * more delivery before it calls the window done (see catch_up). */
-#define CATCHUP_TAIL_WAIT_MS 500
-#define CATCHUP_PUBACK_TIMEOUT_MS 10000
-/* E1 waits: how often the reader's position is read while waiting for
- * room, and how long a join waits without the owner's count shrinking. */
-#define CATCHUP_ROOM_POLL_MS 100
-#define CATCHUP_STALL_MS 20000
 /* nats-server closes a connection whose protocol line ("HPUB <subject>
  * <reply> <sizes>") exceeds its max_control_line, 4096 bytes by default:
  * one over-long subject would cost the daemon its connection and with it
@@ -82,359 +75,6 @@ struct control {
         shed_log unbound, busy, too_large, dropped;
         int64_t dropped_seen;   /* the subscription's dropped count, as last read */
 };
-
-/* ---- JetStream helpers ------------------------------------------------- */
-
-/* CHAT_<S> state.last_seq (the "frontier" of §8.6). */
-static int chat_frontier(daemon_ctx *d, uint64_t *seq)
-{
-        json_t *reply = NULL;
-        jsapi_error jerr;
-        int r = jsapi_stream_info(d->nc, d->names.chat_stream, NULL, 0, &reply, &jerr);
-        if (r < 0)
-                return r;
-        *seq = 0;
-        (void)json_path_u64(reply, "state.last_seq", seq);
-        json_decref(reply);
-        return 0;
-}
-
-/* CONSUMER.INFO(CHAT_<S>, fanout).delivered.stream_seq, 0 if the
- * consumer is missing (§8.6). Any other failure is an error: reading it
- * as 0 would shrink the catch-up window and skip messages the fan-out
- * handled before the join's commit. */
-static int fanout_delivered(daemon_ctx *d, uint64_t *seq)
-{
-        json_t *reply = NULL;
-        jsapi_error jerr;
-        *seq = 0;
-        int r = jsapi_consumer_info(d->nc, d->names.chat_stream, CONTRACT_FANOUT_DURABLE, 0, &reply, &jerr);
-        if (r == -EREMOTEIO && jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND)
-                return 0;
-        if (r == 0)
-                (void)json_path_u64(reply, "delivered.stream_seq", seq);
-        json_decref(reply);
-        return r;
-}
-
-static void delete_consumer(daemon_ctx *d, const char *name)
-{
-        char *api = NULL;
-        json_t *reply = NULL;
-        if (asprintf(&api, "$JS.API.CONSUMER.DELETE.%s.%s", d->names.chat_stream, name) < 0)
-                return;
-        (void)jsapi_request(d->nc, api, NULL, 2000, &reply, NULL);
-        json_decref(reply);
-        free(api);
-}
-
-/* The named ephemeral pull consumer of §3 (cu_… / chathist_…): deleted
- * first (ignoring errors), then created on the extended subject the
- * delivery credential holds. *pending gets num_pending. */
-static int create_probe_consumer(daemon_ctx *d, const char *name, const char *filter, uint64_t start_seq,
-                                 uint64_t *pending, char *err, size_t err_size)
-{
-        delete_consumer(d, name);
-        /* The whole filter is part of the subject (join_subjects_fit
-         * bounds it): a truncated subject would not match the body. */
-        char *api = NULL;
-        if (asprintf(&api, "$JS.API.CONSUMER.CREATE.%s.%s.%s", d->names.chat_stream, name, filter) < 0)
-                api = NULL;
-        json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:b, s:I, s:s, s:I}}", "stream_name", d->names.chat_stream,
-                                 "config", "name", name, "filter_subject", filter, "ack_policy", "none",
-                                 "mem_storage", 1, "inactive_threshold", (json_int_t)CONTRACT_CATCHUP_INACTIVE_NS,
-                                 "deliver_policy", "by_start_sequence", "opt_start_seq", (json_int_t)start_seq);
-        json_t *reply = NULL;
-        jsapi_error jerr;
-        int r = body && api ? jsapi_request(d->nc, api, body, 0, &reply, &jerr) : -ENOMEM;
-        json_decref(body);
-        free(api);
-        if (r < 0) {
-                snprintf(err, err_size, "create consumer %s on %s: %s", name, d->names.chat_stream,
-                         r == -ENOMEM ? "out of memory" : jerr.description);
-                return r;
-        }
-        *pending = 0;
-        (void)json_path_u64(reply, "num_pending", pending);
-        json_decref(reply);
-        return 0;
-}
-
-/* ---- eviction probe (§8.6) --------------------------------------------- */
-
-static bool evicted_since(daemon_ctx *d, const char *channel, uint64_t join_cursor)
-{
-        char *filter = contract_channel_filter(&d->names, channel);
-        char err[512];
-        json_t *reply = NULL;
-        jsapi_error jerr;
-        bool evicted = false;
-        if (!filter)
-                return false;
-        json_t *body = json_pack("{s:s}", "subjects_filter", filter);
-        int r = jsapi_stream_info(d->nc, d->names.chat_stream, body, 0, &reply, &jerr);
-        json_decref(body);
-        if (r < 0) {
-                if (!(r == -EREMOTEIO && jerr.code == 404))
-                        log_warning("Eviction probe of %s on %s failed: %s; assuming nothing evicted", channel,
-                                    d->names.chat_stream, jerr.description);
-                free(filter);
-                return false;
-        }
-        json_int_t max_per_sender = 0;
-        const char *k;
-        json_t *v;
-        json_object_foreach(json_object_get(json_object_get(reply, "state"), "subjects"), k, v)
-                if (json_integer_value(v) > max_per_sender)
-                        max_per_sender = json_integer_value(v);
-        json_decref(reply);
-        if (max_per_sender < CONTRACT_MAX_MSGS_PER_SUBJECT) {
-                free(filter);
-                return false;
-        }
-        /* The oldest retained message of the channel, through chathist_<D>. */
-        char *name = contract_chathist_consumer(d->id);
-        uint64_t pending = 0;
-        if (name && create_probe_consumer(d, name, filter, 1, &pending, err, sizeof err) == 0) {
-                pull_sub p;
-                natsMsg *m = NULL;
-                if (pull_start(&p, d->nc, d->inbox_prefix, d->names.chat_stream, name) == 0) {
-                        int n = pull_fetch(&p, &m, 1, CONTRACT_CATCHUP_EXPIRES_MS, CONTRACT_CATCHUP_EXPIRES_MS);
-                        jsack_meta meta;
-                        if (n == 1 && jsack_parse(natsMsg_GetReply(m), &meta))
-                                evicted = meta.stream_seq > join_cursor + 1;
-                        if (n == 1)
-                                natsMsg_Destroy(m);
-                        pull_stop(&p);
-                }
-                delete_consumer(d, name);
-        } else if (name) {
-                log_warning("Eviction probe of %s failed: %s; assuming nothing evicted", channel, err);
-        }
-        free(name);
-        free(filter);
-        return evicted;
-}
-
-/* ---- catch-up (§8.6) --------------------------------------------------- */
-
-/* Waits what a round of copies still has in flight and settles each in
- * the ledger (E1, ledger_sync_publish). Starts the next round. */
-static void settle_copies(daemon_ctx *d, struct control *c, const char *subject, const char *key, size_t *copied,
-                          size_t *unconfirmed)
-{
-        (void)jspub_wait(&c->pub, CATCHUP_PUBACK_TIMEOUT_MS);
-        /* Refused by the broker's permissions: not stored. */
-        bool denied = denials_publish_denied_since(&d->denied, subject, c->pub.round_ms);
-        for (size_t k = 0; k < c->pub.n; k++) {
-                const jspub_result *res = jspub_result_at(&c->pub, k);
-                if (denied && res->state == JSPUB_TIMEOUT)
-                        ledger_release(d->ledger, key);
-                else
-                        ledger_sync_publish(d->ledger, key, res);
-                if (res->state == JSPUB_OK)
-                        (*copied)++;
-                else
-                        *unconfirmed += res->state != JSPUB_TOO_LARGE;
-        }
-        jspub_reset(&c->pub);
-}
-
-/* E1: a catch-up obeys the same per-owner lead limit as the fan-out, so a
- * join over a long window cannot flood its owner's inbox past the cap; it
- * writes as fast as the reader makes room. Reserves one entry of key on
- * success (0). -ETIMEDOUT when the owner's count did not shrink for
- * CATCHUP_STALL_MS, -ECANCELED when the daemon stops. */
-static int wait_for_room(daemon_ctx *d, const char *key)
-{
-        uint64_t seen = ledger_changes(d->ledger);
-        int64_t now = daemon_mono_ms(), progress_ms = now, refreshed_ms = 0;
-        size_t lowest = ledger_count(d->ledger, key);
-        for (;;) {
-                if (ledger_reserve(d->ledger, key))
-                        return 0;
-                if (atomic_load(&d->stopping))
-                        return -ECANCELED;
-                now = daemon_mono_ms();
-                atomic_store(&d->beat_control, now); /* waiting on the reader is not wedged */
-                size_t count = ledger_count(d->ledger, key);
-                if (count < lowest) {
-                        lowest = count;
-                        progress_ms = now;
-                }
-                if (now - progress_ms >= CATCHUP_STALL_MS)
-                        return -ETIMEDOUT;
-                if (now - refreshed_ms >= CATCHUP_ROOM_POLL_MS) {
-                        refreshed_ms = now;
-                        (void)ledger_sync_refresh(d->ledger, d->nc, &d->names);
-                }
-                (void)ledger_wait(d->ledger, &seen, CATCHUP_ROOM_POLL_MS);
-        }
-}
-
-/* Copies channel history (from, to] into owner's dinbox. 0 or -errno with
- * err filled. */
-static int catch_up(daemon_ctx *d, struct control *c, const char *owner, const char *channel, uint64_t from,
-                    uint64_t to, uint64_t gen, char *err, size_t err_size)
-{
-        if (to <= from)
-                return 0;
-        char *name = contract_catchup_consumer(owner, gen);
-        char *filter = contract_channel_filter(&d->names, channel);
-        char *dinbox = contract_dinbox_subject(&d->names, owner);
-        const char *key = dinbox ? dinbox + strlen(d->names.dinbox_filter) - 1 : NULL; /* the ledger's key */
-        uint64_t pending = 0, pending_at_start = 0, seen = 0;
-        int r = name && filter && dinbox ? 0 : -ENOMEM;
-        if (r == 0)
-                r = create_probe_consumer(d, name, filter, from + 1, &pending, err, err_size);
-        pending_at_start = pending;
-        pull_sub p = {0};
-        natsMsg **msgs = NULL;
-        if (r == 0 && (r = pull_start(&p, d->nc, d->inbox_prefix, d->names.chat_stream, name)) < 0)
-                snprintf(err, err_size, "%s", p.last_error);
-        if (r == 0 && !(msgs = calloc(CONTRACT_CATCHUP_BATCH, sizeof *msgs)))
-                r = -ENOMEM;
-        /* inflight-mib bounds a catch-up as it bounds the workers. */
-        p.max_bytes = (size_t)atomic_load(&d->inflight_bytes) / PULL_MAX_REQUESTS;
-        c->pub.max_bytes = (size_t)atomic_load(&d->inflight_bytes);
-        jspub_reset(&c->pub);
-        size_t copied = 0, unconfirmed = 0;
-        bool done = false;
-        /* §8.6 stops at the first batch shorter than num_pending said. On
-         * nats-server 2.9 a filtered num_pending can run short of what the
-         * consumer then delivers (CHAT evicts per subject), and stopping on
-         * it left the window's last entries uncopied while the join said
-         * durable:true (the soak, seed 1). So the window ends at a message
-         * past the fence, or when the consumer has nothing more: pending
-         * (num_pending, then each delivery's own count) only says how long
-         * to wait for the next one. */
-        while (r == 0 && !done) {
-                atomic_store(&d->beat_control, daemon_mono_ms());
-                int want = CONTRACT_CATCHUP_BATCH;
-                int64_t wait = pending > 0 ? CONTRACT_CATCHUP_EXPIRES_MS : CATCHUP_TAIL_WAIT_MS;
-                int n = 0;
-                /* Collect one batch (the fetch returns what is buffered). */
-                while (n < want) {
-                        int got = pull_fetch(&p, msgs + n, want - n, CONTRACT_CATCHUP_EXPIRES_MS, wait);
-                        if (got < 0) {
-                                /* Not the end of the window: a failure (the
-                                 * consumer vanished, the link broke). Copying
-                                 * less and activating would lose messages. */
-                                snprintf(err, err_size, "catch-up fetch failed: %s", p.last_error);
-                                r = got;
-                                done = true;
-                                break;
-                        }
-                        if (got == 0)
-                                break;
-                        n += got;
-                }
-                for (int i = 0; i < n; i++) {
-                        natsMsg *m = msgs[i];
-                        jsack_meta meta;
-                        contract_span sender, ch;
-                        contract_chat chat;
-                        if (!done && jsack_parse(natsMsg_GetReply(m), &meta)) {
-                                pending = meta.pending;
-                                seen++;
-                                if (meta.stream_seq > to) {
-                                        done = true; /* past the fence: stop the whole catch-up */
-                                } else if (contract_chat_subject_parse(natsMsg_GetSubject(m), &sender, &ch) &&
-                                           contract_chat_decode(natsMsg_GetData(m) ? natsMsg_GetData(m) : "",
-                                                                (size_t)natsMsg_GetDataLength(m), &chat,
-                                                                NULL) == REC_OK) {
-                                        bool wanted = strlen(chat.from_id) == sender.len &&
-                                                      memcmp(chat.from_id, sender.p, sender.len) == 0 &&
-                                                      strcmp(chat.from_id, owner) != 0;
-                                        if (wanted && !ledger_reserve(d->ledger, key)) {
-                                                /* No room: what is in flight is
-                                                 * counted first, then the reader
-                                                 * must make room. */
-                                                settle_copies(d, c, dinbox, key, &copied, &unconfirmed);
-                                                int w = wait_for_room(d, key);
-                                                if (w < 0) {
-                                                        snprintf(err, err_size,
-                                                                 "catch-up stopped at %s seq %" PRIu64
-                                                                 ": %.64s has %zu unread entries in %s (lead limit "
-                                                                 "%zu)%s",
-                                                                 d->names.chat_stream, meta.stream_seq, owner,
-                                                                 ledger_count(d->ledger, key), d->names.inbox_stream,
-                                                                 ledger_limit(d->ledger),
-                                                                 w == -ETIMEDOUT ? " and the reader made no room "
-                                                                                   "for 20 s; retry the join"
-                                                                                 : "");
-                                                        r = w;
-                                                        done = true;
-                                                        wanted = false;
-                                                }
-                                        }
-                                        if (wanted) {
-                                                /* One entry of key is reserved. */
-                                                char *id = contract_dedup_id(chat.id, owner, gen);
-                                                char *body = NULL;
-                                                size_t len = 0;
-                                                int enc = id ? contract_entry_encode(
-                                                                       natsMsg_GetData(m),
-                                                                       (size_t)natsMsg_GetDataLength(m), channel,
-                                                                       meta.stream_seq, REASON_DURABLE_CHANNEL, gen,
-                                                                       &body, &len)
-                                                             : -ENOMEM;
-                                                long idx = enc < 0 ? enc
-                                                                   : jspub_publish(&c->pub, dinbox, id, body, len);
-                                                if (idx < 0)
-                                                        ledger_release(d->ledger, key);
-                                                if (idx < 0) {
-                                                        /* Not even sent: the join fails and is retried. */
-                                                        snprintf(err, err_size, "cannot copy %s seq %" PRIu64 ": %s",
-                                                                 d->names.chat_stream, meta.stream_seq,
-                                                                 strerror((int)-idx));
-                                                        r = (int)idx;
-                                                        done = true;
-                                                } else if (jspub_result_at(&c->pub, (size_t)idx)->state ==
-                                                           JSPUB_TOO_LARGE) {
-                                                        /* Poison, as in the fan-out: the entry can never
-                                                         * be written, so it must not block the join. */
-                                                        atomic_fetch_add(&d->counters.entries_too_large, 1);
-                                                        log_warning("Dropped catch-up entry of %s seq %" PRIu64
-                                                                    " for %.64s: %s",
-                                                                    d->names.chat_stream, meta.stream_seq, owner,
-                                                                    c->pub.last_error);
-                                                }
-                                                free(id);
-                                                free(body);
-                                        }
-                                        contract_chat_fini(&chat);
-                                } else {
-                                        log_notice("Catch-up for %.64s on %s skipped malformed %s seq %" PRIu64, owner,
-                                                   channel, d->names.chat_stream, meta.stream_seq);
-                                }
-                        }
-                        natsMsg_Destroy(m);
-                        msgs[i] = NULL;
-                }
-                if (n == 0)
-                        break; /* nothing more in the window */
-        }
-        /* Settled whatever happened: every reservation gets its end. */
-        if (key)
-                settle_copies(d, c, dinbox, key, &copied, &unconfirmed);
-        if (r == 0 && unconfirmed > 0) {
-                snprintf(err, err_size, "catch-up copies not confirmed (%zu): %s", unconfirmed, c->pub.last_error);
-                r = -EIO;
-        }
-        if (r == 0)
-                log_info("Catch-up for %.64s on %s generation %" PRIu64 ": %zu entries copied from (%" PRIu64
-                         ", %" PRIu64 "] (%" PRIu64 " messages read; the consumer counted %" PRIu64 " at its start)",
-                         owner, channel, gen, copied, from, to, seen, pending_at_start);
-        free(msgs);
-        pull_stop(&p);
-        if (name)
-                delete_consumer(d, name);
-        free(name);
-        free(filter);
-        free(dinbox);
-        return r;
-}
 
 /* ---- operations -------------------------------------------------------- */
 
@@ -516,161 +156,177 @@ static activation activation_after_refusal(struct control *c, const char *key, u
         return a;
 }
 
-/* §8.6 durableJoinFor. Returns the reply JSON (owned). */
-static char *join(daemon_ctx *d, struct control *c, const char *caller, const json_t *args)
+/* One durableJoin on its way through §8.6's steps. Each step returns 0 to
+ * go on, or < 0 having set error or reply; join() frees everything once. */
+typedef struct join_op {
+        daemon_ctx *d;
+        struct control *c;
+        const char *caller;
+        char *channel, *key; /* owned */
+        char *error, *reply; /* owned: the answer */
+        uint64_t join_cursor, gen, fence;
+        bool evicted;
+} join_op;
+
+static int join_fail(join_op *j, char *error)
 {
-        char *channel = NULL, *error = NULL, *reply = NULL;
-        if (contract_channel_arg("durableJoin", args, &channel, &error) < 0)
-                goto out;
+        j->error = error ? error : strdup("out of memory");
+        return -1;
+}
+
+/* §8.6 step 1: the caller's ACL must allow the channel. */
+static int join_check_acl(join_op *j)
+{
         contract_acl acl;
         char why[200];
-        int a = kvstate_acl(&c->st, caller, &acl, why, sizeof why);
-        if (a == -ENOENT) {
-                error = contract_err_no_acl(caller);
-                goto out;
-        }
-        if (a < 0) {
-                error = strdup(c->st.last_error);
-                goto out;
-        }
-        if (!contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, channel)) {
-                error = contract_err_outside_acl(channel, &acl);
-                contract_acl_fini(&acl);
-                goto out;
-        }
+        int a = kvstate_acl(&j->c->st, j->caller, &acl, why, sizeof why);
+        if (a == -ENOENT)
+                return join_fail(j, contract_err_no_acl(j->caller));
+        if (a < 0)
+                return join_fail(j, strdup(j->c->st.last_error));
+        int r = 0;
+        if (!contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, j->channel))
+                r = join_fail(j, contract_err_outside_acl(j->channel, &acl));
         contract_acl_fini(&acl);
+        return r;
+}
 
-        char *key = member_key_for(channel, caller);
-        /* Where upstream would only fail at its first write (and lose its
-         * connection), refuse before touching anything. */
+/* Where upstream would only fail at its first write (and lose its
+ * connection), refuse before touching anything. */
+static int join_check_subjects(join_op *j)
+{
         size_t longest = 0;
-        int fit = key ? join_subjects_fit(d, c, caller, channel, key, &longest) : -ENOMEM;
+        j->key = member_key_for(j->channel, j->caller);
+        int fit = j->key ? join_subjects_fit(j->d, j->c, j->caller, j->channel, j->key, &longest) : -ENOMEM;
+        if (fit > 0)
+                return 0;
+        char *error = NULL;
         if (fit == 0 && asprintf(&error,
                                  "durableJoin: channel of %zu bytes is too long (a subject derived from it would "
                                  "take %zu bytes, at most %d fit the broker's protocol line)",
-                                 strlen(channel), longest, CONTROL_MAX_SUBJECT_BYTES) < 0)
+                                 strlen(j->channel), longest, CONTROL_MAX_SUBJECT_BYTES) < 0)
                 error = NULL;
-        if (fit <= 0) {
-                if (!error)
-                        error = strdup("out of memory");
-                free(key);
-                goto out;
-        }
+        return join_fail(j, error);
+}
+
+/* §8.6 steps 2-3: an activated open record answers at once (idempotent);
+ * an open one not yet activated is retried with its own window; otherwise
+ * a new generation is committed, not activated, at the chat frontier. */
+static int join_commit(join_op *j)
+{
         contract_member e;
-        uint64_t join_cursor = 0, gen = 0;
-        members_result mr;
-        int rr = members_read(&c->members, key, &e, NULL);
-        if (rr < 0 && rr != -ENOENT) {
-                error = strdup(rr == -ENOMEM ? "out of memory" : c->members.last_error);
-                free(key);
-                goto out;
-        }
+        int rr = members_read(&j->c->members, j->key, &e, NULL);
+        if (rr < 0 && rr != -ENOENT)
+                return join_fail(j, strdup(rr == -ENOMEM ? "out of memory" : j->c->members.last_error));
         bool exists = rr == 0;
         bool open = exists && e.state == MEMBER_STATE_DURABLE_ACTIVE && !e.has_leave_cursor;
-        if (open && e.activated == MEMBER_ACTIVATED_TRUE) {
-                /* Idempotent re-join. */
-                reply = reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation",
-                                                        (json_int_t)e.generation));
-                contract_member_fini(&e);
-                free(key);
-                goto out;
-        }
+        uint64_t stored_gen = exists ? e.generation : 0;
         if (open) {
-                /* Retry of an unfinished activation: same window. */
-                join_cursor = e.join_cursor;
-                gen = e.generation;
-        } else {
-                if (chat_frontier(d, &join_cursor) < 0) {
-                        error = strdup("cannot read the chat stream's last sequence");
-                        if (exists)
-                                contract_member_fini(&e);
-                        free(key);
-                        goto out;
-                }
-                gen = (exists ? e.generation : 0) + 1;
-                contract_member next = {
-                        .channel = channel,
-                        .owner = (char *)caller,
-                        .state = MEMBER_STATE_DURABLE_ACTIVE,
-                        .join_cursor = join_cursor,
-                        .generation = gen,
-                        .activated = MEMBER_ACTIVATED_FALSE,
-                        .writer_identity = d->id,
-                        .updated_at = daemon_wall_ms(),
-                };
-                members_status st = members_commit(&c->members, key, &next, &mr);
-                if (st != MEMBERS_OK) {
-                        error = st == MEMBERS_STALE ? stale_text(channel, caller, (double)gen, mr.stored_generation)
-                                : st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(channel, caller)
-                                                          : strdup(mr.error);
-                        if (exists)
-                                contract_member_fini(&e);
-                        free(key);
-                        goto out;
-                }
+                j->join_cursor = e.join_cursor;
+                j->gen = e.generation;
         }
+        bool activated = open && e.activated == MEMBER_ACTIVATED_TRUE;
         if (exists)
                 contract_member_fini(&e);
+        if (activated) {
+                j->reply = reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)j->gen));
+                return -1;
+        }
+        if (open)
+                return 0; /* retry of an unfinished activation: same window */
+        if (catchup_chat_frontier(j->d, &j->join_cursor) < 0)
+                return join_fail(j, strdup("cannot read the chat stream's last sequence"));
+        j->gen = stored_gen + 1;
+        contract_member next = {
+                .channel = j->channel,
+                .owner = (char *)j->caller,
+                .state = MEMBER_STATE_DURABLE_ACTIVE,
+                .join_cursor = j->join_cursor,
+                .generation = j->gen,
+                .activated = MEMBER_ACTIVATED_FALSE,
+                .writer_identity = j->d->id,
+                .updated_at = daemon_wall_ms(),
+        };
+        members_result mr;
+        members_status st = members_commit(&j->c->members, j->key, &next, &mr);
+        if (st == MEMBERS_OK)
+                return 0;
+        return join_fail(j, st == MEMBERS_STALE       ? stale_text(j->channel, j->caller, (double)j->gen,
+                                                                   mr.stored_generation)
+                            : st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(j->channel, j->caller)
+                                                      : strdup(mr.error));
+}
 
-        /* §8.6 fence. Neither read may fail quietly: a window read too
-         * short would activate a member that misses what the fan-out
-         * handled just before the commit. The record stays open, so the
-         * agent's retry runs the same window. */
+/* §8.6 fence and catch-up. Neither read may fail quietly: a window read
+ * too short would activate a member that misses what the fan-out handled
+ * just before the commit. The record stays open, so the agent's retry
+ * runs the same window. */
+static int join_copy_window(join_op *j)
+{
         uint64_t frontier = 0, delivered = 0;
-        if (chat_frontier(d, &frontier) < 0) {
-                error = strdup("cannot read the chat stream's last sequence");
-                free(key);
-                goto out;
-        }
-        if (fanout_delivered(d, &delivered) < 0) {
-                error = strdup("cannot read the fan-out consumer's position");
-                free(key);
-                goto out;
-        }
-        uint64_t fence = frontier > delivered ? frontier : delivered;
-        bool evicted = fence > join_cursor && evicted_since(d, channel, join_cursor);
+        if (catchup_chat_frontier(j->d, &frontier) < 0)
+                return join_fail(j, strdup("cannot read the chat stream's last sequence"));
+        if (catchup_fanout_delivered(j->d, &delivered) < 0)
+                return join_fail(j, strdup("cannot read the fan-out consumer's position"));
+        j->fence = frontier > delivered ? frontier : delivered;
+        j->evicted = j->fence > j->join_cursor && catchup_evicted_since(j->d, j->channel, j->join_cursor);
         char cerr[512] = "";
-        if (catch_up(d, c, caller, channel, join_cursor, fence, gen, cerr, sizeof cerr) < 0) {
-                error = strdup(cerr);
-                free(key);
-                goto out;
-        }
-        if (evicted) {
-                double expected = (double)gen;
-                members_status st = members_tombstone(&c->members, key, fence, d->id, &expected, daemon_wall_ms(), &mr);
+        if (catchup_copy(j->d, &j->c->pub, j->caller, j->channel, j->join_cursor, j->fence, j->gen, cerr,
+                         sizeof cerr) < 0)
+                return join_fail(j, strdup(cerr));
+        return 0;
+}
+
+/* §8.6 last step: activate, or tombstone a partially evicted window. */
+static void join_activate(join_op *j)
+{
+        if (j->evicted) {
+                double expected = (double)j->gen;
+                members_result mr;
+                members_status st = members_tombstone(&j->c->members, j->key, j->fence, j->d->id, &expected,
+                                                      daemon_wall_ms(), &mr);
                 if (st != MEMBERS_OK && st != MEMBERS_STALE) { /* a stale write means a newer rejoin won */
-                        error = st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(channel, caller) : strdup(mr.error);
-                        free(key);
-                        goto out;
+                        join_fail(j, st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(j->channel, j->caller)
+                                                             : strdup(mr.error));
+                        return;
                 }
-                reply = reply_ok(json_pack(
-                        "{s:b, s:s, s:I}", "durable", 0, "reason",
-                        "activation catch-up window partially evicted by retention", "generation", (json_int_t)gen));
-        } else {
-                activation act = members_activate(&c->members, key, gen, join_cursor, daemon_wall_ms())
-                                         ? ACTIVATED
-                                         : activation_after_refusal(c, key, gen, join_cursor);
-                /* §8.6: activate() false is "superseded", also when it
-                 * only ran out of CAS rounds on our own pending record
-                 * (which stays open and routes; a retry activates it). */
-                if (act == ACTIVATION_SUPERSEDED || act == ACTIVATION_NOT_WRITTEN)
-                        reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
-                                                   "activation superseded by a concurrent leave or rejoin",
-                                                   "generation", (json_int_t)gen));
-                else if (act == ACTIVATED)
-                        reply = reply_ok(
-                                json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)gen));
-                else
-                        error = strdup(c->members.last_error);
+                j->reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
+                                              "activation catch-up window partially evicted by retention",
+                                              "generation", (json_int_t)j->gen));
+                return;
         }
-        log_info("durableJoin %s by %.64s: generation %" PRIu64 ", joinCursor %" PRIu64 ", fence %" PRIu64 "%s",
-                 channel, caller, gen, join_cursor, fence, evicted ? " (window partially evicted)" : "");
-        free(key);
-out:
-        if (!reply)
-                reply = contract_ctl_reply_error(error ? error : "internal error");
-        free(channel);
-        free(error);
+        activation act = members_activate(&j->c->members, j->key, j->gen, j->join_cursor, daemon_wall_ms())
+                                 ? ACTIVATED
+                                 : activation_after_refusal(j->c, j->key, j->gen, j->join_cursor);
+        /* §8.6: activate() false is "superseded", also when it only ran out
+         * of CAS rounds on our own pending record (which stays open and
+         * routes; a retry activates it). */
+        if (act == ACTIVATION_SUPERSEDED || act == ACTIVATION_NOT_WRITTEN)
+                j->reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
+                                              "activation superseded by a concurrent leave or rejoin", "generation",
+                                              (json_int_t)j->gen));
+        else if (act == ACTIVATED)
+                j->reply = reply_ok(json_pack("{s:b, s:I}", "durable", 1, "generation", (json_int_t)j->gen));
+        else
+                join_fail(j, strdup(j->c->members.last_error));
+}
+
+/* §8.6 durableJoinFor. Returns the reply JSON (owned). */
+static char *join(daemon_ctx *d, struct control *c, const char *caller, const json_t *args)
+{
+        join_op j = {.d = d, .c = c, .caller = caller};
+        if (contract_channel_arg("durableJoin", args, &j.channel, &j.error) == 0 && join_check_acl(&j) == 0 &&
+            join_check_subjects(&j) == 0 && join_commit(&j) == 0 && join_copy_window(&j) == 0) {
+                join_activate(&j);
+                log_info("durableJoin %s by %.64s: generation %" PRIu64 ", joinCursor %" PRIu64 ", fence %" PRIu64
+                         "%s",
+                         j.channel, caller, j.gen, j.join_cursor, j.fence,
+                         j.evicted ? " (window partially evicted)" : "");
+        }
+        char *reply = j.reply ? j.reply : contract_ctl_reply_error(j.error ? j.error : "internal error");
+        free(j.channel);
+        free(j.key);
+        free(j.error);
         return reply;
 }
 
@@ -699,7 +355,7 @@ static char *leave(daemon_ctx *d, struct control *c, const char *caller, const j
         }
         contract_member_fini(&cur);
         uint64_t frontier = 0;
-        if (chat_frontier(d, &frontier) < 0) {
+        if (catchup_chat_frontier(d, &frontier) < 0) {
                 error = strdup("cannot read the chat stream's last sequence");
                 goto out;
         }
@@ -737,9 +393,10 @@ static int list_one(const contract_member *m, const char *channel, void *arg)
  * watched members cache (issue 14: no scan of the bucket per call),
  * fenced first so the caller's own writes before the request are seen
  * (§6.4's rule, applied to the control service). */
-static char *list(daemon_ctx *d, struct control *c, const char *caller)
+static char *list(daemon_ctx *d, struct control *c, const char *caller, const json_t *args)
 {
         (void)d;
+        (void)args; /* §8.3: ignored */
         if (kv_cache_fence(c->cache, KV_CACHE_FENCE_TIMEOUT_MS) < 0) {
                 log_warning("listMemberships for %.64s: members cache not current: %s", caller,
                             kv_cache_error(c->cache));
@@ -752,6 +409,27 @@ static char *list(daemon_ctx *d, struct control *c, const char *caller)
         }
         char *reply = reply_ok(json_pack("{s:o}", "memberships", arr));
         return reply ? reply : contract_ctl_reply_error("out of memory");
+}
+
+/* §8.2 step 4: dispatch on op, exact and case-sensitive. A new op is one
+ * row and its function. */
+typedef struct control_op {
+        const char *name;
+        char *(*run)(daemon_ctx *d, struct control *c, const char *caller, const json_t *args);
+} control_op;
+
+static const control_op ops[] = {
+        {"durableJoin", join},
+        {"durableLeave", leave},
+        {"listMemberships", list},
+};
+
+static const control_op *find_op(const char *name)
+{
+        for (size_t i = 0; name && i < sizeof ops / sizeof *ops; i++)
+                if (strcmp(ops[i].name, name) == 0)
+                        return &ops[i];
+        return NULL;
 }
 
 /* ---- the §8.2 pipeline ------------------------------------------------- */
@@ -774,13 +452,9 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
         char *reply = NULL;
         switch (st) {
         case CTL_REQ_OK: {
-                const char *op = json_string_value(req.op);
-                if (op && strcmp(op, "durableJoin") == 0)
-                        reply = join(d, c, caller, req.args);
-                else if (op && strcmp(op, "durableLeave") == 0)
-                        reply = leave(d, c, caller, req.args);
-                else if (op && strcmp(op, "listMemberships") == 0)
-                        reply = list(d, c, caller);
+                const control_op *op = find_op(json_string_value(req.op));
+                if (op)
+                        reply = op->run(d, c, caller, req.args);
                 else {
                         char *e = contract_err_unknown_op(req.op);
                         reply = contract_ctl_reply_error(e ? e : "unsupported op");
