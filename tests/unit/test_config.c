@@ -6,6 +6,8 @@
 #include "config.h"
 #include "log.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,10 +226,5 @@ int main(void)
         tcase_add_test(tc, same_format_and_copy_follow_the_rows);
         tcase_add_test(tc, documents_name_every_setting);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_set_fork_status(sr, CK_NOFORK);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(s);
 }

@@ -3,6 +3,8 @@
  * KV key validity (§4.2) and member keys (§4.4). */
 #include "contract_channel.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -370,11 +372,5 @@ static Suite *channel_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(channel_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(channel_suite());
 }

@@ -3,6 +3,8 @@
  * §8.4 error texts and the §8.5 channel argument check. */
 #include "contract_record.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -1531,11 +1533,5 @@ static Suite *record_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(record_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(record_suite());
 }

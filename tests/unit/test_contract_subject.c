@@ -3,6 +3,8 @@
  * guard of §8.2 step 1. */
 #include "contract_subject.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -406,11 +408,5 @@ static Suite *subject_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(subject_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(subject_suite());
 }

@@ -3,6 +3,8 @@
  * example of the §1.1 table is a case here. */
 #include "contract_token.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -488,11 +490,5 @@ static Suite *token_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(token_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(token_suite());
 }

@@ -4,6 +4,8 @@
  * documentation. */
 #include "creds.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
@@ -159,9 +161,5 @@ int main(void)
         tcase_add_test(tc, crc16_and_base32);
         tcase_add_test(tc, generated_ids_are_well_formed_and_distinct);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(s);
 }

@@ -2,6 +2,8 @@
  * bound, and everything left freed at the end. */
 #include "ctlqueue.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <errno.h>
 #include <stdint.h>
@@ -109,9 +111,5 @@ int main(void)
         tcase_add_test(tc, what_is_left_is_freed);
         tcase_add_test(tc, a_thousand_agents_each_get_one_turn_per_round);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(s);
 }

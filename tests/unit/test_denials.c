@@ -5,6 +5,8 @@
  * subject and time. */
 #include "denials.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,9 +120,5 @@ int main(void)
         tcase_add_test(tc, the_table_is_bounded_and_says_so_once);
         tcase_add_test(tc, a_denied_publish_is_found_by_subject_and_time);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(s);
 }

@@ -4,6 +4,8 @@
 #include "connlog.h"
 #include "diag.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,9 +69,5 @@ int main(void)
         tcase_add_test(tc, userinfo_never_reaches_diagnostics);
         tcase_add_test(tc, ring_keeps_the_last_events_in_order);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(s);
 }

@@ -3,6 +3,8 @@
  * PROTOCOL §5.5. */
 #include "jsack.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -239,11 +241,5 @@ static Suite *jsack_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(jsack_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(jsack_suite());
 }

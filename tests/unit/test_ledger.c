@@ -5,6 +5,8 @@
  * the count never falls below an owner's real span. */
 #include "ledger.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,9 +425,5 @@ int main(void)
         tcase_add_test(tc, waiters_wake_on_a_disposal);
         tcase_add_test(tc, random_schedules_never_undercount);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? 1 : 0;
+        return unit_run(s);
 }

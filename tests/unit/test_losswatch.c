@@ -3,6 +3,8 @@
  * redeliveries, a missed delivery and a restarted durable never count. */
 #include "losswatch.h"
 
+#include "unit.h"
+
 #include <check.h>
 #include <stdlib.h>
 
@@ -87,9 +89,5 @@ int main(void)
         tcase_add_test(tc, a_missed_delivery_restarts_the_watch_instead_of_guessing);
         tcase_add_test(tc, a_recreated_durable_starts_over_without_a_false_alarm);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_run(s);
 }
