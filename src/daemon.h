@@ -111,7 +111,6 @@ typedef struct daemon {
          * thread: see daemon_may_act. */
         atomic_llong lease_valid_until_ms; /* monotonic; lease_act_until_ms, 0 before the acquire */
         atomic_bool lease_lost;            /* another write took lease.0, or the renew ran out of time */
-        atomic_int fatal;        /* a worker hit an unrecoverable error: exit 1 */
         int64_t join_deadline_ms; /* monotonic; see daemon_join */
         atomic_bool link_shut;   /* the connection was closed to unblock workers */
 

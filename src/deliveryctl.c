@@ -16,8 +16,6 @@
 #include <string.h>
 #include <time.h>
 
-volatile sig_atomic_t ctl_interrupted;
-
 static const char usage_text[] =
         "Usage: cotal-deliveryctl [OPTIONS] COMMAND [ARGS]\n"
         "\n"
@@ -66,67 +64,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
         fprintf(stderr, " (see --help)\n");
         va_end(ap);
         return CTL_EXIT_USAGE;
-}
-
-int64_t ctl_now_ms(void)
-{
-        return clock_wall_ms();
-}
-
-const char *ctl_format_time(int64_t ms, char *buf, size_t size)
-{
-        time_t secs = (time_t)(ms / 1000);
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
-        return buf;
-}
-
-void ctl_print_json(json_t *v)
-{
-        char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
-        if (s) {
-                fputs(s, stdout);
-                fputc('\n', stdout);
-                fflush(stdout);
-        }
-        free(s);
-        json_decref(v);
-}
-
-int ctl_connect(ctl_ctx *c)
-{
-        int r = contract_names_init(&c->names, c->space, strlen(c->space));
-        if (r < 0) {
-                fprintf(stderr, "cotal-deliveryctl: invalid --space \"%s\": %s\n", c->space,
-                        r == -EILSEQ ? "not valid UTF-8" : strerror(-r));
-                return CTL_EXIT_USAGE;
-        }
-        char err[512];
-        broker_config bc = {
-                .servers = c->server,
-                .creds_file = c->creds,
-                .name = "cotal:deliveryctl",
-                .connect_timeout_ms = c->timeout_ms,
-        };
-        r = broker_connect(&bc, &c->nc, err, sizeof err);
-        if (r < 0) {
-                fprintf(stderr, "cotal-deliveryctl: Failed to connect to %s: %s\n",
-                        c->server ? c->server : BROKER_DEFAULT_URL, err);
-                return CTL_EXIT_FAILURE;
-        }
-        return CTL_EXIT_OK;
-}
-
-void ctl_disconnect(ctl_ctx *c)
-{
-        if (c->nc) {
-                natsConnection_Close(c->nc);
-                natsConnection_Destroy(c->nc);
-                c->nc = NULL;
-        }
-        contract_names_fini(&c->names);
 }
 
 static void print_report(const ctl_ctx *c, const prov_report *rep)

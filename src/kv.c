@@ -283,18 +283,3 @@ out:
         free(filter);
         return r;
 }
-
-int kv_last_seq(kv_bucket *kv, uint64_t *seq)
-{
-        json_t *reply = NULL;
-        jsapi_error jerr;
-        int r = jsapi_stream_info(kv->nc, kv->stream, NULL, kv->timeout_ms, &reply, &jerr);
-        if (r < 0) {
-                snprintf(kv->last_error, sizeof kv->last_error, "stream info: %s", jerr.description);
-                return r;
-        }
-        *seq = 0;
-        (void)json_path_u64(reply, "state.last_seq", seq);
-        json_decref(reply);
-        return 0;
-}

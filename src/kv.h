@@ -75,5 +75,3 @@ int kv_keys(kv_bucket *kv, char ***keys, size_t *n);
 int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys, size_t *n);
 void kv_keys_free(char **keys, size_t n);
 
-/* The bucket stream's last sequence (0 when empty). */
-int kv_last_seq(kv_bucket *kv, uint64_t *seq);

@@ -27,11 +27,6 @@ void log_set_max_level(int priority)
         atomic_store(&max_level, priority);
 }
 
-int log_get_max_level(void)
-{
-        return atomic_load(&max_level);
-}
-
 static const char *const level_names[] = {
         [LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
         [LOG_INFO] = "info", [LOG_DEBUG] = "debug",

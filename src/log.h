@@ -15,7 +15,6 @@
  * borrowed, must outlive logging. */
 void log_setup(const char *ident, bool prefixes);
 void log_set_max_level(int priority);
-int log_get_max_level(void);
 /* "err", "warning", "notice", "info", "debug" (also numeric 3-7). Returns the
  * priority or -1. */
 int log_level_from_string(const char *s);

@@ -526,10 +526,8 @@ static int run(daemon_ctx *d, const sigset_t *signals, main_loop *ml)
                 int sig = wait_signal(ml, signals, MAIN_TICK_MS);
                 if (sig == SIGTERM || sig == SIGINT) {
                         log_notice("Received %s; shutting down", strsignal(sig));
-                        return 0;
+                        return RUN_STOPPED;
                 }
-                if (atomic_load(&d->fatal))
-                        return 1;
                 int64_t now = daemon_mono_ms();
 
                 /* §9 renew every 15 s; a rival's write (the revision moved)
@@ -542,11 +540,11 @@ static int run(daemon_ctx *d, const sigset_t *signals, main_loop *ml)
                         /* Given up with the link down: nothing to release,
                          * and workers blocked on it need the link shut. */
                         if (renew(d, &next_renew) < 0)
-                                return atomic_load(&d->disconnected_since_ms) ? RUN_BROKER_GONE : 1;
+                                return atomic_load(&d->disconnected_since_ms) ? RUN_BROKER_GONE : RUN_FAILED;
                 } else if (!renew_due && now >= next_check && !atomic_load(&d->disconnected_since_ms)) {
                         next_check = now + LEASE_CHECK_MS;
                         if (check(d) < 0)
-                                return 1;
+                                return RUN_FAILED;
                 }
                 /* §10.3 broker watchdog, from the connection's state. */
                 if (now - last_probe >= CONTRACT_WATCHDOG_PERIOD_MS) {
