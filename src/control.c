@@ -644,7 +644,7 @@ int control_start(daemon_ctx *d)
                                        sizeof err)) < 0)
                         log_error("Failed to watch the members bucket for the control service: %s", err);
         }
-        if (r == 0 && (r = jspub_init(&c->pub, d->nc, d->inbox_prefix)) < 0)
+        if (r == 0 && (r = jspub_init(&c->pub, d->nc, d->inbox_prefix, NULL)) < 0)
                 log_error("Failed to set up catch-up publishing: %s", c->pub.last_error);
         if (r == 0) {
                 natsStatus s = natsConnection_QueueSubscribeSync(&c->sub, d->nc, d->names.ctl_delivery_sub,

@@ -991,10 +991,9 @@ int fanout_start(daemon_ctx *d)
                                       CONTRACT_FANOUT_DURABLE)) < 0)
                 log_error("Failed to subscribe for %s/%s: %s", d->names.chat_stream, CONTRACT_FANOUT_DURABLE,
                           f->pull.last_error);
-        if (r == 0 && (r = jspub_init(&f->pub, d->fanout_nc, d->inbox_prefix)) < 0)
+        const jspub_hooks hooks = {.stop = &d->stopping, .denied_ms = &d->denied.last_ms};
+        if (r == 0 && (r = jspub_init(&f->pub, d->fanout_nc, d->inbox_prefix, &hooks)) < 0)
                 log_error("Failed to set up inbox publishing: %s", f->pub.last_error);
-        f->pub.stop = &d->stopping;
-        f->pub.denied_ms = &d->denied.last_ms;
         if (r == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "dfan_%.100s", d->id);

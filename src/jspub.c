@@ -19,10 +19,14 @@
 #define JSPUB_WINDOW_WAIT_MS 10000
 #define JSPUB_SPENT_MAX 1024
 
-int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix)
+int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix, const jspub_hooks *hooks)
 {
         memset(j, 0, sizeof *j);
         j->nc = nc;
+        if (hooks) {
+                j->stop = hooks->stop;
+                j->denied_ms = hooks->denied_ms;
+        }
         j->round = 1;
         j->round_ms = clock_mono_ms();
         j->reply_prefix = broker_unique_subject(inbox_prefix, "pub");
@@ -200,7 +204,7 @@ static void take_reply(jspub *j, natsMsg *m)
 }
 
 /* The deadline drain must not wait past: the caller's, or the graces of
- * jspub.stop / jspub.denied_ms once they apply (*denied set then). */
+ * the hooks (stop, denied_ms) once they apply (*denied set then). */
 static int64_t effective_deadline(jspub *j, int64_t deadline, int64_t *stop_seen_ms, bool *denied)
 {
         int64_t now = clock_mono_ms();

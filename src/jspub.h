@@ -62,20 +62,26 @@ typedef struct jspub {
         size_t n_spent, cap_spent;
         size_t spent_bytes;      /* their data: buried past max_bytes */
         char last_error[256];
-        /* Optional, set by the owner after jspub_init (NULL: ignored).
-         * The PubAck wait ends early JSPUB_STOP_GRACE_MS after *stop is
-         * set, and JSPUB_DENIED_GRACE_MS after a permission violation
-         * (*denied_ms, monotonic ms, 0: none) at or after this round
-         * began: the server drops a refused publish without an answer,
-         * so waiting the full timeout would only hold the batch. What is
-         * unanswered then ends JSPUB_TIMEOUT, as it would anyway. */
-        const atomic_bool *stop;
+        const atomic_bool *stop;      /* jspub_hooks */
         const atomic_llong *denied_ms;
         int64_t round_ms;        /* monotonic ms at jspub_reset */
         bool gave_up_denied;     /* this round's wait ended on a violation */
 } jspub;
 
-int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix);
+/* What the owner lets the publisher see (either may be NULL: ignored).
+ * The PubAck wait ends early JSPUB_STOP_GRACE_MS after *stop is set, and
+ * JSPUB_DENIED_GRACE_MS after a permission violation (*denied_ms,
+ * monotonic ms, 0: none) at or after the round began: the server drops a
+ * refused publish without an answer, so waiting the full timeout would
+ * only hold the batch. What is unanswered then ends JSPUB_TIMEOUT, as it
+ * would anyway. */
+typedef struct jspub_hooks {
+        const atomic_bool *stop;
+        const atomic_llong *denied_ms;
+} jspub_hooks;
+
+/* hooks may be NULL (none). 0 or -errno (last_error says why). */
+int jspub_init(jspub *j, natsConnection *nc, const char *inbox_prefix, const jspub_hooks *hooks);
 void jspub_fini(jspub *j);
 
 /* Starts a new round: forgets all results (late PubAcks of the previous

@@ -419,10 +419,9 @@ int reader_start(daemon_ctx *d)
                                         CONTRACT_READER_DURABLE)) < 0)
                 log_error("Failed to subscribe for %s/%s: %s", d->names.inbox_stream, CONTRACT_READER_DURABLE,
                           r->pull.last_error);
-        if (rc == 0 && (rc = jspub_init(&r->pub, d->reader_nc, d->inbox_prefix)) < 0)
+        const jspub_hooks hooks = {.stop = &d->stopping, .denied_ms = &d->denied.last_ms};
+        if (rc == 0 && (rc = jspub_init(&r->pub, d->reader_nc, d->inbox_prefix, &hooks)) < 0)
                 log_error("Failed to set up deliver publishing: %s", r->pub.last_error);
-        r->pub.stop = &d->stopping;
-        r->pub.denied_ms = &d->denied.last_ms;
         if (rc == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "drdr_%.100s", d->id);

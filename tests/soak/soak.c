@@ -1382,7 +1382,7 @@ static int setup(void)
                 fprintf(stderr, "soak: connect: %s\n", err);
                 return r;
         }
-        if (natsConnection_JetStream(&g.js, g.nc, NULL) != NATS_OK || jspub_init(&g.pub, g.nc, "_INBOX") < 0 ||
+        if (natsConnection_JetStream(&g.js, g.nc, NULL) != NATS_OK || jspub_init(&g.pub, g.nc, "_INBOX", NULL) < 0 ||
             contract_names_init(&g.names, SPACE, strlen(SPACE)) < 0 || provision() < 0)
                 return -EIO;
         if (kv_bucket_init(&g.kv_members, g.nc, g.names.members_bucket) < 0 ||
