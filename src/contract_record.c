@@ -604,6 +604,17 @@ int contract_deliver_body(const contract_entry *e, char **out, size_t *out_len)
 
 /* ---- ACL record (§4.3) -------------------------------------------------- */
 
+bool contract_acl_read(const char *data, size_t len, contract_acl *out, char *why, size_t why_size)
+{
+        rec_error err;
+        char buf[160];
+        if (contract_acl_decode(data ? data : "", len, out, &err) == REC_OK)
+                return true;
+        memset(out, 0, sizeof *out);
+        snprintf(why, why_size, "unreadable ACL record: %s", rec_error_str(&err, buf, sizeof buf));
+        return false;
+}
+
 rec_status contract_acl_decode(const char *data, size_t len, contract_acl *out, rec_error *err)
 {
         json_t *root, *allow, *el;

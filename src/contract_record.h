@@ -120,6 +120,10 @@ typedef struct contract_acl {
  * reader and the control service (§4.3). */
 rec_status contract_acl_decode(const char *data, size_t len, contract_acl *out, rec_error *err);
 void contract_acl_fini(contract_acl *a);
+/* §4.3 on the read side, the one way every reader takes an ACL value: true
+ * with *out filled (fini it), or false with why = "unreadable ACL record:
+ * <what>" (the owner counts as unknown, as if absent; *out zeroed). */
+bool contract_acl_read(const char *data, size_t len, contract_acl *out, char *why, size_t why_size);
 /* {"allowSubscribe":[…],"revision":…,"updatedAt":…}; optional fields are
  * written only when has_… is set. *out owned by the caller. */
 int contract_acl_encode(const contract_acl *a, char **out);

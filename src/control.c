@@ -12,7 +12,6 @@
 #include "jspub.h"
 #include "kv.h"
 #include "kv_cache.h"
-#include "kvstate.h"
 #include "ledger.h"
 #include "ledger_sync.h"
 #include "log.h"
@@ -68,8 +67,9 @@ struct control {
         pthread_t thread;
         natsSubscription *sub;
         kv_bucket members;
-        kv_cache *cache; /* the members bucket, watched: listMemberships */
-        kvstate st;
+        /* The ACL and members buckets, watched, fenced per request: a
+         * join's ACL check (§8.6 step 1) and listMemberships (§8.3). */
+        kv_cache *cache;
         jspub pub;
         ctlqueue *waiting;
         shed_log unbound, busy, too_large, dropped;
@@ -174,21 +174,29 @@ static int join_fail(join_op *j, char *error)
         return -1;
 }
 
-/* §8.6 step 1: the caller's ACL must allow the channel. */
+/* The watched buckets brought up to date: every record written before
+ * this call is in them (§6.4's fence, for the control service). */
+static int fence(struct control *c, const char *op, const char *caller)
+{
+        if (kv_cache_fence(c->cache, KV_CACHE_FENCE_TIMEOUT_MS) == 0)
+                return 0;
+        log_warning("%s for %.64s: KV cache not current: %s", op, caller, kv_cache_error(c->cache));
+        return -1;
+}
+
+/* §8.6 step 1: the caller's ACL (§4.3: absent or unreadable = unknown
+ * owner) must allow the channel. */
 static int join_check_acl(join_op *j)
 {
-        contract_acl acl;
-        char why[200];
-        int a = kvstate_acl(&j->c->st, j->caller, &acl, why, sizeof why);
-        if (a == -ENOENT)
+        if (fence(j->c, "durableJoin", j->caller) < 0)
+                return join_fail(j, strdup("cannot read the ACL and membership records"));
+        const contract_acl *acl;
+        const char *why;
+        if (kv_cache_acl(j->c->cache, j->caller, &acl, &why) < 0)
                 return join_fail(j, contract_err_no_acl(j->caller));
-        if (a < 0)
-                return join_fail(j, strdup(j->c->st.last_error));
-        int r = 0;
-        if (!contract_channel_in_allow((const char *const *)acl.allow, acl.n_allow, j->channel))
-                r = join_fail(j, contract_err_outside_acl(j->channel, &acl));
-        contract_acl_fini(&acl);
-        return r;
+        if (!contract_channel_in_allow((const char *const *)acl->allow, acl->n_allow, j->channel))
+                return join_fail(j, contract_err_outside_acl(j->channel, acl));
+        return 0;
 }
 
 /* Where upstream would only fail at its first write (and lose its
@@ -397,11 +405,8 @@ static char *list(daemon_ctx *d, struct control *c, const char *caller, const js
 {
         (void)d;
         (void)args; /* §8.3: ignored */
-        if (kv_cache_fence(c->cache, KV_CACHE_FENCE_TIMEOUT_MS) < 0) {
-                log_warning("listMemberships for %.64s: members cache not current: %s", caller,
-                            kv_cache_error(c->cache));
+        if (fence(c, "listMemberships", caller) < 0)
                 return contract_ctl_reply_error("cannot list: the membership records could not be read");
-        }
         json_t *arr = json_array();
         if (!arr || kv_cache_members_of(c->cache, caller, list_one, arr) < 0) {
                 json_decref(arr);
@@ -635,14 +640,12 @@ int control_start(daemon_ctx *d)
         c->dropped.what = "the subscription's pending limit was reached (no reply: the senders time out)";
         c->waiting = ctlqueue_new(CONTROL_PER_AGENT, destroy_msg);
         int r = c->waiting ? kv_bucket_init(&c->members, d->nc, d->names.members_bucket) : -ENOMEM;
-        if (r == 0)
-                r = kvstate_init(&c->st, d->nc, &d->names);
         if (r == 0) {
                 char name[128], err[600];
                 snprintf(name, sizeof name, "dctl_%.100s", d->id);
-                if ((r = kv_cache_open(&c->cache, d->kv_nc, &d->names, d->inbox_prefix, name, KV_CACHE_MEMBERS, err,
-                                       sizeof err)) < 0)
-                        log_error("Failed to watch the members bucket for the control service: %s", err);
+                if ((r = kv_cache_open(&c->cache, d->kv_nc, &d->names, d->inbox_prefix, name,
+                                       KV_CACHE_ACL | KV_CACHE_MEMBERS, err, sizeof err)) < 0)
+                        log_error("Failed to watch the ACL and members buckets for the control service: %s", err);
         }
         if (r == 0 && (r = jspub_init(&c->pub, d->nc, d->inbox_prefix, NULL)) < 0)
                 log_error("Failed to set up catch-up publishing: %s", c->pub.last_error);
@@ -677,7 +680,6 @@ void control_stop(daemon_ctx *d)
         ctlqueue_free(c->waiting);
         jspub_fini(&c->pub);
         kv_cache_close(c->cache);
-        kvstate_fini(&c->st);
         kv_bucket_fini(&c->members);
         free(c);
         d->control = NULL;

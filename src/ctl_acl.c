@@ -36,11 +36,8 @@ static int acl_read(kv_bucket *kv, const char *key, acl_state *st, char *why, si
         }
         st->kv_revision = e.revision;
         if (e.op == KV_OP_PUT) {
-                rec_error err;
-                if (contract_acl_decode(e.value ? e.value : "", e.len, &st->acl, &err) != REC_OK) {
-                        /* §4.3: an unreadable record is an unknown owner. */
-                        char buf[200];
-                        snprintf(why, why_len, "unreadable ACL record: %s", rec_error_str(&err, buf, sizeof buf));
+                /* §4.3: an unreadable record is an unknown owner. */
+                if (!contract_acl_read(e.value, e.len, &st->acl, why, why_len)) {
                         kv_entry_fini(&e);
                         return -EBADMSG;
                 }

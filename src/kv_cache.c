@@ -102,12 +102,8 @@ static void apply_acl(kv_cache *c, const kv_watch_entry *e)
         acl_rec *a = calloc(1, sizeof *a);
         if (!a)
                 return;
-        rec_error err;
-        char buf[160];
         /* §4.3: unreadable means unknown owner, like absent, but says so. */
-        a->known = contract_acl_decode(e->value ? e->value : "", e->len, &a->acl, &err) == REC_OK;
-        if (!a->known)
-                snprintf(a->why, sizeof a->why, "unreadable ACL record: %s", rec_error_str(&err, buf, sizeof buf));
+        a->known = contract_acl_read(e->value, e->len, &a->acl, a->why, sizeof a->why);
         if (strmap_put(&c->acls, e->key, a) < 0)
                 acl_free(a);
 }
