@@ -22,6 +22,7 @@
 #include "notify.h"
 #include "reader.h"
 #include "roster.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -251,56 +252,11 @@ typedef struct reload_gate {
         int64_t last_ms;   /* monotonic: the last reload (0: none) */
 } reload_gate;
 
-/* Time this process was not scheduled (stopped, or starved of CPU), as
- * the main loop sees it: a signal wait that returns later than asked.
- * The broker watchdog does not count it against the broker (issue 14
- * item 8: upstream's daemon, at load 311 on 12 cores, exited twice as
- * "broker unreachable" with nats-server up). */
-#define STALL_SLACK_MS 200
-/* The hard backstop: this long disconnected by the plain clock ends the
- * process whatever the crediting says. */
-#define BROKER_GONE_BACKSTOP_FACTOR 4
-
-#define STALLS_KEPT 64
-
-/* The latest stalls, as monotonic intervals: a disconnect is judged by
- * the time inside it that the process could run. */
-typedef struct stall_clock {
-        struct stall {
-                int64_t from, to;
-        } ring[STALLS_KEPT];
-        size_t next, n;
-} stall_clock;
-
 /* What both loops keep across standby and run. */
 typedef struct main_loop {
         reload_gate reload;
-        stall_clock stall;
+        watchdog_stalls stall;
 } main_loop;
-
-/* One signal wait of asked_ms that began at t0 and returned at t1. */
-static void stall_note(stall_clock *c, int64_t asked_ms, int64_t t0, int64_t t1)
-{
-        if (t1 - t0 <= asked_ms + STALL_SLACK_MS)
-                return;
-        c->ring[c->next] = (struct stall){t0 + asked_ms, t1};
-        c->next = (c->next + 1) % STALLS_KEPT;
-        if (c->n < STALLS_KEPT)
-                c->n++;
-}
-
-/* How much of [from, to] the process spent not scheduled. */
-static int64_t stalled_within(const stall_clock *c, int64_t from, int64_t to)
-{
-        int64_t sum = 0;
-        for (size_t i = 0; i < c->n; i++) {
-                int64_t a = c->ring[i].from > from ? c->ring[i].from : from;
-                int64_t b = c->ring[i].to < to ? c->ring[i].to : to;
-                if (b > a)
-                        sum += b - a;
-        }
-        return sum;
-}
 
 /* Waits for one of signals at most tick_ms, crediting any lateness. */
 static int wait_signal(main_loop *ml, const sigset_t *signals, int64_t tick_ms)
@@ -309,7 +265,7 @@ static int wait_signal(main_loop *ml, const sigset_t *signals, int64_t tick_ms)
         siginfo_t si;
         int64_t t0 = daemon_mono_ms();
         int sig = sigtimedwait(signals, &si, &tick);
-        stall_note(&ml->stall, tick_ms, t0, daemon_mono_ms());
+        watchdog_note_wait(&ml->stall, tick_ms, t0, daemon_mono_ms());
         if (sig == SIGHUP)
                 ml->reload.pending++;
         return sig;
@@ -329,29 +285,20 @@ static void reload_when_due(daemon_ctx *d, reload_gate *g, int64_t now)
 
 enum { RUN_STOPPED = 0, RUN_FAILED = 1, RUN_BROKER_GONE = 2 };
 
-/* True once the broker has been unreachable past broker-gone-ms (§10.3):
- * by the time this process could run, so a host too busy to schedule it
- * (or a SIGSTOP) is not taken for a dead broker; a reconnect that comes
- * late still counts (the connection's own state decides). Past
- * BROKER_GONE_BACKSTOP_FACTOR times the window by the plain clock it ends
- * anyway. */
-static bool broker_gone(daemon_ctx *d, stall_clock *c, int64_t now)
+/* True once the broker has been unreachable past broker-gone-ms (§10.3),
+ * by the time this process could run (watchdog.h). */
+static bool broker_gone(daemon_ctx *d, const watchdog_stalls *s, int64_t now)
 {
-        int64_t since = atomic_load(&d->disconnected_since_ms);
-        if (!since)
-                return false;
-        int64_t stalled = stalled_within(c, since, now);
-        int64_t down = now - since;
-        bool backstop = down > (int64_t)d->cfg.broker_gone_ms * BROKER_GONE_BACKSTOP_FACTOR;
-        if (down - stalled <= d->cfg.broker_gone_ms && !backstop)
+        watchdog_verdict v = watchdog_judge(s, atomic_load(&d->disconnected_since_ms), now, d->cfg.broker_gone_ms);
+        if (!v.gone)
                 return false;
         char n[40];
         contract_js_number((double)d->cfg.broker_gone_ms / 1000.0, n, sizeof n);
         log_error("✗ delivery: broker unreachable for >%ss — exiting (coupled to the broker)", n);
-        if (stalled > 0)
+        if (v.stalled_ms > 0)
                 log_notice("Disconnected for %.1f s, %.1f s of which this process was not scheduled%s",
-                           (double)down / 1000.0, (double)stalled / 1000.0,
-                           backstop ? " (past the hard limit of the plain clock)" : "");
+                           (double)v.down_ms / 1000.0, (double)v.stalled_ms / 1000.0,
+                           v.backstop ? " (past the hard limit of the plain clock)" : "");
         return true;
 }
 
