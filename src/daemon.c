@@ -54,33 +54,15 @@ void daemon_shut_link(daemon_ctx *d)
                         natsConnection_Close(all[i]);
 }
 
-/* PROTOCOL §10.3 names the line; §11.3 is what the operator compares the
- * credential with. One line per distinct subject (a denied publish is
- * dropped by the server without an answer, so whatever sent it retries
- * on its own schedule and would repeat the line each time); the repeats
- * are counted for the diagnostics. */
+/* §10.3's line (denials_report) and a connection event the first time. */
 static void note_denial(daemon_ctx *d, const daemon_link *l, const char *text)
 {
         denial_op op;
         char subject[DENIALS_SUBJECT_MAX];
-        if (!denials_parse(text, &op, subject, sizeof subject)) {
-                op = DENIAL_OTHER;
-                snprintf(subject, sizeof subject, "%s", text && *text ? text : "(no text)");
-        }
-        uint64_t count = 0;
-        denial_seen seen = denials_note(&d->denied, op, subject, daemon_mono_ms(), &count);
-        if (seen == DENIAL_FIRST) {
+        if (denials_report(&d->denied, text, daemon_mono_ms(), &op, subject, sizeof subject) == DENIAL_FIRST) {
                 char reason[CONNLOG_REASON_MAX];
                 snprintf(reason, sizeof reason, "permission denied: %s \"%.100s\"", denial_op_verb(op), subject);
                 connlog_add(&d->links, CONNLOG_ERROR, l->name, reason);
-                log_error("! delivery endpoint: NATS permission denied: cannot %s \"%s\" — check this endpoint's "
-                          "ACLs (a denied peer looks \"absent\" rather than blocked); the delivery credential needs "
-                          "PROTOCOL §11.3's grants. Repeats on this subject are counted, not logged",
-                          denial_op_verb(op), subject);
-        } else if (seen == DENIAL_TABLE_FULL) {
-                log_error("! delivery endpoint: NATS permission denied on more than %d distinct subjects (the latest: "
-                          "cannot %s \"%s\"); further subjects are counted, not logged",
-                          DENIALS_MAX_SUBJECTS, denial_op_verb(op), subject);
         }
 }
 
@@ -104,19 +86,6 @@ void daemon_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
         connlog_add(&d->links, CONNLOG_ERROR, l->name, reason);
         log_warning("! delivery endpoint: %s%s%s (subscription %s, %s connection)", natsStatus_GetText(err),
                     text ? ": " : "", text ? text : "", sub ? natsSubscription_GetSubject(sub) : "-", l->name);
-}
-
-int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key)
-{
-        int64_t delay = DAEMON_DENIED_DELAY_MIN_MS;
-        for (uint64_t i = 1; i < delivered && delay < DAEMON_DENIED_DELAY_MAX_MS; i++)
-                delay *= 2;
-        if (delay > DAEMON_DENIED_DELAY_MAX_MS)
-                delay = DAEMON_DENIED_DELAY_MAX_MS;
-        /* Jitter without shared random state: a multiplicative hash of the
-         * key, so entries refused together do not come back together. */
-        uint64_t h = (key + delivered) * 0x9E3779B97F4A7C15ULL;
-        return delay - (int64_t)((h >> 33) % (uint64_t)(delay / 5 + 1));
 }
 
 void daemon_close_worker(natsConnection **nc)

@@ -191,14 +191,6 @@ int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc);
 /* Flushes (bounded), closes and destroys a worker connection; NULLs it. */
 void daemon_close_worker(natsConnection **nc);
 
-/* The retry delay of work whose publish the broker refused for
- * permissions (see daemon_on_error): the credential lacks a grant, which
- * only an operator fixes, so retries back off from DAEMON_DENIED_DELAY_MIN_MS
- * doubling per delivery to DAEMON_DENIED_DELAY_MAX_MS, spread by up to 20 %
- * jitter derived from key (e.g. the message's stream sequence). */
-#define DAEMON_DENIED_DELAY_MIN_MS CONTRACT_NAK_DELAY_MS
-#define DAEMON_DENIED_DELAY_MAX_MS 30000
-int64_t daemon_denied_delay_ms(uint64_t delivered, uint64_t key);
 
 /* The connections' asynchronous-error callback (arg: the daemon_link). A
  * permission violation is noted in d->denied and logged once per subject

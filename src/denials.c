@@ -2,6 +2,8 @@
  * denials.h). */
 #include "denials.h"
 
+#include "log.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -141,4 +143,36 @@ json_t *denials_json(denials *d)
         else
                 json_decref(subjects);
         return doc;
+}
+
+denial_seen denials_report(denials *d, const char *text, int64_t now_ms, denial_op *op, char *subject, size_t size)
+{
+        if (!denials_parse(text, op, subject, size)) {
+                *op = DENIAL_OTHER;
+                snprintf(subject, size, "%s", text && *text ? text : "(no text)");
+        }
+        denial_seen seen = denials_note(d, *op, subject, now_ms, NULL);
+        if (seen == DENIAL_FIRST)
+                log_error("! delivery endpoint: NATS permission denied: cannot %s \"%s\" — check this endpoint's "
+                          "ACLs (a denied peer looks \"absent\" rather than blocked); the delivery credential needs "
+                          "PROTOCOL §11.3's grants. Repeats on this subject are counted, not logged",
+                          denial_op_verb(*op), subject);
+        else if (seen == DENIAL_TABLE_FULL)
+                log_error("! delivery endpoint: NATS permission denied on more than %d distinct subjects (the latest: "
+                          "cannot %s \"%s\"); further subjects are counted, not logged",
+                          DENIALS_MAX_SUBJECTS, denial_op_verb(*op), subject);
+        return seen;
+}
+
+int64_t denials_retry_delay_ms(uint64_t delivered, uint64_t key)
+{
+        int64_t delay = DENIALS_RETRY_MIN_MS;
+        for (uint64_t i = 1; i < delivered && delay < DENIALS_RETRY_MAX_MS; i++)
+                delay *= 2;
+        if (delay > DENIALS_RETRY_MAX_MS)
+                delay = DENIALS_RETRY_MAX_MS;
+        /* Jitter without shared random state: a multiplicative hash of the
+         * key, so entries refused together do not come back together. */
+        uint64_t h = (key + delivered) * 0x9E3779B97F4A7C15ULL;
+        return delay - (int64_t)((h >> 33) % (uint64_t)(delay / 5 + 1));
 }

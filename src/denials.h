@@ -6,6 +6,8 @@
  * Thread-safe; the parser is pure. It never retries or acts by itself. */
 #pragma once
 
+#include "contract_constants.h"
+
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -62,6 +64,21 @@ typedef enum {
 /* Records one violation at now_ms. *count (may be NULL) gets the subject's
  * count so far (including this one), or the untracked count. */
 denial_seen denials_note(denials *d, denial_op op, const char *subject, int64_t now_ms, uint64_t *count);
+
+/* One violation as cnats reported it (text may be NULL), recorded and
+ * logged the way PROTOCOL §10.3 names the line: once per distinct
+ * subject (a refused publish gets no answer, so its sender retries on its
+ * own schedule and would repeat the line), once when the table fills; the
+ * repeats are counted. *op and subject get what was recorded. */
+denial_seen denials_report(denials *d, const char *text, int64_t now_ms, denial_op *op, char *subject, size_t size);
+
+/* The retry delay of work whose publish was refused for permissions: only
+ * an operator fixes the credential, so retries back off from
+ * DENIALS_RETRY_MIN_MS doubling per delivery to DENIALS_RETRY_MAX_MS,
+ * spread by up to 20 % jitter derived from key (e.g. the stream seq). */
+#define DENIALS_RETRY_MIN_MS CONTRACT_NAK_DELAY_MS
+#define DENIALS_RETRY_MAX_MS 30000
+int64_t denials_retry_delay_ms(uint64_t delivered, uint64_t key);
 
 /* True if a publish to subject was refused at or after since_ms. */
 bool denials_publish_denied_since(denials *d, const char *subject, int64_t since_ms);

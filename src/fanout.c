@@ -605,7 +605,7 @@ static void finish_batch(daemon_ctx *d, struct fanout *f, int n)
                                  * "P.dinbox.*" (logged once by
                                  * daemon_on_error): back off (§6.5 still:
                                  * nak, never terminate). */
-                                int64_t delay = daemon_denied_delay_ms(meta.delivered, p->seq);
+                                int64_t delay = denials_retry_delay_ms(meta.delivered, p->seq);
                                 jsack_nak_delay(nak_denied, sizeof nak_denied, delay);
                                 log_debug("Deferred %s seq %" PRIu64 ": an inbox write was refused (permissions), "
                                           "delivery %" PRIu64 "; retrying in %lld ms",

@@ -236,7 +236,7 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                                  * ceiling (as §7 exempts KV read failures:
                                  * nothing is terminated for an outage) and a
                                  * growing back-off instead of a hot retry. */
-                                int64_t delay = daemon_denied_delay_ms(v->delivered, v->seq);
+                                int64_t delay = denials_retry_delay_ms(v->delivered, v->seq);
                                 jsack_nak_delay(nak_denied, sizeof nak_denied, delay);
                                 log_debug("Deferred %s seq %" PRIu64 " for %.64s: its dlv publish was refused "
                                           "(permissions), delivery %" PRIu64 "; retrying in %lld ms",

@@ -111,6 +111,39 @@ START_TEST(a_denied_publish_is_found_by_subject_and_time)
 }
 END_TEST
 
+/* The retry back-off doubles per delivery between its bounds, with at
+ * most 20 % taken off as jitter; the report records unknown texts whole. */
+START_TEST(retry_delay_doubles_within_bounds_and_reports_keep_the_text)
+{
+        for (uint64_t key = 1; key < 200; key++) {
+                int64_t want = DENIALS_RETRY_MIN_MS;
+                for (uint64_t delivered = 1; delivered < 12; delivered++) {
+                        int64_t got = denials_retry_delay_ms(delivered, key);
+                        ck_assert_int_le(got, want);
+                        ck_assert_int_ge(got, want - want / 5);
+                        want = want * 2 > DENIALS_RETRY_MAX_MS ? DENIALS_RETRY_MAX_MS : want * 2;
+                }
+        }
+        denials d;
+        denials_init(&d);
+        denial_op op;
+        char subject[DENIALS_SUBJECT_MAX];
+        ck_assert_int_eq(denials_report(&d, "something else", 1, &op, subject, sizeof subject), DENIAL_FIRST);
+        ck_assert_int_eq(op, DENIAL_OTHER);
+        ck_assert_str_eq(subject, "something else");
+        ck_assert_int_eq(denials_report(&d, NULL, 2, &op, subject, sizeof subject), DENIAL_FIRST);
+        ck_assert_str_eq(subject, "(no text)");
+        ck_assert_int_eq(denials_report(&d, "Permissions Violation for Publish to \"a.b\"", 3, &op, subject,
+                                        sizeof subject),
+                         DENIAL_FIRST);
+        ck_assert_int_eq(op, DENIAL_PUBLISH);
+        ck_assert_int_eq(denials_report(&d, "Permissions Violation for Publish to \"a.b\"", 4, &op, subject,
+                                        sizeof subject),
+                         DENIAL_REPEAT);
+        denials_fini(&d);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("denials");
@@ -119,6 +152,7 @@ int main(void)
         tcase_add_test(tc, each_subject_is_first_once_then_counted);
         tcase_add_test(tc, the_table_is_bounded_and_says_so_once);
         tcase_add_test(tc, a_denied_publish_is_found_by_subject_and_time);
+        tcase_add_test(tc, retry_delay_doubles_within_bounds_and_reports_keep_the_text);
         suite_add_tcase(s, tc);
         return unit_run(s);
 }
