@@ -126,6 +126,7 @@ struct phase_stats {
         int arrived;            /* seen on the core subject */
         int missing, dup;       /* counted in DLV_<S> by id */
         double post_p50, post_p99;
+        double puback_p99;      /* of the posts themselves: the broker's part */
         int joins, leaves, timeouts, refused;
         double join_p50, join_p99, leave_p99;
         char refused_text[200];
@@ -138,6 +139,7 @@ struct victim_phase {
         int cap;
         int64_t *sent_us;       /* 0: not sent */
         int64_t *arrived_us;    /* first arrival; 0: none */
+        int64_t *acked_us;      /* the PubAck; 0: none */
         int *seen;
         bool *stored;           /* PubAck'd */
         int posts;
@@ -432,11 +434,12 @@ static int victim_phase_init(struct victim_phase *vp, int seconds)
         vp->req_cap = seconds * (int)(1000000 / REQUEST_INTERVAL_US) + 1;
         vp->sent_us = calloc((size_t)vp->cap, sizeof *vp->sent_us);
         vp->arrived_us = calloc((size_t)vp->cap, sizeof *vp->arrived_us);
+        vp->acked_us = calloc((size_t)vp->cap, sizeof *vp->acked_us);
         vp->seen = calloc((size_t)vp->cap, sizeof *vp->seen);
         vp->stored = calloc((size_t)vp->cap, sizeof *vp->stored);
         vp->req_ms[0] = calloc((size_t)vp->req_cap, sizeof(double));
         vp->req_ms[1] = calloc((size_t)vp->req_cap, sizeof(double));
-        return vp->sent_us && vp->arrived_us && vp->seen && vp->stored && vp->req_ms[0] && vp->req_ms[1] ? 0
+        return vp->sent_us && vp->arrived_us && vp->acked_us && vp->seen && vp->stored && vp->req_ms[0] && vp->req_ms[1] ? 0
                                                                                                        : -ENOMEM;
 }
 
@@ -444,6 +447,7 @@ static void victim_phase_fini(struct victim_phase *vp)
 {
         free(vp->sent_us);
         free(vp->arrived_us);
+        free(vp->acked_us);
         free(vp->seen);
         free(vp->stored);
         free(vp->req_ms[0]);
@@ -493,6 +497,7 @@ static void *poster_main(void *arg)
                 pthread_mutex_unlock(&v->lock);
                 bool ok = victim_publish(v, id);
                 pthread_mutex_lock(&v->lock);
+                vp->acked_us[i] = ok ? now_us() : 0;
                 vp->stored[i] = ok;
                 vp->pub_failed += !ok;
                 pthread_mutex_unlock(&v->lock);
@@ -1266,9 +1271,12 @@ static void phase_stats(struct run *r, int p)
         struct phase_stats *st = &r->ph[p];
         pthread_mutex_lock(&v->lock);
         double *lat = calloc((size_t)vp->cap + 1, sizeof *lat);
-        int n = 0;
-        for (int i = 0; lat && i < vp->posts; i++) {
+        double *ack = calloc((size_t)vp->cap + 1, sizeof *ack);
+        int n = 0, n_ack = 0;
+        for (int i = 0; lat && ack && i < vp->posts; i++) {
                 st->posts += vp->stored[i];
+                if (vp->acked_us[i])
+                        ack[n_ack++] = (double)(vp->acked_us[i] - vp->sent_us[i]) / 1000.0;
                 if (vp->seen[i]) {
                         st->arrived++;
                         lat[n++] = (double)(vp->arrived_us[i] - vp->sent_us[i]) / 1000.0;
@@ -1277,6 +1285,7 @@ static void phase_stats(struct run *r, int p)
         st->pub_failed = vp->pub_failed;
         st->post_p50 = percentile(lat, n, 0.50);
         st->post_p99 = percentile(lat, n, 0.99);
+        st->puback_p99 = percentile(ack, n_ack, 0.99);
         st->joins = vp->n_req[0];
         st->leaves = vp->n_req[1];
         st->join_p50 = percentile(vp->req_ms[0], vp->n_req[0], 0.50);
@@ -1287,6 +1296,7 @@ static void phase_stats(struct run *r, int p)
         snprintf(st->refused_text, sizeof st->refused_text, "%s", vp->refused_text);
         pthread_mutex_unlock(&v->lock);
         free(lat);
+        free(ack);
 }
 
 /* One phase: the victim (and in PH_ABUSE the abuser) for --seconds, then
@@ -1475,16 +1485,17 @@ static void keep_log(struct run *r)
 static void print_phase(const struct run *r, int p)
 {
         const struct phase_stats *st = &r->ph[p];
-        char j50[16], j99[16], l99[16], p50[16], p99[16];
+        char j50[16], j99[16], l99[16], p50[16], p99[16], a99[16];
         fmt_ms(j50, sizeof j50, st->join_p50);
         fmt_ms(j99, sizeof j99, st->join_p99);
         fmt_ms(l99, sizeof l99, st->leave_p99);
         fmt_ms(p50, sizeof p50, st->post_p50);
         fmt_ms(p99, sizeof p99, st->post_p99);
+        fmt_ms(a99, sizeof a99, st->puback_p99);
         printf("  %-8s join p50/p99 %s/%s ms (%d; leave p99 %s ms of %d), timeouts %d, refused %d; "
-               "posts p50/p99 %s/%s ms, %d/%d arrived (settled in %.1f s), %d missing, %d duplicated, "
+               "posts p50/p99 %s/%s ms (their PubAck p99 %s ms), %d/%d arrived (settled in %.1f s), %d missing, %d duplicated, "
                "%d unpublished; RSS max %.1f MiB (VmHWM %.1f)\n",
-               phase_names[p], j50, j99, st->joins, l99, st->leaves, st->timeouts, st->refused, p50, p99, st->arrived,
+               phase_names[p], j50, j99, st->joins, l99, st->leaves, st->timeouts, st->refused, p50, p99, a99, st->arrived,
                st->posts, (double)st->settle_ms / 1000.0, st->missing, st->dup, st->pub_failed, st->rss_mib,
                st->hwm_mib);
         if (st->refused)
@@ -1528,10 +1539,10 @@ static void report_abuse(struct run *r)
         if (r->expected_copies)
                 printf("  the abuse's own copies: %" PRIu64 " of %" PRIu64 " delivered\n", r->copies,
                        r->expected_copies);
-        printf("  daemon log: %d lines in all, +%d during the abuse phase (not counting CAROL's joins and leaves)",
+        printf("  daemon log (CAROL's joins and leaves not counted): %d lines in all, +%d during the abuse phase",
                r->log1, r->log1 - r->log0);
         if (r->c->log_match)
-                printf(" (%d containing \"%s\")", r->log_matched, r->c->log_match);
+                printf(", %d of them containing \"%s\"", r->log_matched, r->c->log_match);
         printf("\n");
         fflush(stdout);
 }
@@ -1721,7 +1732,8 @@ static void usage(FILE *f)
                 QUICK_SECONDS, QUICK_LIST_RECORDS, DEFAULT_SECONDS, LIST_RECORDS, MAX_SECONDS);
         for (size_t i = 0; i < N_CASES; i++)
                 fprintf(f, "                   %-13s %s\n", cases[i].name, cases[i].what);
-        fprintf(f, "  --keep         keep the broker's directory (store, server.log) and the spaces\n"
+        fprintf(f, "  --keep         keep the broker's directory (store, server.log), the spaces and each\n"
+                   "                 daemon's log (daemon-<case>.log there)\n"
                    "\n"
                    "Needs COTAL_DELIVERYD and COTAL_DELIVERYCTL (scripts/abuse sets them). Exit status:\n"
                    "1 if a victim's post was lost or duplicated (or the abuse's own deliveries fell\n"
