@@ -195,6 +195,36 @@ uint64_t tu_kv_put(const char *bucket, const char *key, const char *value)
         return seq;
 }
 
+static void (*guard_fn)(void *arg);
+static void *guard_arg;
+
+START_TEST(guard_step)
+{
+        guard_fn(guard_arg);
+}
+END_TEST
+
+int tu_guard(void (*fn)(void *arg), void *arg, char *why, size_t why_size)
+{
+        guard_fn = fn;
+        guard_arg = arg;
+        Suite *suite = suite_create("guard");
+        TCase *tc = tcase_create("step");
+        tcase_add_test(tc, guard_step);
+        suite_add_tcase(suite, tc);
+        SRunner *sr = srunner_create(suite);
+        srunner_set_fork_status(sr, CK_NOFORK);
+        srunner_run_all(sr, CK_SILENT);
+        int failed = srunner_ntests_failed(sr);
+        if (failed && why && why_size) {
+                TestResult **tr = srunner_failures(sr);
+                snprintf(why, why_size, "%s:%d: %s", tr_lfile(tr[0]), tr_lno(tr[0]), tr_msg(tr[0]));
+                free(tr);
+        }
+        srunner_free(sr);
+        return failed ? -EIO : 0;
+}
+
 int tu_run(Suite *s)
 {
         SRunner *sr = srunner_create(s);

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <nats/nats.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define CTL_TIMEOUT_MS 20000
@@ -63,6 +64,13 @@ void tu_lines_free(char **lines, size_t n);
 
 /* Publish to a KV key as a fixture would (no conditions). Returns the rev. */
 uint64_t tu_kv_put(const char *bucket, const char *key, const char *value);
+
+/* Runs fn(arg) as the single test of a silent no-fork suite, so fixtures
+ * that assert (ck_assert) can be used outside a test program (the bench
+ * tools): a failing assertion ends fn and is reported here instead of
+ * ending the process. Call from the main thread only. Returns 0, or -EIO
+ * with why (may be NULL) set to "file:line: message". */
+int tu_guard(void (*fn)(void *arg), void *arg, char *why, size_t why_size);
 
 /* Runs the suite with CK_NOFORK (cnats threads do not survive fork) and
  * returns the process exit status. */
