@@ -277,9 +277,10 @@ static int join_copy_window(join_op *j)
         if (catchup_fanout_delivered(j->d, &delivered) < 0)
                 return join_fail(j, strdup("cannot read the fan-out consumer's position"));
         j->fence = frontier > delivered ? frontier : delivered;
-        j->evicted = j->fence > j->join_cursor && catchup_evicted_since(j->d, j->channel, j->join_cursor);
+        bool at_cap = true;
+        j->evicted = j->fence > j->join_cursor && catchup_evicted_since(j->d, j->channel, j->join_cursor, &at_cap);
         char cerr[512] = "";
-        if (catchup_copy(j->d, &j->c->pub, j->caller, j->channel, j->join_cursor, j->fence, j->gen, cerr,
+        if (catchup_copy(j->d, &j->c->pub, j->caller, j->channel, j->join_cursor, j->fence, j->gen, !at_cap, cerr,
                          sizeof cerr) < 0)
                 return join_fail(j, strdup(cerr));
         return 0;

@@ -166,8 +166,12 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
                                     owner, v.delivered);
                         v.what = DECIDE_TERM;
                 } else {
-                        log_info("Deferred %s entry seq %" PRIu64 " for unknown owner %.64s (%s), delivery %" PRIu64,
-                                 d->names.inbox_stream, v.seq, owner, unknown_why, v.delivered);
+                        /* Said once per entry at info; its retries at
+                         * debug (a flood of entries for a deprovisioned
+                         * owner logged ten lines each: scripts/abuse). */
+                        log_msg(v.delivered <= 1 ? LOG_INFO : LOG_DEBUG,
+                                "Deferred %s entry seq %" PRIu64 " for unknown owner %.64s (%s), delivery %" PRIu64,
+                                d->names.inbox_stream, v.seq, owner, unknown_why, v.delivered);
                         v.what = DECIDE_NAK;
                 }
         } else if (!contract_channel_in_allow((const char *const *)acl->allow, acl->n_allow, e.channel)) {
