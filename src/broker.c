@@ -21,27 +21,18 @@
 int broker_errno(natsStatus s)
 {
         switch (s) {
-        case NATS_OK:
-                return 0;
-        case NATS_TIMEOUT:
-                return -ETIMEDOUT;
-        case NATS_NO_RESPONDERS:
-                return -ENXIO;
-        case NATS_NOT_FOUND:
-                return -ENOENT;
-        case NATS_NO_MEMORY:
-                return -ENOMEM;
-        case NATS_INVALID_ARG:
-                return -EINVAL;
+        case NATS_OK: return 0;
+        case NATS_TIMEOUT: return -ETIMEDOUT;
+        case NATS_NO_RESPONDERS: return -ENXIO;
+        case NATS_NOT_FOUND: return -ENOENT;
+        case NATS_NO_MEMORY: return -ENOMEM;
+        case NATS_INVALID_ARG: return -EINVAL;
         case NATS_CONNECTION_CLOSED:
         case NATS_CONNECTION_DISCONNECTED:
-        case NATS_NO_SERVER:
-                return -ENOTCONN;
+        case NATS_NO_SERVER: return -ENOTCONN;
         case NATS_NOT_PERMITTED:
-        case NATS_CONNECTION_AUTH_FAILED:
-                return -EACCES;
-        default:
-                return -EIO;
+        case NATS_CONNECTION_AUTH_FAILED: return -EACCES;
+        default: return -EIO;
         }
 }
 
@@ -134,8 +125,7 @@ int broker_connect(const broker_config *cfg, natsConnection **nc, char *err, siz
         natsOptions_Destroy(opts);
         if (s != NATS_OK) {
                 const char *text = nats_GetLastError(NULL);
-                snprintf(err, err_size, "%s%s%s", natsStatus_GetText(s), text && *text ? ": " : "",
-                         text ? text : "");
+                snprintf(err, err_size, "%s%s%s", natsStatus_GetText(s), text && *text ? ": " : "", text ? text : "");
                 *nc = NULL;
                 return broker_errno(s);
         }
@@ -188,8 +178,8 @@ static int parse_api_reply(natsMsg *msg, json_t **reply, jsapi_error *err)
         return 0;
 }
 
-int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms,
-                  json_t **reply, jsapi_error *err)
+int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms, json_t **reply,
+                  jsapi_error *err)
 {
         char *payload = NULL;
         size_t len = 0;
@@ -329,8 +319,8 @@ static int request_on(natsConnection *nc, char *subject, const json_t *body, int
         return r;
 }
 
-int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body, int64_t timeout_ms,
-                      json_t **reply, jsapi_error *err)
+int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body, int64_t timeout_ms, json_t **reply,
+                      jsapi_error *err)
 {
         char *subject = NULL;
         if (asprintf(&subject, "$JS.API.STREAM.INFO.%s", stream) < 0)

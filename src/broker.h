@@ -15,8 +15,8 @@
 #define BROKER_AUTH_ATTEMPTS 3 /* connects refused for authentication, see broker_connect */
 
 typedef struct broker_config {
-        const char *servers;      /* one URL or a comma-separated list     */
-        const char *creds_file;   /* JWT + seed; NULL = no authentication  */
+        const char *servers;    /* one URL or a comma-separated list     */
+        const char *creds_file; /* JWT + seed; NULL = no authentication  */
         /* Or callbacks giving the JWT and signing the nonce at every
          * (re)connect, with their closure (creds_source does rotation). */
         natsUserJWTHandler jwt_cb;
@@ -25,7 +25,7 @@ typedef struct broker_config {
         const char *inbox_prefix; /* NULL = cnats default "_INBOX"         */
         const char *name;         /* connection name (advisory)            */
         int64_t connect_timeout_ms;
-        bool reconnect;           /* reconnect forever (with jitter) once connected */
+        bool reconnect; /* reconnect forever (with jitter) once connected */
         /* Optional link callbacks (run on a cnats thread), with their
          * closure. */
         natsConnectionHandler on_disconnected, on_reconnected, on_closed;
@@ -63,13 +63,13 @@ typedef struct jsapi_error {
  *   -EPROTO     the reply is not a JSON object,
  *   -EIO/-ENOMEM other failures.
  * err may be NULL. */
-int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms,
-                  json_t **reply, jsapi_error *err);
+int jsapi_request(natsConnection *nc, const char *subject, const json_t *body, int64_t timeout_ms, json_t **reply,
+                  jsapi_error *err);
 
 /* $JS.API.STREAM.INFO.<stream> (body: e.g. a subjects_filter, or NULL)
  * and $JS.API.CONSUMER.INFO.<stream>.<consumer>, as jsapi_request. */
-int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body, int64_t timeout_ms,
-                      json_t **reply, jsapi_error *err);
+int jsapi_stream_info(natsConnection *nc, const char *stream, const json_t *body, int64_t timeout_ms, json_t **reply,
+                      jsapi_error *err);
 int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *consumer, int64_t timeout_ms,
                         json_t **reply, jsapi_error *err);
 
@@ -78,10 +78,10 @@ int jsapi_consumer_info(natsConnection *nc, const char *stream, const char *cons
  * answered on one reply subscription under our inbox prefix. One thread
  * owns a jsapi_batch. */
 typedef struct jsapi_batch {
-        natsConnection *nc;      /* borrowed */
-        natsSubscription *sub;   /* <prefix>.> */
+        natsConnection *nc;    /* borrowed */
+        natsSubscription *sub; /* <prefix>.> */
         char *prefix;
-        uint64_t round;          /* replies of earlier rounds are ignored */
+        uint64_t round; /* replies of earlier rounds are ignored */
 } jsapi_batch;
 
 int jsapi_batch_init(jsapi_batch *b, natsConnection *nc, const char *inbox_prefix);

@@ -87,9 +87,9 @@ static int create_probe_consumer(daemon_ctx *d, const char *name, const char *fi
         if (asprintf(&api, "$JS.API.CONSUMER.CREATE.%s.%s.%s", d->names.chat_stream, name, filter) < 0)
                 api = NULL;
         json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:b, s:I, s:s, s:I}}", "stream_name", d->names.chat_stream,
-                                 "config", "name", name, "filter_subject", filter, "ack_policy", "none",
-                                 "mem_storage", 1, "inactive_threshold", (json_int_t)CONTRACT_CATCHUP_INACTIVE_NS,
-                                 "deliver_policy", "by_start_sequence", "opt_start_seq", (json_int_t)start_seq);
+                                 "config", "name", name, "filter_subject", filter, "ack_policy", "none", "mem_storage",
+                                 1, "inactive_threshold", (json_int_t)CONTRACT_CATCHUP_INACTIVE_NS, "deliver_policy",
+                                 "by_start_sequence", "opt_start_seq", (json_int_t)start_seq);
         json_t *reply = NULL;
         jsapi_error jerr;
         int r = body && api ? jsapi_request(d->nc, api, body, 0, &reply, &jerr) : -ENOMEM;
@@ -131,7 +131,7 @@ bool catchup_evicted_since(daemon_ctx *d, const char *channel, uint64_t join_cur
         json_int_t max_per_sender = 0;
         const char *k;
         json_t *v;
-        json_object_foreach(json_object_get(json_object_get(reply, "state"), "subjects"), k, v)
+        json_object_foreach (json_object_get(json_object_get(reply, "state"), "subjects"), k, v)
                 if (json_integer_value(v) > max_per_sender)
                         max_per_sender = json_integer_value(v);
         json_decref(reply);
@@ -324,14 +324,13 @@ int catchup_copy(daemon_ctx *d, jspub *pub, const char *owner, const char *chann
                                                 char *id = contract_dedup_id(chat.id, owner, gen);
                                                 char *body = NULL;
                                                 size_t len = 0;
-                                                int enc = id ? contract_entry_encode(
-                                                                       natsMsg_GetData(m),
-                                                                       (size_t)natsMsg_GetDataLength(m), channel,
-                                                                       meta.stream_seq, REASON_DURABLE_CHANNEL, gen,
-                                                                       &body, &len)
+                                                int enc = id ? contract_entry_encode(natsMsg_GetData(m),
+                                                                                     (size_t)natsMsg_GetDataLength(m),
+                                                                                     channel, meta.stream_seq,
+                                                                                     REASON_DURABLE_CHANNEL, gen, &body,
+                                                                                     &len)
                                                              : -ENOMEM;
-                                                long idx = enc < 0 ? enc
-                                                                   : jspub_publish(pub, dinbox, id, body, len);
+                                                long idx = enc < 0 ? enc : jspub_publish(pub, dinbox, id, body, len);
                                                 if (idx < 0)
                                                         ledger_release(d->ledger, key);
                                                 if (idx < 0) {

@@ -28,24 +28,23 @@ static const char usage_head[] =
         "\n"
         "The Plane-3 durable-delivery daemon of one Cotal space (PROTOCOL.md).\n"
         "\n";
-static const char usage_tail[] =
-        "  --config FILE        key = value settings, keys as the long flags\n"
-        "                       (env COTAL_DELIVERYD_CONFIG)\n"
-        "  --check-config       validate flags, environment and file, then exit:\n"
-        "                       0 if valid, 2 with the errors\n"
-        "  --shard N, --shards N  only shard 0 of 1 is supported\n"
-        "  --version, -h/--help\n"
-        "\n"
-        "Every setting is also read from COTAL_DELIVERYD_<NAME> (e.g.\n"
-        "COTAL_DELIVERYD_LOG_LEVEL=debug); flags win over the environment, the\n"
-        "environment over the --config file. An empty value means the default.\n"
-        "broker-gone-ms also honours upstream's COTAL_DELIVERY_BROKER_GONE_MS.\n"
-        "\n"
-        "SIGHUP re-reads the configuration: settings marked [reload] change at\n"
-        "once, the others at the next start.\n"
-        "\n"
-        "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure (broker\n"
-        "unreachable, lease held or lost, bind failure), 2 usage error.\n";
+static const char usage_tail[] = "  --config FILE        key = value settings, keys as the long flags\n"
+                                 "                       (env COTAL_DELIVERYD_CONFIG)\n"
+                                 "  --check-config       validate flags, environment and file, then exit:\n"
+                                 "                       0 if valid, 2 with the errors\n"
+                                 "  --shard N, --shards N  only shard 0 of 1 is supported\n"
+                                 "  --version, -h/--help\n"
+                                 "\n"
+                                 "Every setting is also read from COTAL_DELIVERYD_<NAME> (e.g.\n"
+                                 "COTAL_DELIVERYD_LOG_LEVEL=debug); flags win over the environment, the\n"
+                                 "environment over the --config file. An empty value means the default.\n"
+                                 "broker-gone-ms also honours upstream's COTAL_DELIVERY_BROKER_GONE_MS.\n"
+                                 "\n"
+                                 "SIGHUP re-reads the configuration: settings marked [reload] change at\n"
+                                 "once, the others at the next start.\n"
+                                 "\n"
+                                 "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure (broker\n"
+                                 "unreachable, lease held or lost, bind failure), 2 usage error.\n";
 
 #define OFF(f) offsetof(config, f)
 #define DEFAULT_TEXT_(x) #x
@@ -74,8 +73,8 @@ const config_key config_keys[] = {
          "MiB of message data each worker (fan-out, reader, catch-up) holds in flight: pulled, being published, "
          "held; bounds the RSS",
          OFF(inflight_mib)},
-        {"shutdown-timeout-ms", CONFIG_MS, 100, 60000, "5000", CONFIG_AT_RELOAD, false, "MS",
-         "bound on a clean stop", OFF(shutdown_timeout_ms)},
+        {"shutdown-timeout-ms", CONFIG_MS, 100, 60000, "5000", CONFIG_AT_RELOAD, false, "MS", "bound on a clean stop",
+         OFF(shutdown_timeout_ms)},
         {"diag-socket", CONFIG_STRING, 0, 0, NULL, CONFIG_AT_START, false, "PATH",
          "diagnostics socket for `cotal-deliveryctl diag` (default $RUNTIME_DIRECTORY/diag.sock under systemd, "
          "else none; \"none\" turns it off)",
@@ -142,8 +141,8 @@ static int set_value(config *c, const config_key *k, const char *value, char *wh
                 errno = 0;
                 long long v = strtoll(value, &end, 10);
                 if (errno || end == value || *end || v < k->min || v > k->max) {
-                        snprintf(why, why_size, "%s must be an integer in %lld..%lld, got \"%.64s\"", k->name,
-                                 k->min, k->max, value);
+                        snprintf(why, why_size, "%s must be an integer in %lld..%lld, got \"%.64s\"", k->name, k->min,
+                                 k->max, value);
                         return -EINVAL;
                 }
                 if (k->type == CONFIG_INT)
@@ -460,9 +459,12 @@ enum { OPT_SHARD = 256, OPT_SHARDS, OPT_DEV_MINT, OPT_CONFIG, OPT_CHECK, OPT_VER
 
 /* The flags that are not settings. */
 static const struct option other_options[] = {
-        {"shard", required_argument, NULL, OPT_SHARD},   {"shards", required_argument, NULL, OPT_SHARDS},
-        {"dev-mint", no_argument, NULL, OPT_DEV_MINT},    {"config", required_argument, NULL, OPT_CONFIG},
-        {"check-config", no_argument, NULL, OPT_CHECK},   {"version", no_argument, NULL, OPT_VERSION},
+        {"shard", required_argument, NULL, OPT_SHARD},
+        {"shards", required_argument, NULL, OPT_SHARDS},
+        {"dev-mint", no_argument, NULL, OPT_DEV_MINT},
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
 };
 #define N_OTHER (sizeof other_options / sizeof *other_options)
@@ -472,8 +474,8 @@ static const struct option other_options[] = {
 static void build_options(struct option *o)
 {
         for (size_t i = 0; i < config_n_keys; i++)
-                o[i] = (struct option){config_keys[i].name,
-                                       config_keys[i].arg ? required_argument : optional_argument, NULL, OPT_KEY};
+                o[i] = (struct option){config_keys[i].name, config_keys[i].arg ? required_argument : optional_argument,
+                                       NULL, OPT_KEY};
         memcpy(o + config_n_keys, other_options, sizeof other_options);
         memset(o + config_n_keys + N_OTHER, 0, sizeof *o);
 }
@@ -544,16 +546,10 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
                         free(c->config_file);
                         c->config_file = strdup(optarg);
                         break;
-                case OPT_VERSION:
-                        printf("cotal-deliveryd %s\n", PACKAGE_VERSION);
-                        return CONFIG_EXIT_OK;
+                case OPT_VERSION: printf("cotal-deliveryd %s\n", PACKAGE_VERSION); return CONFIG_EXIT_OK;
                 case 'h': config_help(stdout); return CONFIG_EXIT_OK;
-                case ':':
-                        snprintf(err, err_size, "option %.64s needs a value", argv[optind - 1]);
-                        return CONFIG_USAGE;
-                default:
-                        snprintf(err, err_size, "unknown option %.64s", argv[optind - 1]);
-                        return CONFIG_USAGE;
+                case ':': snprintf(err, err_size, "option %.64s needs a value", argv[optind - 1]); return CONFIG_USAGE;
+                default: snprintf(err, err_size, "unknown option %.64s", argv[optind - 1]); return CONFIG_USAGE;
                 }
         }
         if (optind < argc) {
@@ -564,8 +560,8 @@ config_result config_load(config *c, int argc, char **argv, char *err, size_t er
         if (check && r != CONFIG_OK)
                 return CONFIG_USAGE;
         if (check) {
-                printf("cotal-deliveryd: configuration OK (space %s%s%s)\n", c->space,
-                       c->config_file ? ", file " : "", c->config_file ? c->config_file : "");
+                printf("cotal-deliveryd: configuration OK (space %s%s%s)\n", c->space, c->config_file ? ", file " : "",
+                       c->config_file ? c->config_file : "");
                 return CONFIG_EXIT_OK;
         }
         return r;
@@ -578,13 +574,14 @@ static config_result config_settle(config *c, const char *shard, const char *sha
 {
         char why[256];
         /* §10.2 step 1: before anything else. An empty value is unset. */
-        config_result r = check_shards(shard && *shard ? shard : NULL, shards && *shards ? shards : NULL, err,
-                                       err_size);
+        config_result r =
+                check_shards(shard && *shard ? shard : NULL, shards && *shards ? shards : NULL, err, err_size);
         if (r != CONFIG_OK)
                 return r;
         if (dev_mint) {
-                snprintf(err, err_size, "--dev-mint is not supported (this daemon never holds the account signer): "
-                                        "pass --creds FILE, or --no-auth for an open development broker");
+                snprintf(err, err_size,
+                         "--dev-mint is not supported (this daemon never holds the account signer): "
+                         "pass --creds FILE, or --no-auth for an open development broker");
                 return CONFIG_USAGE;
         }
 

@@ -16,12 +16,12 @@
 #define CONFIG_ENV_PREFIX "COTAL_DELIVERYD_"
 
 typedef struct config {
-        char *space;            /* raw space name */
-        char *server;           /* URL list */
-        char *creds;            /* creds file path, NULL with no_auth */
-        bool no_auth;           /* E3: open broker, generated id */
-        bool standby;           /* wait for a held lease instead of exit 1 */
-        bool creds_defaulted;   /* creds is the §10.1 default path */
+        char *space;          /* raw space name */
+        char *server;         /* URL list */
+        char *creds;          /* creds file path, NULL with no_auth */
+        bool no_auth;         /* E3: open broker, generated id */
+        bool standby;         /* wait for a held lease instead of exit 1 */
+        bool creds_defaulted; /* creds is the §10.1 default path */
         char *config_file;
         int log_level;          /* syslog priority */
         int64_t broker_gone_ms; /* §10.3 */
@@ -30,7 +30,7 @@ typedef struct config {
         int inbox_lead_limit;   /* E1: unread entries per owner before fan-out pauses */
         int inflight_mib;       /* message data each worker holds in flight (issue 14) */
         int64_t shutdown_timeout_ms;
-        char *diag_socket;      /* unix socket path; NULL: none (see diag.h) */
+        char *diag_socket; /* unix socket path; NULL: none (see diag.h) */
 } config;
 
 /* One setting: everything about it lives in this row (src/config.c's
@@ -44,15 +44,15 @@ typedef enum {
 } config_when;
 
 typedef struct config_key {
-        const char *name;   /* --name, the file key, COTAL_DELIVERYD_<NAME> */
+        const char *name; /* --name, the file key, COTAL_DELIVERYD_<NAME> */
         config_type type;
         long long min, max; /* CONFIG_INT, CONFIG_MS */
         const char *def;    /* the default, as a value would be written (NULL: unset) */
         config_when applies;
-        bool redact;        /* a URL list: shown with passwords masked */
-        const char *arg;    /* the value's name in --help ("N"); NULL: a switch */
-        const char *help;   /* --help text; the range and default are appended */
-        size_t offset;      /* of the field in struct config */
+        bool redact;      /* a URL list: shown with passwords masked */
+        const char *arg;  /* the value's name in --help ("N"); NULL: a switch */
+        const char *help; /* --help text; the range and default are appended */
+        size_t offset;    /* of the field in struct config */
 } config_key;
 
 extern const config_key config_keys[];
@@ -73,9 +73,9 @@ void config_help(FILE *f);
 
 typedef enum {
         CONFIG_OK = 0,
-        CONFIG_EXIT_OK,   /* --help / --version printed, --check-config passed: exit 0 */
-        CONFIG_USAGE,     /* bad or missing arguments: exit 2 (E4) */
-        CONFIG_FAILURE,   /* e.g. unreadable config file: exit 1 */
+        CONFIG_EXIT_OK, /* --help / --version printed, --check-config passed: exit 0 */
+        CONFIG_USAGE,   /* bad or missing arguments: exit 2 (E4) */
+        CONFIG_FAILURE, /* e.g. unreadable config file: exit 1 */
 } config_result;
 
 /* Parses argv, the environment and the --config file. On

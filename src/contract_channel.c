@@ -43,13 +43,12 @@ static bool span_is(const char *p, size_t len, const char *lit)
 
 static bool is_token_char(unsigned char c)
 {
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-';
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
 channel_check contract_channel_check(const char *ch, const char **bad, size_t *bad_len)
 {
-        segment seg = { 0 };
+        segment seg = {0};
 
         if (ch == NULL || *ch == '\0')
                 return CHANNEL_EMPTY;
@@ -95,7 +94,7 @@ static void trim_segment(const segment *seg, const char **p, size_t *len)
 
 bool contract_channel_is_concrete(const char *ch)
 {
-        segment seg = { 0 };
+        segment seg = {0};
 
         if (ch == NULL)
                 return true;
@@ -114,7 +113,7 @@ bool contract_channel_is_concrete(const char *ch)
 
 bool contract_subject_matches(const char *pattern, const char *name)
 {
-        segment p = { 0 }, n = { 0 };
+        segment p = {0}, n = {0};
         bool have_name = true;
 
         if (pattern == NULL || name == NULL)
@@ -146,7 +145,7 @@ bool contract_channel_in_allow(const char *const *allow, size_t n, const char *c
 
 int contract_channel_path(const char *ch, char **out)
 {
-        segment seg = { 0 };
+        segment seg = {0};
         size_t cap, len = 0, kept = 0, n_segments = 0, idx = 0;
         char *buf;
         int r = 0;
@@ -173,7 +172,7 @@ int contract_channel_path(const char *ch, char **out)
         buf = malloc(cap);
         if (buf == NULL)
                 return -ENOMEM;
-        seg = (segment){ 0 };
+        seg = (segment){0};
         while (next_segment(ch, &seg)) {
                 const char *p;
                 size_t plen;
@@ -228,8 +227,8 @@ bool contract_kv_key_valid(const char *key)
         return true;
 }
 
-bool contract_member_key_parse(const char *key, const char **channel, size_t *channel_len,
-                               const char **owner, size_t *owner_len)
+bool contract_member_key_parse(const char *key, const char **channel, size_t *channel_len, const char **owner,
+                               size_t *owner_len)
 {
         const char *slash;
         size_t len;

@@ -9,10 +9,10 @@
 /* Result of assertValidChannel (PROTOCOL §1.3). */
 typedef enum {
         CHANNEL_VALID = 0,
-        CHANNEL_EMPTY,          /* "" (reported by §8.5 as the blank error)  */
-        CHANNEL_EMPTY_SEGMENT,  /* leading/trailing/double dot               */
-        CHANNEL_GT_NOT_LAST,    /* '>' segment that is not the last one      */
-        CHANNEL_BAD_SEGMENT,    /* a segment outside [A-Za-z0-9_-]+, '*', '>' */
+        CHANNEL_EMPTY,         /* "" (reported by §8.5 as the blank error)  */
+        CHANNEL_EMPTY_SEGMENT, /* leading/trailing/double dot               */
+        CHANNEL_GT_NOT_LAST,   /* '>' segment that is not the last one      */
+        CHANNEL_BAD_SEGMENT,   /* a segment outside [A-Za-z0-9_-]+, '*', '>' */
 } channel_check;
 
 /* assertValidChannel(ch): segments are NOT trimmed. For CHANNEL_BAD_SEGMENT
@@ -47,8 +47,8 @@ bool contract_kv_key_valid(const char *key);
 /* §4.4 member key "<channel>/<owner>". Split at the FIRST '/'. A key with no
  * '/', or with '/' as its first or last character, is not a member key
  * (returns false). On success the spans point into key (borrowed). */
-bool contract_member_key_parse(const char *key, const char **channel, size_t *channel_len,
-                               const char **owner, size_t *owner_len);
+bool contract_member_key_parse(const char *key, const char **channel, size_t *channel_len, const char **owner,
+                               size_t *owner_len);
 
 /* "<channel>/<owner>"; *out owned by the caller. 0 or -ENOMEM. */
 int contract_member_key(const char *channel, const char *owner, char **out);

@@ -47,8 +47,8 @@ json_t *contract_stream_config(const contract_names *n, contract_stream s, int r
         const char *name = contract_stream_name(n, s);
         if (!name)
                 return NULL;
-        json_t *c = json_pack("{s:s, s:[s], s:s, s:s}", "name", name, "subjects", stream_filter(n, s),
-                              "retention", s == STREAM_TASK ? "workqueue" : "limits", "storage", "file");
+        json_t *c = json_pack("{s:s, s:[s], s:s, s:s}", "name", name, "subjects", stream_filter(n, s), "retention",
+                              s == STREAM_TASK ? "workqueue" : "limits", "storage", "file");
         if (!c)
                 return NULL;
         int r = 0;
@@ -103,16 +103,15 @@ json_t *contract_bucket_config(const contract_names *n, contract_bucket b, int r
         char *subject = contract_kv_subject(bucket, ">");
         json_t *c = NULL;
         if (stream && subject)
-                c = json_pack("{s:s, s:[s], s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:i, s:b}", "name", stream,
-                              "subjects", subject, "retention", "limits", "max_msgs_per_subject", 1,
-                              "max_bytes", -1, "max_msg_size", -1, "storage", "file", "discard", "new",
-                              "allow_direct", 1, "num_replicas", replicas > 1 ? replicas : 1,
-                              "allow_rollup_hdrs", 1);
+                c = json_pack("{s:s, s:[s], s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:i, s:b}", "name", stream, "subjects",
+                              subject, "retention", "limits", "max_msgs_per_subject", 1, "max_bytes", -1,
+                              "max_msg_size", -1, "storage", "file", "discard", "new", "allow_direct", 1,
+                              "num_replicas", replicas > 1 ? replicas : 1, "allow_rollup_hdrs", 1);
         free(stream);
         free(subject);
         if (!c)
                 return NULL;
-        json_int_t ttl = b == BUCKET_PRESENCE ? CONTRACT_PRESENCE_TTL_NS
+        json_int_t ttl = b == BUCKET_PRESENCE   ? CONTRACT_PRESENCE_TTL_NS
                          : b == BUCKET_DELIVERY ? CONTRACT_LEASE_TTL_NS
                                                 : 0;
         if (ttl && json_object_set_new(c, "max_age", json_integer(ttl))) {
@@ -135,17 +134,16 @@ json_t *contract_bucket_expected(const contract_names *n, contract_bucket b, int
 /* PROTOCOL §3 rows "fanout" and "reader". */
 json_t *contract_fanout_config(const contract_names *n)
 {
-        return json_pack("{s:s, s:s, s:s, s:I, s:s}", "durable_name", CONTRACT_FANOUT_DURABLE,
-                         "filter_subject", n->chat_filter, "ack_policy", "explicit", "ack_wait",
-                         (json_int_t)CONTRACT_ACK_WAIT_NS, "deliver_policy", "new");
+        return json_pack("{s:s, s:s, s:s, s:I, s:s}", "durable_name", CONTRACT_FANOUT_DURABLE, "filter_subject",
+                         n->chat_filter, "ack_policy", "explicit", "ack_wait", (json_int_t)CONTRACT_ACK_WAIT_NS,
+                         "deliver_policy", "new");
 }
 
 json_t *contract_reader_config(const contract_names *n)
 {
-        return json_pack("{s:s, s:s, s:s, s:I, s:s, s:i}", "durable_name", CONTRACT_READER_DURABLE,
-                         "filter_subject", n->dinbox_filter, "ack_policy", "explicit", "ack_wait",
-                         (json_int_t)CONTRACT_ACK_WAIT_NS, "deliver_policy", "all", "max_ack_pending",
-                         CONTRACT_READER_MAX_ACK_PENDING);
+        return json_pack("{s:s, s:s, s:s, s:I, s:s, s:i}", "durable_name", CONTRACT_READER_DURABLE, "filter_subject",
+                         n->dinbox_filter, "ack_policy", "explicit", "ack_wait", (json_int_t)CONTRACT_ACK_WAIT_NS,
+                         "deliver_policy", "all", "max_ack_pending", CONTRACT_READER_MAX_ACK_PENDING);
 }
 
 /* PROTOCOL §3 row "dlv_<id>" (no inactive_threshold). */
@@ -156,8 +154,8 @@ json_t *contract_dlv_config(const contract_names *n, const char *owner)
         json_t *c = NULL;
         if (durable && filter)
                 c = json_pack("{s:s, s:s, s:s, s:I, s:s}", "durable_name", durable, "filter_subject", filter,
-                              "ack_policy", "explicit", "ack_wait", (json_int_t)CONTRACT_ACK_WAIT_NS,
-                              "deliver_policy", "all");
+                              "ack_policy", "explicit", "ack_wait", (json_int_t)CONTRACT_ACK_WAIT_NS, "deliver_policy",
+                              "all");
         free(durable);
         free(filter);
         return c;
@@ -168,7 +166,7 @@ size_t contract_config_diff(const json_t *expected, const json_t *actual, json_t
         size_t count = 0;
         const char *key;
         json_t *want;
-        json_object_foreach((json_t *)expected, key, want) {
+        json_object_foreach ((json_t *)expected, key, want) {
                 json_t *have = json_object_get(actual, key);
                 if (have && json_equal(want, have))
                         continue;

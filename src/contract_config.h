@@ -11,7 +11,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-
 typedef enum {
         STREAM_CHAT = 0,
         STREAM_DM,

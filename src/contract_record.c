@@ -31,8 +31,7 @@ const char CONTRACT_ERR_LEAVE_GENERATION[] =
 
 /* ---- small helpers ------------------------------------------------------ */
 
-__attribute__((format(printf, 1, 2)))
-static char *str_printf(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static char *str_printf(const char *fmt, ...)
 {
         va_list ap;
         char *buf;
@@ -215,8 +214,8 @@ static void err_reset(rec_error *err)
                 memset(err, 0, sizeof(*err));
 }
 
-__attribute__((format(printf, 4, 5)))
-static rec_status set_err(rec_error *err, rec_status st, const char *field, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static rec_status set_err(rec_error *err, rec_status st, const char *field,
+                                                                const char *fmt, ...)
 {
         va_list ap;
 
@@ -236,8 +235,7 @@ static rec_status set_err(rec_error *err, rec_status st, const char *field, cons
  * invalid UTF-8 are "not JSON"; trailing bytes are rejected). With
  * int_fallback, an integer too big for jansson is retried with
  * JSON_DECODE_INT_AS_REAL (PROTOCOL §5.1) and *as_real says so. */
-static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *as_real,
-                         json_error_t *jerr)
+static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *as_real, json_error_t *jerr)
 {
         json_t *v;
 
@@ -256,8 +254,7 @@ static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *
 
                 if (nul != NULL) {
                         memset(jerr, 0, sizeof(*jerr));
-                        snprintf(jerr->text, sizeof(jerr->text), "NUL byte at position %zu",
-                                 (size_t)(nul - data));
+                        snprintf(jerr->text, sizeof(jerr->text), "NUL byte at position %zu", (size_t)(nul - data));
                         jerr->position = (int)(nul - data);
                         return NULL;
                 }
@@ -273,8 +270,8 @@ static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *
 
 /* Size check, parse, top-level object check: the common first steps of
  * every record decoder. *root is owned by the caller on success. */
-static rec_status parse_object(const char *data, size_t len, size_t max, bool int_fallback,
-                               json_t **root, bool *as_real, rec_error *err)
+static rec_status parse_object(const char *data, size_t len, size_t max, bool int_fallback, json_t **root,
+                               bool *as_real, rec_error *err)
 {
         json_error_t jerr;
         json_t *v;
@@ -289,8 +286,7 @@ static rec_status parse_object(const char *data, size_t len, size_t max, bool in
                 return set_err(err, REC_E_NOT_JSON, "", "%s", jerr.text);
         }
         if (!json_is_object(v)) {
-                rec_status st = set_err(err, REC_E_NOT_OBJECT, "", "top level is %s",
-                                        type_name(v));
+                rec_status st = set_err(err, REC_E_NOT_OBJECT, "", "top level is %s", type_name(v));
 
                 json_decref(v);
                 return st;
@@ -307,8 +303,7 @@ static json_t *field_get(const json_t *obj, const char *name)
         return json_is_null(v) ? NULL : v;
 }
 
-static rec_status need_object(const json_t *obj, const char *name, const char *path,
-                              json_t **out, rec_error *err)
+static rec_status need_object(const json_t *obj, const char *name, const char *path, json_t **out, rec_error *err)
 {
         json_t *v = field_get(obj, name);
 
@@ -320,8 +315,8 @@ static rec_status need_object(const json_t *obj, const char *name, const char *p
         return REC_OK;
 }
 
-static rec_status need_string(const json_t *obj, const char *name, const char *path,
-                              bool for_header, json_t **out, rec_error *err)
+static rec_status need_string(const json_t *obj, const char *name, const char *path, bool for_header, json_t **out,
+                              rec_error *err)
 {
         json_t *v = field_get(obj, name);
 
@@ -338,9 +333,8 @@ static rec_status need_string(const json_t *obj, const char *name, const char *p
 /* An integer in [min, 2^53-1] (JavaScript-safe, §4.2). reals_ok is set only
  * after the INT_AS_REAL fallback, when 5 and 5.0 can no longer be told
  * apart: integral reals are then accepted. */
-static rec_status get_uint(const json_t *obj, const char *name, const char *path, bool required,
-                           bool reals_ok, uint64_t min, bool *present, uint64_t *out,
-                           rec_error *err)
+static rec_status get_uint(const json_t *obj, const char *name, const char *path, bool required, bool reals_ok,
+                           uint64_t min, bool *present, uint64_t *out, rec_error *err)
 {
         json_t *v = field_get(obj, name);
 
@@ -352,30 +346,27 @@ static rec_status get_uint(const json_t *obj, const char *name, const char *path
                 json_int_t i = json_integer_value(v);
 
                 if (i < (json_int_t)min || i > CONTRACT_MAX_SAFE_INTEGER)
-                        return set_err(err, REC_E_RANGE, path,
-                                       "%" JSON_INTEGER_FORMAT " not in %" PRIu64 "..2^53-1", i,
+                        return set_err(err, REC_E_RANGE, path, "%" JSON_INTEGER_FORMAT " not in %" PRIu64 "..2^53-1", i,
                                        min);
                 *out = (uint64_t)i;
         } else if (reals_ok && json_is_real(v)) {
                 double d = json_real_value(v);
 
                 if (!(d >= (double)min && d <= (double)CONTRACT_MAX_SAFE_INTEGER))
-                        return set_err(err, REC_E_RANGE, path, "%g not in %" PRIu64 "..2^53-1",
-                                       d, min);
+                        return set_err(err, REC_E_RANGE, path, "%g not in %" PRIu64 "..2^53-1", d, min);
                 if ((double)(uint64_t)d != d)
                         return set_err(err, REC_E_TYPE, path, "expected an integer, got %g", d);
                 *out = (uint64_t)d;
         } else {
-                return set_err(err, REC_E_TYPE, path, "expected an integer, got %s",
-                               type_name(v));
+                return set_err(err, REC_E_TYPE, path, "expected an integer, got %s", type_name(v));
         }
         if (present)
                 *present = true;
         return REC_OK;
 }
 
-static rec_status get_bool(const json_t *obj, const char *name, const char *path, bool required,
-                           bool *present, bool *out, rec_error *err)
+static rec_status get_bool(const json_t *obj, const char *name, const char *path, bool required, bool *present,
+                           bool *out, rec_error *err)
 {
         json_t *v = field_get(obj, name);
 
@@ -495,8 +486,7 @@ rec_status contract_entry_decode(const char *data, size_t len, contract_entry *o
             (st = need_string(msg, "id", "msg.id", true, &msg_id, err)) != REC_OK ||
             (st = need_string(root, "channel", "channel", false, &channel, err)) != REC_OK ||
             (st = get_uint(root, "seq", "seq", true, as_real, 0, NULL, &seq, err)) != REC_OK ||
-            (st = get_uint(root, "generation", "generation", true, as_real, 0, NULL, &generation,
-                           err)) != REC_OK) {
+            (st = get_uint(root, "generation", "generation", true, as_real, 0, NULL, &generation, err)) != REC_OK) {
                 json_decref(root);
                 return st;
         }
@@ -536,15 +526,14 @@ int contract_entry_encode(const char *msg_json, size_t msg_len, const char *chan
         json_t *jch;
         char *ch_json = NULL;
         size_t ch_len;
-        strbuf b = { 0 };
+        strbuf b = {0};
         char num[64];
         int r;
 
         *out = NULL;
         if (out_len)
                 *out_len = 0;
-        if (msg_json == NULL || msg_len == 0 || channel == NULL ||
-            seq > (uint64_t)CONTRACT_MAX_SAFE_INTEGER ||
+        if (msg_json == NULL || msg_len == 0 || channel == NULL || seq > (uint64_t)CONTRACT_MAX_SAFE_INTEGER ||
             generation > (uint64_t)CONTRACT_MAX_SAFE_INTEGER)
                 return -EINVAL;
         if (reason == REASON_DURABLE_CHANNEL)
@@ -633,16 +622,13 @@ rec_status contract_acl_decode(const char *data, size_t len, contract_acl *out, 
                 goto fail;
         }
         if (!json_is_array(allow)) {
-                st = set_err(err, REC_E_TYPE, "allowSubscribe", "expected an array, got %s",
-                             type_name(allow));
+                st = set_err(err, REC_E_TYPE, "allowSubscribe", "expected an array, got %s", type_name(allow));
                 goto fail;
         }
-        if ((st = get_uint(root, "revision", "revision", false, false, 0, &out->has_revision, &v,
-                           err)) != REC_OK)
+        if ((st = get_uint(root, "revision", "revision", false, false, 0, &out->has_revision, &v, err)) != REC_OK)
                 goto fail;
         out->revision = (int64_t)v;
-        if ((st = get_uint(root, "updatedAt", "updatedAt", false, false, 0, &out->has_updated_at,
-                           &v, err)) != REC_OK)
+        if ((st = get_uint(root, "updatedAt", "updatedAt", false, false, 0, &out->has_updated_at, &v, err)) != REC_OK)
                 goto fail;
         out->updated_at = (int64_t)v;
         if (json_array_size(allow) > 0) {
@@ -652,7 +638,7 @@ rec_status contract_acl_decode(const char *data, size_t len, contract_acl *out, 
                         goto fail;
                 }
         }
-        json_array_foreach(allow, i, el) {
+        json_array_foreach (allow, i, el) {
                 /* §4.3: non-string elements are ignored (upstream crashes). */
                 if (!json_is_string(el)) {
                         out->ignored++;
@@ -720,8 +706,7 @@ static rec_status opt_string(const json_t *obj, const char *name, json_t **out, 
         return need_string(obj, name, name, false, out, err);
 }
 
-rec_status contract_member_decode(const char *data, size_t len, contract_member *out,
-                                  rec_error *err)
+rec_status contract_member_decode(const char *data, size_t len, contract_member *out, rec_error *err)
 {
         json_t *root, *channel, *owner, *state, *writer;
         uint64_t v = 0;
@@ -743,21 +728,17 @@ rec_status contract_member_decode(const char *data, size_t len, contract_member 
             (st = opt_string(root, "channel", &channel, err)) != REC_OK ||
             (st = opt_string(root, "state", &state, err)) != REC_OK)
                 goto fail;
-        if ((st = get_uint(root, "joinCursor", "joinCursor", true, false, 0, NULL,
-                           &out->join_cursor, err)) != REC_OK ||
-            (st = get_uint(root, "leaveCursor", "leaveCursor", false, false, 0,
-                           &out->has_leave_cursor, &out->leave_cursor, err)) != REC_OK ||
+        if ((st = get_uint(root, "joinCursor", "joinCursor", true, false, 0, NULL, &out->join_cursor, err)) != REC_OK ||
+            (st = get_uint(root, "leaveCursor", "leaveCursor", false, false, 0, &out->has_leave_cursor,
+                           &out->leave_cursor, err)) != REC_OK ||
             /* §4.4: generation >= 1 */
-            (st = get_uint(root, "generation", "generation", true, false, 1, NULL,
-                           &out->generation, err)) != REC_OK ||
-            (st = get_bool(root, "activated", "activated", false, &present, &activated, err)) !=
-                    REC_OK ||
+            (st = get_uint(root, "generation", "generation", true, false, 1, NULL, &out->generation, err)) != REC_OK ||
+            (st = get_bool(root, "activated", "activated", false, &present, &activated, err)) != REC_OK ||
             (st = opt_string(root, "writerIdentity", &writer, err)) != REC_OK ||
-            (st = get_uint(root, "updatedAt", "updatedAt", false, false, 0, NULL, &v, err)) !=
-                    REC_OK)
+            (st = get_uint(root, "updatedAt", "updatedAt", false, false, 0, NULL, &v, err)) != REC_OK)
                 goto fail;
         out->updated_at = (int64_t)v;
-        out->activated = !present ? MEMBER_ACTIVATED_ABSENT
+        out->activated = !present    ? MEMBER_ACTIVATED_ABSENT
                          : activated ? MEMBER_ACTIVATED_TRUE
                                      : MEMBER_ACTIVATED_FALSE;
         /* A missing state is an "odd state" (§8.6), as upstream reads it. */
@@ -827,8 +808,7 @@ int contract_member_encode(const contract_member *m, char **out)
         if (r == 0)
                 r = set_uint(obj, "generation", (int64_t)m->generation);
         if (r == 0 && m->activated != MEMBER_ACTIVATED_ABSENT)
-                r = set_new(obj, "activated",
-                            json_boolean(m->activated == MEMBER_ACTIVATED_TRUE));
+                r = set_new(obj, "activated", json_boolean(m->activated == MEMBER_ACTIVATED_TRUE));
         if (r == 0 && m->writer_identity)
                 r = set_str(obj, "writerIdentity", m->writer_identity);
         if (r == 0)
@@ -937,8 +917,11 @@ static void utf8_sanitize(char *dst, size_t size, const char *src)
 
         for (size_t i = 0; i < n;) {
                 unsigned char c = (unsigned char)src[i];
-                size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                     : (c & 0xF8) == 0xF0 ? 4 : 0;
+                size_t len = c < 0x80             ? 1
+                             : (c & 0xE0) == 0xC0 ? 2
+                             : (c & 0xF0) == 0xE0 ? 3
+                             : (c & 0xF8) == 0xF0 ? 4
+                                                  : 0;
 
                 if (len == 0 || i + len > n || !contract_utf8_valid(src + i, len)) {
                         len = 1;
@@ -956,16 +939,14 @@ static void utf8_sanitize(char *dst, size_t size, const char *src)
         dst[o] = '\0';
 }
 
-ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller,
-                                           contract_ctl_request *out)
+ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller, contract_ctl_request *out)
 {
         json_error_t jerr;
         json_t *root, *from, *id, *args;
 
         memset(out, 0, sizeof(*out));
         if (len > CONTRACT_MAX_REQUEST_BYTES) {
-                snprintf(out->error, sizeof(out->error),
-                         "control request too large (%zu bytes, limit %d)", len,
+                snprintf(out->error, sizeof(out->error), "control request too large (%zu bytes, limit %d)", len,
                          CONTRACT_MAX_REQUEST_BYTES);
                 return CTL_REQ_TOO_LARGE;
         }
@@ -977,12 +958,11 @@ ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const c
                  * valid UTF-8, but jansson quotes raw input bytes ("invalid
                  * escape near '\"\\u1<lead byte>'"). */
                 utf8_sanitize(out->error, sizeof(out->error), jerr.text);
-                return json_error_code(&jerr) == json_error_out_of_memory ? CTL_REQ_NOMEM
-                                                                          : CTL_REQ_NOT_JSON;
+                return json_error_code(&jerr) == json_error_out_of_memory ? CTL_REQ_NOMEM : CTL_REQ_NOT_JSON;
         }
         if (!json_is_object(root)) {
-                snprintf(out->error, sizeof(out->error),
-                         "control request must be a JSON object, got %s", type_name(root));
+                snprintf(out->error, sizeof(out->error), "control request must be a JSON object, got %s",
+                         type_name(root));
                 json_decref(root);
                 return CTL_REQ_NOT_OBJECT;
         }
@@ -993,8 +973,8 @@ ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const c
         id = json_is_object(from) ? json_object_get(from, "id") : NULL;
         if (json_is_string(id))
                 out->from_id = json_string_value(id);
-        if (out->from_id == NULL || caller == NULL ||
-            json_string_length(id) != strlen(caller) || strcmp(out->from_id, caller) != 0) {
+        if (out->from_id == NULL || caller == NULL || json_string_length(id) != strlen(caller) ||
+            strcmp(out->from_id, caller) != 0) {
                 snprintf(out->error, sizeof(out->error), "%s", CONTRACT_ERR_SENDER_MISMATCH);
                 return CTL_REQ_SENDER_MISMATCH;
         }
@@ -1106,15 +1086,14 @@ static void js_number(strbuf *b, double d)
                         sb_str(b, ".");
                         sb_str(b, digits + 1);
                 }
-                snprintf(num, sizeof(num), "e%c%d", n - 1 < 0 ? '-' : '+',
-                         n - 1 < 0 ? 1 - n : n - 1);
+                snprintf(num, sizeof(num), "e%c%d", n - 1 < 0 ? '-' : '+', n - 1 < 0 ? 1 - n : n - 1);
                 sb_str(b, num);
         }
 }
 
 int contract_js_number(double d, char *buf, size_t size)
 {
-        strbuf b = { 0 };
+        strbuf b = {0};
         char *out = NULL;
 
         js_number(&b, d);
@@ -1135,7 +1114,7 @@ static void js_join(strbuf *b, const json_t *arr, int depth)
 
         if (depth > JS_STRING_MAX_DEPTH)
                 return;
-        json_array_foreach(arr, i, el) {
+        json_array_foreach (arr, i, el) {
                 if (i > 0)
                         sb_str(b, ",");
                 if (!json_is_null(el))
@@ -1146,16 +1125,9 @@ static void js_join(strbuf *b, const json_t *arr, int depth)
 static void js_value(strbuf *b, const json_t *v, int depth)
 {
         switch (json_typeof(v)) {
-        case JSON_OBJECT:
-                sb_str(b, "[object Object]");
-                break;
-        case JSON_ARRAY:
-                js_join(b, v, depth);
-                break;
-        case JSON_STRING:
-                sb_add(b, json_string_value(v), strnlen(json_string_value(v),
-                                                        json_string_length(v)));
-                break;
+        case JSON_OBJECT: sb_str(b, "[object Object]"); break;
+        case JSON_ARRAY: js_join(b, v, depth); break;
+        case JSON_STRING: sb_add(b, json_string_value(v), strnlen(json_string_value(v), json_string_length(v))); break;
         case JSON_INTEGER: {
                 json_int_t i = json_integer_value(v);
 
@@ -1170,24 +1142,16 @@ static void js_value(strbuf *b, const json_t *v, int depth)
                 }
                 break;
         }
-        case JSON_REAL:
-                js_number(b, json_real_value(v));
-                break;
-        case JSON_TRUE:
-                sb_str(b, "true");
-                break;
-        case JSON_FALSE:
-                sb_str(b, "false");
-                break;
-        case JSON_NULL:
-                sb_str(b, "null");
-                break;
+        case JSON_REAL: js_number(b, json_real_value(v)); break;
+        case JSON_TRUE: sb_str(b, "true"); break;
+        case JSON_FALSE: sb_str(b, "false"); break;
+        case JSON_NULL: sb_str(b, "null"); break;
         }
 }
 
 int contract_js_string(const json_t *v, char **out)
 {
-        strbuf b = { 0 };
+        strbuf b = {0};
 
         if (v == NULL)
                 sb_str(&b, "undefined");
@@ -1251,14 +1215,16 @@ char *contract_err_blank_channel(const char *op)
 char *contract_err_empty_segment(const char *channel)
 {
         return channel ? str_printf("invalid channel \"%s\": empty segment (no "
-                                    "leading/trailing/double dots)", channel)
+                                    "leading/trailing/double dots)",
+                                    channel)
                        : NULL;
 }
 
 char *contract_err_gt_not_last(const char *channel)
 {
         return channel ? str_printf("invalid channel \"%s\": '>' is only valid as the last "
-                                    "segment", channel)
+                                    "segment",
+                                    channel)
                        : NULL;
 }
 
@@ -1277,19 +1243,21 @@ char *contract_err_wildcard(const char *op, const char *channel)
         if (op == NULL || channel == NULL)
                 return NULL;
         return str_printf("%s: \"%s\" must be a concrete channel (durable membership is "
-                          "per-concrete-channel, not wildcard)", op, channel);
+                          "per-concrete-channel, not wildcard)",
+                          op, channel);
 }
 
 char *contract_err_no_acl(const char *caller)
 {
         return caller ? str_printf("durableJoin: no read ACL on record for %s (not provisioned "
-                                   "for durable delivery)", caller)
+                                   "for durable delivery)",
+                                   caller)
                       : NULL;
 }
 
 char *contract_err_outside_acl(const char *channel, const contract_acl *acl)
 {
-        strbuf b = { 0 };
+        strbuf b = {0};
         bool first = true;
         char *s;
 
@@ -1310,14 +1278,13 @@ char *contract_err_outside_acl(const char *channel, const contract_acl *acl)
         return sb_finish(&b, &s) == 0 ? s : NULL;
 }
 
-char *contract_err_stale(const char *channel, const char *owner, const char *attempted,
-                         uint64_t stored)
+char *contract_err_stale(const char *channel, const char *owner, const char *attempted, uint64_t stored)
 {
         if (channel == NULL || owner == NULL || attempted == NULL)
                 return NULL;
         /* §8.3: the '<' is literal whatever the comparison. */
-        return str_printf("stale membership write for %s/%s: generation %s < current %" PRIu64,
-                          channel, owner, attempted, stored);
+        return str_printf("stale membership write for %s/%s: generation %s < current %" PRIu64, channel, owner,
+                          attempted, stored);
 }
 
 char *contract_err_cas_exhausted(const char *channel, const char *owner)
@@ -1362,20 +1329,11 @@ int contract_channel_arg(const char *op, const json_t *args, char **channel, cha
                 goto invalid;
         }
         switch (contract_channel_check(ch, &bad, &bad_len)) {
-        case CHANNEL_VALID:
-                break;
-        case CHANNEL_EMPTY:
-                free(ch);
-                goto blank;
-        case CHANNEL_EMPTY_SEGMENT:
-                *error = contract_err_empty_segment(ch);
-                goto invalid;
-        case CHANNEL_GT_NOT_LAST:
-                *error = contract_err_gt_not_last(ch);
-                goto invalid;
-        case CHANNEL_BAD_SEGMENT:
-                *error = contract_err_bad_segment(ch, bad, bad_len);
-                goto invalid;
+        case CHANNEL_VALID: break;
+        case CHANNEL_EMPTY: free(ch); goto blank;
+        case CHANNEL_EMPTY_SEGMENT: *error = contract_err_empty_segment(ch); goto invalid;
+        case CHANNEL_GT_NOT_LAST: *error = contract_err_gt_not_last(ch); goto invalid;
+        case CHANNEL_BAD_SEGMENT: *error = contract_err_bad_segment(ch, bad, bad_len); goto invalid;
         }
         if (!contract_channel_is_concrete(ch)) {
                 *error = contract_err_wildcard(op, ch);

@@ -22,13 +22,13 @@
 
 typedef enum {
         REC_OK = 0,
-        REC_E_TOO_LARGE, /* input longer than the limit for its kind        */
-        REC_E_NOT_JSON,  /* not parseable JSON (incl. invalid UTF-8)        */
-        REC_E_NOT_OBJECT,/* JSON, but the top level is not an object        */
-        REC_E_MISSING,   /* a required field is absent (or JSON null)       */
-        REC_E_TYPE,      /* a field has the wrong JSON type                 */
-        REC_E_RANGE,     /* an integer outside its allowed range            */
-        REC_E_VALUE,     /* right type, value not allowed (e.g. CR in an id)*/
+        REC_E_TOO_LARGE,  /* input longer than the limit for its kind        */
+        REC_E_NOT_JSON,   /* not parseable JSON (incl. invalid UTF-8)        */
+        REC_E_NOT_OBJECT, /* JSON, but the top level is not an object        */
+        REC_E_MISSING,    /* a required field is absent (or JSON null)       */
+        REC_E_TYPE,       /* a field has the wrong JSON type                 */
+        REC_E_RANGE,      /* an integer outside its allowed range            */
+        REC_E_VALUE,      /* right type, value not allowed (e.g. CR in an id)*/
         REC_E_NOMEM,
 } rec_status;
 
@@ -67,7 +67,7 @@ void contract_chat_fini(contract_chat *c);
 /* ---- dinbox entry (§5.2, reader validation §7 row 2/2a) ------------------ */
 
 typedef enum {
-        REASON_OTHER = 0,      /* anything but the two known strings */
+        REASON_OTHER = 0, /* anything but the two known strings */
         REASON_DURABLE_CHANNEL,
         REASON_LIVE_MENTION,
 } contract_reason;
@@ -75,13 +75,13 @@ typedef enum {
 /* root owned; pointers borrowed from root. */
 typedef struct contract_entry {
         json_t *root;
-        json_t *msg;          /* the chat message object                    */
-        const char *msg_id;   /* msg.id, string without CR/LF/NUL           */
+        json_t *msg;        /* the chat message object                    */
+        const char *msg_id; /* msg.id, string without CR/LF/NUL           */
         const char *channel;
-        uint64_t seq;         /* integer 0..2^53-1                          */
+        uint64_t seq;           /* integer 0..2^53-1                          */
         contract_reason reason; /* "reason" may be absent or any type:
                                    §7 only tests for "durable-channel"     */
-        uint64_t generation;  /* required integer 0..2^53-1 (stricter than
+        uint64_t generation;    /* required integer 0..2^53-1 (stricter than
                                  upstream: the dedup id needs it)          */
 } contract_entry;
 
@@ -131,7 +131,7 @@ int contract_acl_encode(const contract_acl *a, char **out);
 /* ---- membership record (§4.4) ------------------------------------------- */
 
 typedef enum {
-        MEMBER_STATE_OTHER = 0,  /* any other string: an "odd state" (§8.6) */
+        MEMBER_STATE_OTHER = 0, /* any other string: an "odd state" (§8.6) */
         MEMBER_STATE_DURABLE_ACTIVE,
         MEMBER_STATE_LIVE_CONFIRMED,
 } contract_member_state;
@@ -144,17 +144,17 @@ typedef enum {
 
 /* All strings owned, freed by contract_member_fini. */
 typedef struct contract_member {
-        char *channel;             /* NULL if the record has none */
-        char *owner;               /* no CR/LF/NUL (it goes into a header) */
+        char *channel; /* NULL if the record has none */
+        char *owner;   /* no CR/LF/NUL (it goes into a header) */
         contract_member_state state;
-        char *state_raw;           /* the stored state string, or NULL     */
+        char *state_raw; /* the stored state string, or NULL     */
         uint64_t join_cursor;
         bool has_leave_cursor;
         uint64_t leave_cursor;
-        uint64_t generation;       /* >= 1 */
+        uint64_t generation;          /* >= 1 */
         contract_activated activated; /* optional boolean                  */
-        char *writer_identity;     /* NULL if the record has none */
-        int64_t updated_at;        /* 0 if the record has none */
+        char *writer_identity;        /* NULL if the record has none */
+        int64_t updated_at;           /* 0 if the record has none */
 } contract_member;
 
 /* Required: owner (string without CR/LF/NUL), joinCursor and generation
@@ -177,8 +177,8 @@ bool contract_member_eligible(const contract_member *m, uint64_t seq);
 /* ---- lease record (§4.5) ------------------------------------------------ */
 
 typedef struct contract_lease {
-        char *holder;      /* owned */
-        int64_t since;     /* ms */
+        char *holder;  /* owned */
+        int64_t since; /* ms */
         bool ready;
 } contract_lease;
 
@@ -190,9 +190,9 @@ int contract_lease_encode(const char *holder, int64_t since_ms, bool ready, char
 /* ---- channel registry (§4.6) -------------------------------------------- */
 
 typedef enum {
-        CLASS_UNSET = 0,  /* key absent, not JSON, field missing or null */
-        CLASS_DURABLE,    /* exactly "durable"                           */
-        CLASS_OTHER,      /* any other non-null value: the live path     */
+        CLASS_UNSET = 0, /* key absent, not JSON, field missing or null */
+        CLASS_DURABLE,   /* exactly "durable"                           */
+        CLASS_OTHER,     /* any other non-null value: the live path     */
 } contract_class;
 
 /* deliveryClass of a channel config or of =defaults. value may be NULL
@@ -217,15 +217,14 @@ typedef enum {
 
 typedef struct contract_ctl_request {
         json_t *root;
-        json_t *op;      /* borrowed, may be NULL (missing)                  */
-        json_t *args;    /* borrowed; an empty object when absent/null       */
+        json_t *op;          /* borrowed, may be NULL (missing)                  */
+        json_t *args;        /* borrowed; an empty object when absent/null       */
         const char *from_id; /* borrowed; NULL when from/from.id is missing  */
-        char error[256]; /* for NOT_JSON/NOT_OBJECT: the text to reply with  */
+        char error[256];     /* for NOT_JSON/NOT_OBJECT: the text to reply with  */
 } contract_ctl_request;
 
 /* caller = the sender token of the request subject (§8.2 step 3). */
-ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller,
-                                           contract_ctl_request *out);
+ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller, contract_ctl_request *out);
 void contract_ctl_request_fini(contract_ctl_request *r);
 
 /* JavaScript string conversion of a JSON value (PROTOCOL conventions):
@@ -246,8 +245,8 @@ char *contract_ctl_reply_ok(json_t *data);
 char *contract_ctl_reply_error(const char *text);
 
 /* §8.4 exact error texts; each returns a string owned by the caller. */
-extern const char CONTRACT_ERR_SENDER_MISMATCH[];     /* "sender mismatch — request rejected" */
-extern const char CONTRACT_ERR_LEAVE_GENERATION[];    /* "durableLeave: a finite generation …" */
+extern const char CONTRACT_ERR_SENDER_MISMATCH[];  /* "sender mismatch — request rejected" */
+extern const char CONTRACT_ERR_LEAVE_GENERATION[]; /* "durableLeave: a finite generation …" */
 char *contract_err_unknown_op(const json_t *op);
 char *contract_err_blank_channel(const char *op);
 char *contract_err_empty_segment(const char *channel);
@@ -256,8 +255,7 @@ char *contract_err_bad_segment(const char *channel, const char *segment, size_t 
 char *contract_err_wildcard(const char *op, const char *channel);
 char *contract_err_no_acl(const char *caller);
 char *contract_err_outside_acl(const char *channel, const contract_acl *acl);
-char *contract_err_stale(const char *channel, const char *owner, const char *attempted,
-                         uint64_t stored);
+char *contract_err_stale(const char *channel, const char *owner, const char *attempted, uint64_t stored);
 char *contract_err_cas_exhausted(const char *channel, const char *owner);
 
 /* §8.5 channel argument check for op ("durableJoin"/"durableLeave"):

@@ -15,8 +15,7 @@
 #include <string.h>
 
 /* printf into a fresh allocation; NULL on failure. */
-__attribute__((format(printf, 1, 2)))
-static char *str_printf(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static char *str_printf(const char *fmt, ...)
 {
         va_list ap;
         char *buf;
@@ -72,15 +71,11 @@ int contract_names_init(contract_names *n, const char *space, size_t len)
                 memcpy(n->space, space, len);
         n->space[len] = '\0';
         /* PROTOCOL §1.2: every name is a fixed decoration of <S>. */
-        if (!(n->prefix = str_printf("cotal.%s", s)) ||
-            !(n->chat_stream = str_printf("CHAT_%s", s)) ||
-            !(n->dm_stream = str_printf("DM_%s", s)) ||
-            !(n->task_stream = str_printf("TASK_%s", s)) ||
-            !(n->inbox_stream = str_printf("INBOX_%s", s)) ||
-            !(n->dlv_stream = str_printf("DLV_%s", s)) ||
+        if (!(n->prefix = str_printf("cotal.%s", s)) || !(n->chat_stream = str_printf("CHAT_%s", s)) ||
+            !(n->dm_stream = str_printf("DM_%s", s)) || !(n->task_stream = str_printf("TASK_%s", s)) ||
+            !(n->inbox_stream = str_printf("INBOX_%s", s)) || !(n->dlv_stream = str_printf("DLV_%s", s)) ||
             !(n->chat_filter = str_printf("cotal.%s.chat.>", s)) ||
-            !(n->dm_filter = str_printf("cotal.%s.inst.>", s)) ||
-            !(n->task_filter = str_printf("cotal.%s.svc.>", s)) ||
+            !(n->dm_filter = str_printf("cotal.%s.inst.>", s)) || !(n->task_filter = str_printf("cotal.%s.svc.>", s)) ||
             !(n->dinbox_filter = str_printf("cotal.%s.dinbox.>", s)) ||
             !(n->dlv_filter = str_printf("cotal.%s.dlv.>", s)) ||
             !(n->ctl_delivery_sub = str_printf("cotal.%s.ctl.delivery.*", s)) ||
@@ -133,8 +128,7 @@ char *contract_kv_subject(const char *bucket, const char *key)
 }
 
 /* "<prefix>.<kind>.<routeToken(id)><suffix>" */
-static char *prefixed_route(const contract_names *n, const char *kind, const char *id,
-                            const char *suffix, bool route)
+static char *prefixed_route(const contract_names *n, const char *kind, const char *id, const char *suffix, bool route)
 {
         char *t, *s;
 
@@ -307,8 +301,7 @@ bool contract_ctl_subject_parse(const char *subject, contract_span *service, con
 
         if (subject == NULL)
                 return false;
-        if (split_tokens(subject, tok, 5) != 5 || !span_eq(tok[0], "cotal") ||
-            !span_eq(tok[2], "ctl"))
+        if (split_tokens(subject, tok, 5) != 5 || !span_eq(tok[0], "cotal") || !span_eq(tok[2], "ctl"))
                 return false;
         if (service)
                 *service = tok[3];
@@ -323,8 +316,7 @@ bool contract_dinbox_subject_parse(const char *subject, contract_span *owner)
 
         if (subject == NULL)
                 return false;
-        if (split_tokens(subject, tok, 4) != 4 || !span_eq(tok[0], "cotal") ||
-            !span_eq(tok[2], "dinbox"))
+        if (split_tokens(subject, tok, 4) != 4 || !span_eq(tok[0], "cotal") || !span_eq(tok[2], "dinbox"))
                 return false;
         if (owner)
                 *owner = tok[3];
@@ -339,6 +331,5 @@ bool contract_reply_is_bound(const char *subject, const char *reply)
                 return false;
         slen = strlen(subject);
         /* PROTOCOL §8.2 step 1: a plain startsWith("<subject>.reply."). */
-        return strncmp(reply, subject, slen) == 0 &&
-               strncmp(reply + slen, ".reply.", strlen(".reply.")) == 0;
+        return strncmp(reply, subject, slen) == 0 && strncmp(reply + slen, ".reply.", strlen(".reply.")) == 0;
 }

@@ -63,20 +63,27 @@ static int utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp
 static bool is_js_space(uint32_t cp)
 {
         switch (cp) {
-        case 0x0009: case 0x000A: case 0x000B: case 0x000C: case 0x000D:
-        case 0x0020: case 0x00A0: case 0x1680:
-        case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-        case 0xFEFF:
-                return true;
-        default:
-                return cp >= 0x2000 && cp <= 0x200A;
+        case 0x0009:
+        case 0x000A:
+        case 0x000B:
+        case 0x000C:
+        case 0x000D:
+        case 0x0020:
+        case 0x00A0:
+        case 0x1680:
+        case 0x2028:
+        case 0x2029:
+        case 0x202F:
+        case 0x205F:
+        case 0x3000:
+        case 0xFEFF: return true;
+        default: return cp >= 0x2000 && cp <= 0x200A;
         }
 }
 
 static bool is_token_byte(unsigned char c)
 {
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-';
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
 bool contract_utf8_valid(const char *s, size_t len)
@@ -293,8 +300,10 @@ double contract_js_to_number(const char *s)
         if (len == 0)
                 return 0;
         if (len > 2 && p[0] == '0') {
-                int radix = p[1] == 'x' || p[1] == 'X' ? 16 : p[1] == 'o' || p[1] == 'O' ? 8
-                            : p[1] == 'b' || p[1] == 'B' ? 2 : 0;
+                int radix = p[1] == 'x' || p[1] == 'X'   ? 16
+                            : p[1] == 'o' || p[1] == 'O' ? 8
+                            : p[1] == 'b' || p[1] == 'B' ? 2
+                                                         : 0;
                 if (radix)
                         return radix_value(p + 2, len - 2, radix);
         }

@@ -55,12 +55,12 @@
 
 /* One kind of shed request, logged summed. */
 typedef struct shed_log {
-        const char *what;   /* the kind, as the log line says it */
+        const char *what; /* the kind, as the log line says it */
         uint64_t unlogged;
         int64_t logged_ms;
-        char last[256];     /* the latest one's subject or agent */
-        int lines;          /* own lines given in this interval (unbound only) */
-        int64_t lines_ms;   /* when the interval began */
+        char last[256];   /* the latest one's subject or agent */
+        int lines;        /* own lines given in this interval (unbound only) */
+        int64_t lines_ms; /* when the interval began */
 } shed_log;
 
 struct control {
@@ -73,7 +73,7 @@ struct control {
         jspub pub;
         ctlqueue *waiting;
         shed_log unbound, busy, too_large, dropped;
-        int64_t dropped_seen;   /* the subscription's dropped count, as last read */
+        int64_t dropped_seen; /* the subscription's dropped count, as last read */
 };
 
 /* ---- operations -------------------------------------------------------- */
@@ -92,8 +92,8 @@ static char *reply_ok(json_t *data)
  * CONTROL_MAX_SUBJECT_BYTES: the KV subject of the member key and the
  * extended create subjects of the catch-up and probe consumers, which
  * carry the channel filter. 0 if not (*longest says how long), -ENOMEM. */
-static int join_subjects_fit(daemon_ctx *d, struct control *c, const char *owner, const char *channel,
-                             const char *key, size_t *longest)
+static int join_subjects_fit(daemon_ctx *d, struct control *c, const char *owner, const char *channel, const char *key,
+                             size_t *longest)
 {
         char *filter = contract_channel_filter(&d->names, channel);
         char *cu = contract_catchup_consumer(owner, UINT64_MAX); /* the longest generation */
@@ -259,8 +259,8 @@ static int join_commit(join_op *j)
         members_status st = members_commit(&j->c->members, j->key, &next, &mr);
         if (st == MEMBERS_OK)
                 return 0;
-        return join_fail(j, st == MEMBERS_STALE       ? stale_text(j->channel, j->caller, (double)j->gen,
-                                                                   mr.stored_generation)
+        return join_fail(j, st == MEMBERS_STALE
+                                    ? stale_text(j->channel, j->caller, (double)j->gen, mr.stored_generation)
                             : st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(j->channel, j->caller)
                                                       : strdup(mr.error));
 }
@@ -292,16 +292,16 @@ static void join_activate(join_op *j)
         if (j->evicted) {
                 double expected = (double)j->gen;
                 members_result mr;
-                members_status st = members_tombstone(&j->c->members, j->key, j->fence, j->d->id, &expected,
-                                                      daemon_wall_ms(), &mr);
+                members_status st =
+                        members_tombstone(&j->c->members, j->key, j->fence, j->d->id, &expected, daemon_wall_ms(), &mr);
                 if (st != MEMBERS_OK && st != MEMBERS_STALE) { /* a stale write means a newer rejoin won */
                         join_fail(j, st == MEMBERS_EXHAUSTED ? contract_err_cas_exhausted(j->channel, j->caller)
                                                              : strdup(mr.error));
                         return;
                 }
                 j->reply = reply_ok(json_pack("{s:b, s:s, s:I}", "durable", 0, "reason",
-                                              "activation catch-up window partially evicted by retention",
-                                              "generation", (json_int_t)j->gen));
+                                              "activation catch-up window partially evicted by retention", "generation",
+                                              (json_int_t)j->gen));
                 return;
         }
         activation act = members_activate(&j->c->members, j->key, j->gen, j->join_cursor, daemon_wall_ms())
@@ -327,8 +327,7 @@ static char *join(daemon_ctx *d, struct control *c, const char *caller, const js
         if (contract_channel_arg("durableJoin", args, &j.channel, &j.error) == 0 && join_check_acl(&j) == 0 &&
             join_check_subjects(&j) == 0 && join_commit(&j) == 0 && join_copy_window(&j) == 0) {
                 join_activate(&j);
-                log_info("durableJoin %s by %.64s: generation %" PRIu64 ", joinCursor %" PRIu64 ", fence %" PRIu64
-                         "%s",
+                log_info("durableJoin %s by %.64s: generation %" PRIu64 ", joinCursor %" PRIu64 ", fence %" PRIu64 "%s",
                          j.channel, caller, j.gen, j.join_cursor, j.fence,
                          j.evicted ? " (window partially evicted)" : "");
         }
@@ -453,8 +452,8 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
                 return;
         contract_ctl_request req;
         const char *data = natsMsg_GetData(m);
-        ctl_req_status st = contract_ctl_request_decode(data ? data : "", (size_t)natsMsg_GetDataLength(m), caller,
-                                                        &req);
+        ctl_req_status st =
+                contract_ctl_request_decode(data ? data : "", (size_t)natsMsg_GetDataLength(m), caller, &req);
         char *reply = NULL;
         switch (st) {
         case CTL_REQ_OK: {
@@ -475,8 +474,7 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
                             subject, req.from_id ? req.from_id : "(none)", caller);
                 reply = contract_ctl_reply_error(CONTRACT_ERR_SENDER_MISMATCH);
                 break;
-        case CTL_REQ_NOMEM:
-                break;
+        case CTL_REQ_NOMEM: break;
         default:
                 log_notice("Rejected malformed control request on %s: %s", subject, req.error);
                 reply = contract_ctl_reply_error(req.error[0] ? req.error : "malformed request");
@@ -492,8 +490,7 @@ static void handle(daemon_ctx *d, struct control *c, natsMsg *m)
                             caller, reply_to, strlen(reply), max);
                 free(reply);
                 char text[200];
-                snprintf(text, sizeof text, "reply too large: over the broker's max payload of %" PRId64 " bytes",
-                         max);
+                snprintf(text, sizeof text, "reply too large: over the broker's max payload of %" PRId64 " bytes", max);
                 reply = contract_ctl_reply_error(text);
         }
         if (reply) {
@@ -571,7 +568,7 @@ static void admit(daemon_ctx *d, struct control *c, natsMsg *m)
         int r = natsMsg_GetDataLength(m) > CONTROL_MAX_REQUEST_BYTES ? -E2BIG : ctlqueue_push(c->waiting, agent, m);
         if (r == 0)
                 return;
-        char *reply = contract_ctl_reply_error(r == -EBUSY  ? CONTROL_BUSY_TEXT
+        char *reply = contract_ctl_reply_error(r == -EBUSY   ? CONTROL_BUSY_TEXT
                                                : r == -E2BIG ? CONTROL_TOO_LARGE_TEXT
                                                              : "out of memory");
         if (reply && natsConnection_PublishString(d->nc, reply_to, reply) != NATS_OK)

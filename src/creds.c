@@ -94,8 +94,7 @@ int creds_decode_user_seed(const char *seed, unsigned char raw_seed[32])
         if (creds_base32_decode(seed, strlen(seed), raw, sizeof raw, &n) < 0 || n != 36)
                 return -EINVAL;
         unsigned crc = creds_crc16(raw, 34);
-        bool ok = raw[34] == (crc & 0xFF) && raw[35] == (crc >> 8) &&
-                  (raw[0] & 0xF8) == NKEY_PREFIX_SEED &&
+        bool ok = raw[34] == (crc & 0xFF) && raw[35] == (crc >> 8) && (raw[0] & 0xF8) == NKEY_PREFIX_SEED &&
                   (((raw[0] & 7) << 5) | (raw[1] >> 3)) == NKEY_PREFIX_USER;
         if (ok)
                 memcpy(raw_seed, raw + 2, 32);
@@ -139,8 +138,12 @@ static char *jwt_subject(const char *jwt)
         size_t o = 0;
         for (size_t i = 0; i < n; i++) {
                 char c = p[1 + i];
-                int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26
-                        : c >= '0' && c <= '9' ? c - '0' + 52 : c == '-' || c == '+' ? 62 : c == '_' || c == '/' ? 63 : -1;
+                int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+                        : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                        : c >= '0' && c <= '9' ? c - '0' + 52
+                        : c == '-' || c == '+' ? 62
+                        : c == '_' || c == '/' ? 63
+                                               : -1;
                 if (v < 0) {
                         free(json);
                         return NULL;
@@ -189,8 +192,8 @@ int creds_parse(const char *text, const char *name, char **jwt_out, unsigned cha
         } else if (derive_public(raw, pub) < 0) {
                 snprintf(err, err_size, "creds %s: cannot derive the public key", name);
         } else if (strcmp(pub, sub) != 0) {
-                snprintf(err, err_size, "creds %s: the seed's public key %s does not match the JWT sub %.64s",
-                         name, pub, sub);
+                snprintf(err, err_size, "creds %s: the seed's public key %s does not match the JWT sub %.64s", name,
+                         pub, sub);
         } else {
                 *id = strdup(pub);
                 r = *id ? 0 : -ENOMEM;
@@ -220,8 +223,10 @@ static int load(const char *path, char **jwt_out, unsigned char raw[32], char **
                 return errno == ENOENT ? -ENOENT : -EINVAL;
         }
         if (st.st_mode & 077) {
-                snprintf(err, err_size, "refusing creds %s: it is readable by group or others (mode %04o); "
-                                        "chmod 600 it", path, (unsigned)(st.st_mode & 07777));
+                snprintf(err, err_size,
+                         "refusing creds %s: it is readable by group or others (mode %04o); "
+                         "chmod 600 it",
+                         path, (unsigned)(st.st_mode & 07777));
                 return -EPERM;
         }
         FILE *f = fopen(path, "r");
@@ -279,8 +284,8 @@ static int reload_locked(creds_source *s, char *err, size_t err_size)
         char *jwt = NULL, *id = NULL;
         int r = load(s->path, &jwt, raw, &id, err, err_size);
         if (r == 0 && strcmp(id, s->id) != 0) {
-                snprintf(err, err_size, "creds %s: the identity changed from %s to %s, which takes a restart",
-                         s->path, s->id, id);
+                snprintf(err, err_size, "creds %s: the identity changed from %s to %s, which takes a restart", s->path,
+                         s->id, id);
                 r = -EINVAL;
         }
         if (r == 0 && strcmp(jwt, s->jwt) != 0) {

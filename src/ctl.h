@@ -29,9 +29,9 @@ typedef struct ctl_ctx {
         bool json;
         int replicas;
         int64_t timeout_ms;
-        long count;          /* lease watch: stop after this many lines */
-        const char *socket;  /* diag: the daemon's socket */
-        char **args;         /* positional arguments after the command words */
+        long count;         /* lease watch: stop after this many lines */
+        const char *socket; /* diag: the daemon's socket */
+        char **args;        /* positional arguments after the command words */
         int n_args;
 
         /* state, owned: freed by ctl_disconnect */

@@ -178,8 +178,10 @@ int ctl_acl(ctl_ctx *c, const char *verb)
         /* §11.2 item 3: every ACL entry must pass assertValidChannel. */
         for (int i = 1; i < c->n_args; i++)
                 if (contract_channel_check(c->args[i], NULL, NULL) != CHANNEL_VALID) {
-                        fprintf(stderr, "cotal-deliveryctl: invalid channel pattern \"%s\" (segments are "
-                                        "[A-Za-z0-9_-]+, '*', or a final '>')\n", c->args[i]);
+                        fprintf(stderr,
+                                "cotal-deliveryctl: invalid channel pattern \"%s\" (segments are "
+                                "[A-Za-z0-9_-]+, '*', or a final '>')\n",
+                                c->args[i]);
                         return CTL_EXIT_USAGE;
                 }
         /* §4.3: the key is token(owner). */
@@ -239,7 +241,9 @@ static void print_member(const ctl_ctx *c, const char *key, uint64_t rev, const 
         printf("%-20s %-56s %-15s gen=%-4" PRIu64 " join=%-8" PRIu64 " leave=%-8s activated=%s\n",
                m->channel ? m->channel : "-", m->owner, m->state_raw ? m->state_raw : "-", m->generation,
                m->join_cursor, leave,
-               m->activated == MEMBER_ACTIVATED_TRUE ? "true" : m->activated == MEMBER_ACTIVATED_FALSE ? "false" : "-");
+               m->activated == MEMBER_ACTIVATED_TRUE    ? "true"
+               : m->activated == MEMBER_ACTIVATED_FALSE ? "false"
+                                                        : "-");
 }
 
 static int key_cmp(const void *a, const void *b)

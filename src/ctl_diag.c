@@ -108,7 +108,7 @@ static void print_table(const json_t *doc)
                 printf("links   ");
                 const char *name;
                 json_t *c;
-                json_object_foreach((json_t *)links, name, c) {
+                json_object_foreach ((json_t *)links, name, c) {
                         if (json_is_true(json_object_get(c, "connected")))
                                 printf(" %s up (%lld reconnects)", name, num(c, "reconnects"));
                         else
@@ -123,9 +123,8 @@ static void print_table(const json_t *doc)
                "dropped %lld, deferred %lld, terminated %lld, removed unread by the stream %lld, too large for "
                "the inbox %lld, mentions ignored %lld, control requests shed %lld\n",
                num(n, "chat_handled"), num(n, "entries_written"), num(n, "chat_malformed"), num(n, "fanout_pauses"),
-               num(n, "delivered"), num(n, "dropped"), num(n, "deferred"), num(n, "terminated"),
-               num(n, "inbox_lost"), num(n, "entries_too_large"),
-               num(n, "mentions_ignored"), num(n, "control_shed"));
+               num(n, "delivered"), num(n, "dropped"), num(n, "deferred"), num(n, "terminated"), num(n, "inbox_lost"),
+               num(n, "entries_too_large"), num(n, "mentions_ignored"), num(n, "control_shed"));
         const json_t *lead = json_object_get(doc, "lead");
         if (json_is_object(lead))
                 printf("lead     limit %lld entries per owner from its oldest unread one; largest %lld (%s); "
@@ -141,7 +140,7 @@ static void print_table(const json_t *doc)
                 printf("denied   %lld permission violations (PROTOCOL §11.3 grants missing?):\n", num(den, "total"));
                 size_t di;
                 json_t *dv;
-                json_array_foreach(json_object_get(den, "subjects"), di, dv)
+                json_array_foreach (json_object_get(den, "subjects"), di, dv)
                         printf("  cannot %s \"%s\" x%lld\n", str(dv, "op"), str(dv, "subject"), num(dv, "count"));
                 if (num(den, "untracked") > 0)
                         printf("  %lld more on subjects not tracked\n", num(den, "untracked"));
@@ -149,7 +148,7 @@ static void print_table(const json_t *doc)
         printf("config  ");
         const char *key;
         json_t *v;
-        json_object_foreach((json_t *)cfg, key, v) {
+        json_object_foreach ((json_t *)cfg, key, v) {
                 char *text = json_is_string(v) ? strdup(json_string_value(v))
                                                : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
                 printf(" %s=%s", key, text ? text : "?");
@@ -159,7 +158,7 @@ static void print_table(const json_t *doc)
         printf("events   last %zu of %lld connection events:\n", json_array_size(ev),
                num(doc, "connection_events_total"));
         size_t i;
-        json_array_foreach(ev, i, v)
+        json_array_foreach (ev, i, v)
                 printf("  %s  %-10s %-6s %s\n", str(v, "time"), str(v, "event"), str(v, "connection"),
                        str(v, "reason"));
 }

@@ -20,7 +20,7 @@
 
 /* One lease state as both commands print it. */
 typedef struct lease_view {
-        const char *event;    /* "present", "put", "deleted", "purged", "expired", "absent" */
+        const char *event; /* "present", "put", "deleted", "purged", "expired", "absent" */
         bool present;
         uint64_t revision;
         int64_t written_ms;   /* the entry's stored time (the TTL runs from it) */

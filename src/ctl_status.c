@@ -35,7 +35,8 @@ static int add_one(ctl_ctx *c, json_t *rows, const char *stream, const char *nam
         json_t *reply = NULL;
         jsapi_error jerr;
         int r = jsapi_consumer_info(c->nc, stream, name, c->timeout_ms, &reply, &jerr);
-        if (r == -EREMOTEIO && (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
+        if (r == -EREMOTEIO &&
+            (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
                 json_array_append_new(rows, json_pack("{s:s, s:s, s:b}", "name", name, "stream", stream, "present", 0));
                 return 0;
         }
@@ -68,7 +69,7 @@ static int add_dlv(ctl_ctx *c, json_t *rows)
                 json_t *list = json_object_get(reply, "consumers");
                 size_t i;
                 json_t *info;
-                json_array_foreach(list, i, info) {
+                json_array_foreach (list, i, info) {
                         const char *name = json_string_value(json_object_get(info, "name"));
                         if (name && strncmp(name, "dlv_", 4) == 0)
                                 json_array_append_new(rows, row(c->names.dlv_stream, info));
@@ -112,7 +113,7 @@ int ctl_status(ctl_ctx *c)
         printf("%-62s %-16s %9s %11s %11s\n", "CONSUMER", "STREAM", "PENDING", "ACK_PENDING", "REDELIVERED");
         size_t i;
         json_t *v;
-        json_array_foreach(rows, i, v) {
+        json_array_foreach (rows, i, v) {
                 const char *name = json_string_value(json_object_get(v, "name"));
                 const char *stream = json_string_value(json_object_get(v, "stream"));
                 if (!json_is_true(json_object_get(v, "present"))) {

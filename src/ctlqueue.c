@@ -8,8 +8,8 @@
 #include <string.h>
 
 typedef struct agent_fifo {
-        char *agent;    /* owned */
-        void **items;   /* ring of per_agent */
+        char *agent;  /* owned */
+        void **items; /* ring of per_agent */
         size_t head, n;
         struct agent_fifo *next_turn; /* in the turn list while n > 0 */
 } agent_fifo;
@@ -17,8 +17,8 @@ typedef struct agent_fifo {
 struct ctlqueue {
         size_t per_agent;
         void (*free_item)(void *);
-        strmap agents;              /* agent -> agent_fifo, while it has items */
-        agent_fifo *first, *last;   /* whose turn: first */
+        strmap agents;            /* agent -> agent_fifo, while it has items */
+        agent_fifo *first, *last; /* whose turn: first */
         size_t len;
 };
 

@@ -25,5 +25,5 @@ int ctlqueue_push(ctlqueue *q, const char *agent, void *item);
  * turns in the order they first had something waiting. NULL if none. */
 void *ctlqueue_pop(ctlqueue *q);
 
-size_t ctlqueue_len(const ctlqueue *q);   /* items waiting */
+size_t ctlqueue_len(const ctlqueue *q);    /* items waiting */
 size_t ctlqueue_agents(const ctlqueue *q); /* agents with items waiting */

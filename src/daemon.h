@@ -31,22 +31,28 @@ struct daemon;
  * (links.h): the main one, the fan-out's and the reader's. Written from
  * cnats' callback thread (atomics; wake behind lock), read by the main
  * thread, the link watcher and the worker owning the connection. */
-typedef enum { DAEMON_LINK_MAIN, DAEMON_LINK_FANOUT, DAEMON_LINK_READER, DAEMON_LINK_KV, DAEMON_LINKS } daemon_link_role;
+typedef enum {
+        DAEMON_LINK_MAIN,
+        DAEMON_LINK_FANOUT,
+        DAEMON_LINK_READER,
+        DAEMON_LINK_KV,
+        DAEMON_LINKS
+} daemon_link_role;
 
 typedef struct daemon_link {
-        struct daemon *d;               /* for the callbacks */
+        struct daemon *d; /* for the callbacks */
         daemon_link_role role;
-        const char *name;               /* "main", "fanout", "reader": log lines, diagnostics */
+        const char *name; /* "main", "fanout", "reader": log lines, diagnostics */
         /* The durable the connection pulls from (workers), swept after a
          * disconnect (links.h); NULL for the main connection. */
         const char *stream, *durable;
-        atomic_llong down_since_ms;     /* monotonic ms; 0 while connected */
+        atomic_llong down_since_ms; /* monotonic ms; 0 while connected */
         atomic_bool closed;
         atomic_ullong reconnects;
-        atomic_uint generation;         /* +1 per reconnect: pull_follow_link */
-        atomic_bool sweep;              /* a disconnect the watcher has not swept yet */
-        pthread_mutex_t lock;           /* guards wake */
-        char *wake;                     /* owned; poked after a reconnect (pull_wake_subject) */
+        atomic_uint generation; /* +1 per reconnect: pull_follow_link */
+        atomic_bool sweep;      /* a disconnect the watcher has not swept yet */
+        pthread_mutex_t lock;   /* guards wake */
+        char *wake;             /* owned; poked after a reconnect (pull_wake_subject) */
 } daemon_link;
 
 /* What the daemon has done, for logs, sd_notify STATUS and diagnostics. */
@@ -66,19 +72,19 @@ typedef struct daemon_counters {
         /* Gauges: the consumer's num_pending as of its latest delivery
          * (§5.5 metadata), i.e. messages not yet handed to the worker. */
         atomic_ullong fanout_lag, reader_lag;
-        atomic_ullong fanout_held;       /* E1: chat messages held for owners at the lead limit */
+        atomic_ullong fanout_held; /* E1: chat messages held for owners at the lead limit */
 } daemon_counters;
 
 typedef struct daemon {
-        config cfg;              /* owned; read by the main thread only once running */
-        int argc;                /* for reloads */
-        char **argv;             /* borrowed from main() */
-        contract_names names;    /* owned */
-        char *id;                /* <D>, owned */
-        char *inbox_prefix;      /* "_INBOX_<D>", owned */
-        creds_source creds;      /* valid when creds_loaded; cnats threads read it */
+        config cfg;           /* owned; read by the main thread only once running */
+        int argc;             /* for reloads */
+        char **argv;          /* borrowed from main() */
+        contract_names names; /* owned */
+        char *id;             /* <D>, owned */
+        char *inbox_prefix;   /* "_INBOX_<D>", owned */
+        creds_source creds;   /* valid when creds_loaded; cnats threads read it */
         bool creds_loaded;
-        natsConnection *nc;      /* main connection, owned */
+        natsConnection *nc; /* main connection, owned */
         /* The fan-out's and the reader's own connections (owned by those
          * modules; daemon_shut_link closes them too). One connection per
          * hot loop: on a shared one, cnats' connection lock and its
@@ -94,25 +100,25 @@ typedef struct daemon {
         atomic_llong disconnected_since_ms; /* monotonic ms; 0 while connected */
         atomic_bool link_closed;            /* the connection is closed for good */
         atomic_ullong reconnects;
-        connlog links;                      /* the last 64 connection events */
+        connlog links; /* the last 64 connection events */
         /* Every connection's state, the main one's included (its
          * disconnected_since_ms / link_closed / reconnects above stay the
          * broker watchdog's, §10.3). */
         daemon_link link[DAEMON_LINKS];
-        struct links_watch *watch;          /* links.h; NULL until started */
+        struct links_watch *watch; /* links.h; NULL until started */
         /* The broker's permission violations on any of our connections,
          * noted by daemon_on_error (its own lock). */
         denials denied;
         int64_t started_wall_ms, started_mono_ms;
 
         /* lifecycle */
-        atomic_bool stopping;    /* workers finish their batch and return */
+        atomic_bool stopping; /* workers finish their batch and return */
         /* The lease as the workers see it (PROTOCOL §9), set by the main
          * thread: see daemon_may_act. */
         atomic_llong lease_valid_until_ms; /* monotonic; lease_act_until_ms, 0 before the acquire */
         atomic_bool lease_lost;            /* another write took lease.0, or the renew ran out of time */
-        int64_t join_deadline_ms; /* monotonic; see daemon_join */
-        atomic_bool link_shut;   /* the connection was closed to unblock workers */
+        int64_t join_deadline_ms;          /* monotonic; see daemon_join */
+        atomic_bool link_shut;             /* the connection was closed to unblock workers */
 
         /* Last loop iteration of each worker (monotonic ms), for the
          * sd_notify watchdog: a wedged loop stops the pings. */
@@ -130,13 +136,13 @@ typedef struct daemon {
          * fan-out, a join's catch-up) reserve in it, the reader disposes. */
         struct ledger *ledger;
 
-        lease lease;             /* main thread only */
+        lease lease; /* main thread only */
         struct roster *roster;
         struct control *control;
         struct fanout *fanout;
         struct reader *reader;
         daemon_counters counters;
-        struct diag *diag;       /* main thread only; NULL when disabled */
+        struct diag *diag; /* main thread only; NULL when disabled */
 } daemon_ctx;
 
 /* Monotonic / wall-clock milliseconds. */
@@ -190,7 +196,6 @@ int daemon_connect_worker(daemon_ctx *d, const char *role, natsConnection **nc);
 
 /* Flushes (bounded), closes and destroys a worker connection; NULLs it. */
 void daemon_close_worker(natsConnection **nc);
-
 
 /* The connections' asynchronous-error callback (arg: the daemon_link). A
  * permission violation is noted in d->denied and logged once per subject

@@ -73,8 +73,7 @@ static void print_report(const ctl_ctx *c, const prov_report *rep)
                 json_object_set_new(j, "space", json_string(c->space));
                 json_object_set_new(j, "created", json_integer((json_int_t)prov_report_count(rep, PROV_CREATED)));
                 json_object_set_new(j, "found", json_integer((json_int_t)prov_report_count(rep, PROV_FOUND)));
-                json_object_set_new(j, "conflicts",
-                                    json_integer((json_int_t)prov_report_count(rep, PROV_CONFLICT)));
+                json_object_set_new(j, "conflicts", json_integer((json_int_t)prov_report_count(rep, PROV_CONFLICT)));
                 ctl_print_json(j);
                 return;
         }
@@ -83,7 +82,7 @@ static void print_report(const ctl_ctx *c, const prov_report *rep)
                 printf("%-8s %-9s %s\n", prov_action_name(it->action), it->kind, it->name);
                 size_t k;
                 json_t *d;
-                json_array_foreach(it->details, k, d)
+                json_array_foreach (it->details, k, d)
                         printf("         - %s\n", json_string_value(d));
         }
         printf("%zu created, %zu found, %zu updated, %zu conflicting\n", prov_report_count(rep, PROV_CREATED),
@@ -138,10 +137,22 @@ typedef struct command {
         bool offline; /* runs without a broker connection */
 } command;
 
-static int cmd_acl_show(ctl_ctx *c) { return ctl_acl(c, "show"); }
-static int cmd_acl_set(ctl_ctx *c) { return ctl_acl(c, "set"); }
-static int cmd_acl_grant(ctl_ctx *c) { return ctl_acl(c, "grant"); }
-static int cmd_acl_revoke(ctl_ctx *c) { return ctl_acl(c, "revoke"); }
+static int cmd_acl_show(ctl_ctx *c)
+{
+        return ctl_acl(c, "show");
+}
+static int cmd_acl_set(ctl_ctx *c)
+{
+        return ctl_acl(c, "set");
+}
+static int cmd_acl_grant(ctl_ctx *c)
+{
+        return ctl_acl(c, "grant");
+}
+static int cmd_acl_revoke(ctl_ctx *c)
+{
+        return ctl_acl(c, "revoke");
+}
 
 static const command commands[] = {
         {"provision", NULL, 0, 0, cmd_provision, false},
@@ -170,8 +181,19 @@ static int parse_long(const char *s, long min, long max, long *out)
 
 int main(int argc, char **argv)
 {
-        enum { OPT_SERVER = 256, OPT_SPACE, OPT_CREDS, OPT_JSON, OPT_TIMEOUT, OPT_REPLICAS, OPT_CHANNEL,
-               OPT_OWNER, OPT_COUNT, OPT_SOCKET, OPT_VERSION };
+        enum {
+                OPT_SERVER = 256,
+                OPT_SPACE,
+                OPT_CREDS,
+                OPT_JSON,
+                OPT_TIMEOUT,
+                OPT_REPLICAS,
+                OPT_CHANNEL,
+                OPT_OWNER,
+                OPT_COUNT,
+                OPT_SOCKET,
+                OPT_VERSION
+        };
         static const struct option options[] = {
                 {"server", required_argument, NULL, OPT_SERVER},
                 {"space", required_argument, NULL, OPT_SPACE},

@@ -24,14 +24,10 @@ void denials_fini(denials *d)
 const char *denial_op_verb(denial_op op)
 {
         switch (op) {
-        case DENIAL_PUBLISH:
-                return "publish";
-        case DENIAL_SUBSCRIBE:
-                return "subscribe";
-        case DENIAL_REPLY:
-                return "publish with reply";
-        case DENIAL_OTHER:
-                break;
+        case DENIAL_PUBLISH: return "publish";
+        case DENIAL_SUBSCRIBE: return "subscribe";
+        case DENIAL_REPLY: return "publish with reply";
+        case DENIAL_OTHER: break;
         }
         return "use";
 }
@@ -134,9 +130,9 @@ json_t *denials_json(denials *d)
         pthread_mutex_lock(&d->lock);
         json_t *doc = json_pack("{s:I, s:I}", "total", (json_int_t)d->total, "untracked", (json_int_t)d->untracked);
         for (size_t i = 0; i < d->n; i++)
-                json_array_append_new(subjects, json_pack("{s:s, s:s, s:I}", "op", denial_op_verb(d->table[i].op),
-                                                          "subject", d->table[i].subject, "count",
-                                                          (json_int_t)d->table[i].count));
+                json_array_append_new(subjects,
+                                      json_pack("{s:s, s:s, s:I}", "op", denial_op_verb(d->table[i].op), "subject",
+                                                d->table[i].subject, "count", (json_int_t)d->table[i].count));
         pthread_mutex_unlock(&d->lock);
         if (doc)
                 json_object_set_new(doc, "subjects", subjects);

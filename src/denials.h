@@ -36,9 +36,9 @@ typedef struct denials {
         pthread_mutex_t lock;
         denial table[DENIALS_MAX_SUBJECTS];
         size_t n;
-        uint64_t total;          /* every violation, tracked or not */
-        uint64_t untracked;      /* violations on subjects past the table */
-        atomic_llong last_ms;    /* monotonic ms of the latest one; 0: none */
+        uint64_t total;       /* every violation, tracked or not */
+        uint64_t untracked;   /* violations on subjects past the table */
+        atomic_llong last_ms; /* monotonic ms of the latest one; 0: none */
 } denials;
 
 void denials_init(denials *d);
@@ -55,10 +55,10 @@ bool denials_parse(const char *text, denial_op *op, char *subject, size_t size);
 const char *denial_op_verb(denial_op op);
 
 typedef enum {
-        DENIAL_FIRST,          /* first time for this subject: log it */
-        DENIAL_REPEAT,         /* counted */
-        DENIAL_TABLE_FULL,     /* a new subject with the table full: log that once */
-        DENIAL_UNTRACKED,      /* counted in untracked */
+        DENIAL_FIRST,      /* first time for this subject: log it */
+        DENIAL_REPEAT,     /* counted */
+        DENIAL_TABLE_FULL, /* a new subject with the table full: log that once */
+        DENIAL_UNTRACKED,  /* counted in untracked */
 } denial_seen;
 
 /* Records one violation at now_ms. *count (may be NULL) gets the subject's

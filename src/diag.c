@@ -60,9 +60,10 @@ int diag_open(daemon_ctx *d, const char *path, char *err, size_t err_size)
         if (r == 0)
                 r = clear_stale(path, &sa);
         if (r < 0) {
-                snprintf(err, err_size, "%s", r == -EADDRINUSE ? "another daemon is serving it"
-                                             : r == -EEXIST ? "a file that is not a socket is in the way"
-                                                            : strerror(-r));
+                snprintf(err, err_size, "%s",
+                         r == -EADDRINUSE ? "another daemon is serving it"
+                         : r == -EEXIST   ? "a file that is not a socket is in the way"
+                                          : strerror(-r));
                 return r;
         }
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -174,19 +175,18 @@ static json_t *config_json(const config *c)
 
 static json_t *counters_json(daemon_counters *c)
 {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chat_handled",
-                         (json_int_t)atomic_load(&c->chat_handled), "chat_malformed",
-                         (json_int_t)atomic_load(&c->chat_malformed), "entries_written",
-                         (json_int_t)atomic_load(&c->entries_written), "delivered",
-                         (json_int_t)atomic_load(&c->delivered), "dropped", (json_int_t)atomic_load(&c->dropped),
-                         "deferred", (json_int_t)atomic_load(&c->deferred), "terminated",
-                         (json_int_t)atomic_load(&c->terminated), "control_shed",
-                         (json_int_t)atomic_load(&c->control_shed), "mentions_ignored",
-                         (json_int_t)atomic_load(&c->mentions_ignored), "entries_too_large",
-                         (json_int_t)atomic_load(&c->entries_too_large), "inbox_lost",
-                         (json_int_t)atomic_load(&c->inbox_lost), "fanout_pauses",
-                         (json_int_t)atomic_load(&c->fanout_pauses), "fanout_lag",
-                         (json_int_t)atomic_load(&c->fanout_lag), "reader_lag", (json_int_t)atomic_load(&c->reader_lag));
+        return json_pack(
+                "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chat_handled",
+                (json_int_t)atomic_load(&c->chat_handled), "chat_malformed",
+                (json_int_t)atomic_load(&c->chat_malformed), "entries_written",
+                (json_int_t)atomic_load(&c->entries_written), "delivered", (json_int_t)atomic_load(&c->delivered),
+                "dropped", (json_int_t)atomic_load(&c->dropped), "deferred", (json_int_t)atomic_load(&c->deferred),
+                "terminated", (json_int_t)atomic_load(&c->terminated), "control_shed",
+                (json_int_t)atomic_load(&c->control_shed), "mentions_ignored",
+                (json_int_t)atomic_load(&c->mentions_ignored), "entries_too_large",
+                (json_int_t)atomic_load(&c->entries_too_large), "inbox_lost", (json_int_t)atomic_load(&c->inbox_lost),
+                "fanout_pauses", (json_int_t)atomic_load(&c->fanout_pauses), "fanout_lag",
+                (json_int_t)atomic_load(&c->fanout_lag), "reader_lag", (json_int_t)atomic_load(&c->reader_lag));
 }
 
 /* Where the creds come from and how rotation went; never their contents. */
@@ -238,20 +238,18 @@ json_t *diag_snapshot(daemon_ctx *d)
                 " s:{s:b, s:b, s:I, s:I},"
                 " s:o?, s:{s:I, s:I, s:I}, s:o?, s:o?, s:I, s:o?}",
                 "version", PACKAGE_VERSION, "space", d->cfg.space, "id", d->id, "pid", (int)getpid(), "started_at_ms",
-                (json_int_t)d->started_wall_ms, "uptime_ms", (json_int_t)(now - d->started_mono_ms),
-                "lease", "bucket", d->names.delivery_bucket, "key", "lease.0", "holder", l->holder, "held", held,
-                "ready", held && l->ready, "revision", (json_int_t)l->revision, "renewed_ms_ago",
+                (json_int_t)d->started_wall_ms, "uptime_ms", (json_int_t)(now - d->started_mono_ms), "lease", "bucket",
+                d->names.delivery_bucket, "key", "lease.0", "holder", l->holder, "held", held, "ready",
+                held && l->ready, "revision", (json_int_t)l->revision, "renewed_ms_ago",
                 held ? (json_int_t)(now - l->last_write_ms) : (json_int_t)-1, "ttl_left_ms",
-                held ? (json_int_t)(CONTRACT_LEASE_TTL_MS - (now - l->last_write_ms)) : (json_int_t)-1,
-                "link", "connected", d->nc && !down_since, "closed", atomic_load(&d->link_closed), "down_ms",
+                held ? (json_int_t)(CONTRACT_LEASE_TTL_MS - (now - l->last_write_ms)) : (json_int_t)-1, "link",
+                "connected", d->nc && !down_since, "closed", atomic_load(&d->link_closed), "down_ms",
                 down_since ? (json_int_t)(now - down_since) : (json_int_t)0, "reconnects",
-                (json_int_t)atomic_load(&d->reconnects),
-                "counters", counters_json(&d->counters),
+                (json_int_t)atomic_load(&d->reconnects), "counters", counters_json(&d->counters),
                 "workers_last_turn_ms_ago", "fanout", age_ms(now, atomic_load(&d->beat_fanout)), "reader",
                 age_ms(now, atomic_load(&d->beat_reader)), "control", age_ms(now, atomic_load(&d->beat_control)),
                 "config", config_json(&d->cfg), "creds", creds_json(d), "connection_events_total",
-                (json_int_t)events_total,
-                "connection_events", events);
+                (json_int_t)events_total, "connection_events", events);
         if (doc) {
                 json_object_set_new(doc, "denials", denials_json(&d->denied));
                 json_object_set_new(doc, "lead", lead_json(d));

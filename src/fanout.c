@@ -68,22 +68,22 @@
 
 /* One owner's entry a chat message still owes. */
 typedef struct owed {
-        char *owner;  /* as the record or the roster names it (subject, dedup id) */
-        char *key;    /* its dinbox subject's owner token: the ledger's key */
+        char *owner; /* as the record or the roster names it (subject, dedup id) */
+        char *key;   /* its dinbox subject's owner token: the ledger's key */
         uint64_t generation;
         contract_reason reason;
 } owed;
 
 /* A chat message held until its owed entries fit (E1). */
 typedef struct held_msg {
-        natsMsg *m;       /* owned; its reply subject acks it */
+        natsMsg *m; /* owned; its reply subject acks it */
         uint64_t seq;
-        char *msg_id;     /* the chat id, for dedup ids */
+        char *msg_id; /* the chat id, for dedup ids */
         char *channel;
         owed *owe;
         size_t n_owe;
         size_t bytes;
-        int64_t wpi_ms;   /* monotonic: last +WPI (or the hold) */
+        int64_t wpi_ms; /* monotonic: last +WPI (or the hold) */
 } held_msg;
 
 /* What to do with one fetched chat message after the publish round. */
@@ -117,19 +117,19 @@ struct fanout {
         pthread_t thread;
         pull_sub pull;
         jspub pub;
-        kv_cache *cache;     /* ACLs, members, channel classes (§6.4 fenced) */
-        worker *w;           /* the loop's settings, owned by the thread */
+        kv_cache *cache; /* ACLs, members, channel classes (§6.4 fenced) */
+        worker *w;       /* the loop's settings, owned by the thread */
         natsMsg **msgs;
         plan *plans;
-        sent *sent;          /* parallel to jspub results */
+        sent *sent; /* parallel to jspub results */
         size_t sent_cap;
-        size_t prefix_len;   /* of "cotal.<S>.dinbox." */
+        size_t prefix_len; /* of "cotal.<S>.dinbox." */
         /* Held messages in chat order, and per owner key how many entries
          * they owe it (a count cast to a pointer). */
         held_msg **held;
         size_t n_held, held_bytes;
         strmap owing;
-        bool holding, full;  /* something held; held_full() */
+        bool holding, full; /* something held; held_full() */
         struct ratelog log_held, log_full, log_released;
         int64_t last_paid_ms, stall_logged_ms;
         int64_t refreshed_ms;
@@ -137,8 +137,8 @@ struct fanout {
         /* Where a re-created durable must resume: the lowest CHAT seq not
          * yet acked (nak'ed and held ones included), else the last acked + 1. */
         uint64_t acked_through;
-        size_t widest;       /* most entries one message produced, last round */
-        uint64_t *naked;     /* seqs nak'ed and not acked since */
+        size_t widest;   /* most entries one message produced, last round */
+        uint64_t *naked; /* seqs nak'ed and not acked since */
         size_t n_naked, cap_naked;
 };
 
@@ -327,8 +327,8 @@ static int remember(struct fanout *f, long idx, const char *key, held_msg *h, si
 /* Publishes one dinbox entry (§5.2) whose ledger room is reserved.
  * Returns 0 or -errno; on -errno the reservation is released. */
 static int publish_entry(daemon_ctx *d, struct fanout *f, const char *msg_id, const char *raw, size_t raw_len,
-                         const char *channel, uint64_t seq, const char *subject, const char *key,
-                         const char *owner, contract_reason reason, uint64_t generation, held_msg *h, size_t owe_idx)
+                         const char *channel, uint64_t seq, const char *subject, const char *key, const char *owner,
+                         contract_reason reason, uint64_t generation, held_msg *h, size_t owe_idx)
 {
         char *id = contract_dedup_id(msg_id, owner, generation);
         char *body = NULL;
@@ -420,7 +420,7 @@ static int route_live(route *rt)
                             n - FANOUT_MENTIONS_MAX, n, rt->d->names.chat_stream, rt->seq, chat->id,
                             FANOUT_MENTIONS_MAX);
         }
-        json_array_foreach(chat->mentions, i, v) {
+        json_array_foreach (chat->mentions, i, v) {
                 if (r < 0 || i >= FANOUT_MENTIONS_MAX)
                         break;
                 /* Each distinct name once: repeats cost nothing more. */
@@ -487,8 +487,8 @@ static void handle(daemon_ctx *d, struct fanout *f, natsMsg *m, plan *p)
         rec_error err;
         char why[256];
         if (contract_chat_decode(raw ? raw : "", raw_len, &chat, &err) != REC_OK) {
-                log_warning("Dropped chat message %s seq %" PRIu64 " on %s: %s", d->names.chat_stream, p->seq,
-                            subject, rec_error_str(&err, why, sizeof why));
+                log_warning("Dropped chat message %s seq %" PRIu64 " on %s: %s", d->names.chat_stream, p->seq, subject,
+                            rec_error_str(&err, why, sizeof why));
                 atomic_fetch_add(&d->counters.chat_malformed, 1);
                 return;
         }
@@ -502,7 +502,13 @@ static void handle(daemon_ctx *d, struct fanout *f, natsMsg *m, plan *p)
         }
         p->channel = strndup(chspan.p, chspan.len);
         p->msg_id = strdup(chat.id);
-        route rt = {.d = d, .f = f, .p = p, .chat = &chat, .raw = raw, .raw_len = raw_len, .channel = p->channel,
+        route rt = {.d = d,
+                    .f = f,
+                    .p = p,
+                    .chat = &chat,
+                    .raw = raw,
+                    .raw_len = raw_len,
+                    .channel = p->channel,
                     .seq = p->seq};
         int r = -ENOMEM;
         p->first = f->pub.n;
@@ -800,7 +806,8 @@ static void log_holding(daemon_ctx *d, struct fanout *f, int64_t now)
         if (f->n_held == 0) {
                 if (f->holding && ratelog_due(&f->log_released, now)) {
                         log_info("Fan-out: no chat message held any more (%llu time%s since the last such line)",
-                                 (unsigned long long)f->log_released.unlogged, f->log_released.unlogged == 1 ? "" : "s");
+                                 (unsigned long long)f->log_released.unlogged,
+                                 f->log_released.unlogged == 1 ? "" : "s");
                         f->log_released.unlogged = 0;
                 }
                 f->holding = f->full = false;
@@ -830,8 +837,8 @@ static void log_holding(daemon_ctx *d, struct fanout *f, int64_t now)
                         log_notice("Fan-out paused: %zu chat messages (%zu bytes) are held for owners at the lead "
                                    "limit (worst: %.64s owed %zu entries, %zu unread in %s, limit %zu); fetching "
                                    "nothing new until the reader makes room (%llu pause%s since the last such line)",
-                                   f->n_held, f->held_bytes, w.key ? w.key : "?", w.owed, unread,
-                                   d->names.inbox_stream, limit, (unsigned long long)f->log_full.unlogged,
+                                   f->n_held, f->held_bytes, w.key ? w.key : "?", w.owed, unread, d->names.inbox_stream,
+                                   limit, (unsigned long long)f->log_full.unlogged,
                                    f->log_full.unlogged == 1 ? "" : "s");
                         f->log_full.unlogged = 0;
                 }
@@ -845,8 +852,8 @@ static void log_holding(daemon_ctx *d, struct fanout *f, int64_t now)
                 log_warning("Fan-out: no held entry written for %lld s: %zu chat messages held for %zu owners (worst: "
                             "%.64s owed %zu entries, %zu unread in %s, limit %zu); the reader is not disposing of "
                             "their entries (reader ack floor %" PRIu64 ")",
-                            (long long)((now - f->last_paid_ms) / 1000), f->n_held, f->owing.count,
-                            w.key ? w.key : "?", w.owed, unread, d->names.inbox_stream, limit, st.floor);
+                            (long long)((now - f->last_paid_ms) / 1000), f->n_held, f->owing.count, w.key ? w.key : "?",
+                            w.owed, unread, d->names.inbox_stream, limit, st.floor);
         }
 }
 

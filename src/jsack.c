@@ -60,8 +60,8 @@ bool jsack_parse(const char *reply, jsack_meta *out)
         if (!parse_u64(tok[base], len[base], &out->delivered) ||
             !parse_u64(tok[base + 1], len[base + 1], &out->stream_seq) ||
             !parse_u64(tok[base + 2], len[base + 2], &out->consumer_seq) ||
-            !parse_u64(tok[base + 3], len[base + 3], &ts) ||
-            !parse_u64(tok[base + 4], len[base + 4], &out->pending) || ts > (uint64_t)INT64_MAX)
+            !parse_u64(tok[base + 3], len[base + 3], &ts) || !parse_u64(tok[base + 4], len[base + 4], &out->pending) ||
+            ts > (uint64_t)INT64_MAX)
                 return false;
         out->timestamp_ns = (int64_t)ts;
         return true;

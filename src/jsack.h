@@ -14,7 +14,7 @@
 #define JSACK_IN_PROGRESS "+WPI"
 
 typedef struct jsack_meta {
-        uint64_t delivered;    /* "num delivered": 1 on first delivery (§5.5) */
+        uint64_t delivered; /* "num delivered": 1 on first delivery (§5.5) */
         uint64_t stream_seq;
         uint64_t consumer_seq;
         int64_t timestamp_ns;

@@ -180,8 +180,8 @@ static void take_reply(jspub *j, natsMsg *m)
         uint64_t round, index;
         char tail;
         if (strncmp(subject, j->reply_prefix, plen) != 0 ||
-            sscanf(subject + plen, ".%" SCNu64 ".%" SCNu64 "%c", &round, &index, &tail) != 2 ||
-            round != j->round || index >= j->n)
+            sscanf(subject + plen, ".%" SCNu64 ".%" SCNu64 "%c", &round, &index, &tail) != 2 || round != j->round ||
+            index >= j->n)
                 return; /* a late reply of an earlier round */
         jspub_result *r = &j->results[index];
         if (r->state != JSPUB_PENDING)
@@ -261,8 +261,7 @@ static int drain(jspub *j, size_t until_outstanding, int64_t deadline)
                         continue;
                 }
                 if (s != NATS_OK) {
-                        snprintf(j->last_error, sizeof j->last_error, "PubAck subscription: %s",
-                                 natsStatus_GetText(s));
+                        snprintf(j->last_error, sizeof j->last_error, "PubAck subscription: %s", natsStatus_GetText(s));
                         return broker_errno(s) < 0 ? broker_errno(s) : -EIO;
                 }
                 take_reply(j, m);

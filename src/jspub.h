@@ -26,11 +26,11 @@
 
 typedef enum {
         JSPUB_PENDING = 0,
-        JSPUB_OK,         /* stored (or a duplicate of a stored message) */
-        JSPUB_ERROR,      /* the stream refused it: err_code/description */
-        JSPUB_NO_STREAM,  /* no responders: no stream for the subject */
-        JSPUB_TIMEOUT,    /* no PubAck in time: maybe stored, maybe not */
-        JSPUB_TOO_LARGE,  /* over the connection's max payload: never sent */
+        JSPUB_OK,        /* stored (or a duplicate of a stored message) */
+        JSPUB_ERROR,     /* the stream refused it: err_code/description */
+        JSPUB_NO_STREAM, /* no responders: no stream for the subject */
+        JSPUB_TIMEOUT,   /* no PubAck in time: maybe stored, maybe not */
+        JSPUB_TOO_LARGE, /* over the connection's max payload: never sent */
 } jspub_state;
 
 typedef struct jspub_result {
@@ -41,14 +41,14 @@ typedef struct jspub_result {
 } jspub_result;
 
 typedef struct jspub {
-        natsConnection *nc;      /* borrowed */
-        natsSubscription *sub;   /* owned: <prefix>.pub.<nuid>.> */
-        char *reply_prefix;      /* <prefix>.pub.<nuid> */
-        uint64_t round;          /* replies of older rounds are ignored */
-        jspub_result *results;   /* one per publish of this round */
+        natsConnection *nc;    /* borrowed */
+        natsSubscription *sub; /* owned: <prefix>.pub.<nuid>.> */
+        char *reply_prefix;    /* <prefix>.pub.<nuid> */
+        uint64_t round;        /* replies of older rounds are ignored */
+        jspub_result *results; /* one per publish of this round */
         size_t n, cap, outstanding;
-        size_t unsettled_bytes;  /* sent since outstanding was last 0 */
-        size_t max_bytes;        /* bound on those and on spent_bytes (0: JSPUB_MAX_INFLIGHT_BYTES); the owner's */
+        size_t unsettled_bytes; /* sent since outstanding was last 0 */
+        size_t max_bytes;       /* bound on those and on spent_bytes (0: JSPUB_MAX_INFLIGHT_BYTES); the owner's */
         /* 503 replies this round. cnats 3.4.1 turns an empty 503 into
          * NATS_NO_RESPONDERS and drops the message, reply subject and all,
          * so which publish it answered is unknown: the publishes still
@@ -60,12 +60,12 @@ typedef struct jspub {
          * publish and per PubAck cost a thread wake-up each. */
         natsMsg **spent;
         size_t n_spent, cap_spent;
-        size_t spent_bytes;      /* their data: buried past max_bytes */
+        size_t spent_bytes; /* their data: buried past max_bytes */
         char last_error[256];
-        const atomic_bool *stop;      /* jspub_hooks */
+        const atomic_bool *stop; /* jspub_hooks */
         const atomic_llong *denied_ms;
-        int64_t round_ms;        /* monotonic ms at jspub_reset */
-        bool gave_up_denied;     /* this round's wait ended on a violation */
+        int64_t round_ms;    /* monotonic ms at jspub_reset */
+        bool gave_up_denied; /* this round's wait ended on a violation */
 } jspub;
 
 /* What the owner lets the publisher see (either may be NULL: ignored).

@@ -20,8 +20,8 @@
 static void set_err(kv_bucket *kv, const char *what, natsStatus s, jsErrCode jerr)
 {
         const char *text = nats_GetLastError(NULL);
-        snprintf(kv->last_error, sizeof kv->last_error, "%s: %s (err_code %d)%s%s", what,
-                 natsStatus_GetText(s), (int)jerr, text && *text ? ": " : "", text ? text : "");
+        snprintf(kv->last_error, sizeof kv->last_error, "%s: %s (err_code %d)%s%s", what, natsStatus_GetText(s),
+                 (int)jerr, text && *text ? ": " : "", text ? text : "");
 }
 
 int kv_bucket_init(kv_bucket *kv, natsConnection *nc, const char *bucket)
@@ -115,8 +115,8 @@ int kv_get(kv_bucket *kv, const char *key, kv_entry *out)
 /* Publishes one KV message and waits for the PubAck. expect_last < 0: no
  * condition; otherwise Nats-Expected-Last-Subject-Sequence (0 included,
  * which cnats' ExpectLastSubjectSeq cannot express, §4.2 cnats note). */
-static int kv_publish(kv_bucket *kv, const char *key, const char *data, size_t len, const char *op,
-                      int64_t expect_last, uint64_t *rev)
+static int kv_publish(kv_bucket *kv, const char *key, const char *data, size_t len, const char *op, int64_t expect_last,
+                      uint64_t *rev)
 {
         if (!contract_kv_key_valid(key)) {
                 snprintf(kv->last_error, sizeof kv->last_error, "invalid key \"%s\"", key);
@@ -182,16 +182,15 @@ int kv_create(kv_bucket *kv, const char *key, const char *data, size_t len, uint
         uint64_t marker = cur.revision;
         kv_entry_fini(&cur);
         if (op == KV_OP_PUT) {
-                snprintf(kv->last_error, sizeof kv->last_error, "key \"%s\" exists (revision %" PRIu64 ")",
-                         key, marker);
+                snprintf(kv->last_error, sizeof kv->last_error, "key \"%s\" exists (revision %" PRIu64 ")", key,
+                         marker);
                 return -EEXIST;
         }
         r = kv_publish(kv, key, data, len, NULL, (int64_t)marker, rev);
         return r == -ESTALE ? -EEXIST : r;
 }
 
-int kv_update(kv_bucket *kv, const char *key, const char *data, size_t len, uint64_t last,
-              uint64_t *rev)
+int kv_update(kv_bucket *kv, const char *key, const char *data, size_t len, uint64_t last, uint64_t *rev)
 {
         return kv_publish(kv, key, data, len, NULL, (int64_t)last, rev);
 }
@@ -247,7 +246,7 @@ int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys_out, size_
                 size_t got = 0;
                 const char *subj;
                 json_t *v;
-                json_object_foreach(subjects, subj, v) {
+                json_object_foreach (subjects, subj, v) {
                         if (strlen(subj) <= prefix_len || strncmp(subj, filter, prefix_len) != 0)
                                 continue;
                         if (n == cap) {

@@ -34,11 +34,11 @@ int kv_bucket_init(kv_bucket *kv, natsConnection *nc, const char *bucket);
 void kv_bucket_fini(kv_bucket *kv); /* accepts a zeroed struct */
 
 typedef struct kv_entry {
-        uint64_t revision;  /* the stream sequence of the latest entry */
+        uint64_t revision; /* the stream sequence of the latest entry */
         kv_op op;
-        char *value;        /* owned, NUL-terminated copy; NULL when empty */
+        char *value; /* owned, NUL-terminated copy; NULL when empty */
         size_t len;
-        int64_t time_ms;    /* stored time of the entry */
+        int64_t time_ms; /* stored time of the entry */
 } kv_entry;
 
 void kv_entry_fini(kv_entry *e);
@@ -59,8 +59,7 @@ int kv_create(kv_bucket *kv, const char *key, const char *data, size_t len, uint
 
 /* CAS update: succeeds only if the key's latest revision is last.
  * -ESTALE if it is not (err 10071/10164). */
-int kv_update(kv_bucket *kv, const char *key, const char *data, size_t len, uint64_t last,
-              uint64_t *rev);
+int kv_update(kv_bucket *kv, const char *key, const char *data, size_t len, uint64_t last, uint64_t *rev);
 
 /* Delete marker (KV-Operation: DEL). last > 0 makes it conditional
  * (PROTOCOL §9 lease release); -ESTALE when the revision moved. */
@@ -74,4 +73,3 @@ int kv_keys(kv_bucket *kv, char ***keys, size_t *n);
  * wildcards, e.g. "team.*"). */
 int kv_keys_matching(kv_bucket *kv, const char *pattern, char ***keys, size_t *n);
 void kv_keys_free(char **keys, size_t n);
-

@@ -68,11 +68,11 @@ typedef struct rec_list {
 
 struct kv_cache {
         watched b[B_COUNT];
-        jsapi_batch api;  /* the fence's STREAM.INFO requests, sent together */
-        strmap acls;      /* token(owner) -> acl_rec */
-        strmap members;   /* full key -> mem_rec (owning) */
+        jsapi_batch api;     /* the fence's STREAM.INFO requests, sent together */
+        strmap acls;         /* token(owner) -> acl_rec */
+        strmap members;      /* full key -> mem_rec (owning) */
         strmap by[BY_COUNT]; /* key's channel / owner part -> rec_list */
-        strmap classes;   /* channel key -> contract_class + 1 (as a pointer) */
+        strmap classes;      /* channel key -> contract_class + 1 (as a pointer) */
         kv_cache_stats stats;
         char error[600];
 };
@@ -210,11 +210,8 @@ static void forget(kv_cache *c, bucket_kind k)
                 free(all);
                 break;
         }
-        case B_CHAN:
-                strmap_fini(&c->classes);
-                break;
-        default:
-                break;
+        case B_CHAN: strmap_fini(&c->classes); break;
+        default: break;
         }
         strmap_fini(&c->b[k].revs);
         c->b[k].applied = 0;

@@ -60,13 +60,12 @@ static int create_consumer(kv_watch *w)
                 free(deliver);
                 return broker_errno(s);
         }
-        json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:b, s:I, s:s}}", "stream_name",
-                                 w->stream, "config", "name", w->name, "deliver_subject", deliver,
-                                 "filter_subject", w->filter, "deliver_policy", "last_per_subject",
-                                 "ack_policy", "none", "flow_control", 1, "idle_heartbeat",
-                                 (json_int_t)KV_WATCH_HEARTBEAT_MS * 1000000, "mem_storage", 1,
-                                 "inactive_threshold", (json_int_t)KV_WATCH_INACTIVE_MS * 1000000,
-                                 "replay_policy", "instant");
+        json_t *body =
+                json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:b, s:I, s:s}}", "stream_name", w->stream,
+                          "config", "name", w->name, "deliver_subject", deliver, "filter_subject", w->filter,
+                          "deliver_policy", "last_per_subject", "ack_policy", "none", "flow_control", 1,
+                          "idle_heartbeat", (json_int_t)KV_WATCH_HEARTBEAT_MS * 1000000, "mem_storage", 1,
+                          "inactive_threshold", (json_int_t)KV_WATCH_INACTIVE_MS * 1000000, "replay_policy", "instant");
         free(deliver);
         if (!body)
                 return -ENOMEM;
@@ -76,8 +75,8 @@ static int create_consumer(kv_watch *w)
         int r = jsapi_request(w->nc, api, body, 0, &reply, &jerr);
         json_decref(body);
         if (r < 0) {
-                snprintf(w->last_error, sizeof w->last_error, "create watch consumer %s on %s: %s", w->name,
-                         w->stream, jerr.description);
+                snprintf(w->last_error, sizeof w->last_error, "create watch consumer %s on %s: %s", w->name, w->stream,
+                         jerr.description);
                 return r;
         }
         uint64_t pending = 0;
@@ -226,8 +225,7 @@ int kv_watch_next(kv_watch *w, int64_t timeout_ms, kv_watch_entry *e)
                 if (s != NATS_OK) {
                         /* Subscription broken (connection closed): start
                          * over on the next call. */
-                        snprintf(w->last_error, sizeof w->last_error, "watch %s: %s", w->name,
-                                 natsStatus_GetText(s));
+                        snprintf(w->last_error, sizeof w->last_error, "watch %s: %s", w->name, natsStatus_GetText(s));
                         natsSubscription_Destroy(w->sub);
                         w->sub = NULL;
                         return broker_errno(s);

@@ -16,28 +16,28 @@
 #define KV_WATCH_INACTIVE_MS 30000
 
 typedef struct kv_watch {
-        natsConnection *nc;     /* borrowed */
-        natsSubscription *sub;  /* owned */
-        char *bucket, *stream;  /* owned */
-        char *filter;           /* "$KV.<bucket>.<key or >>" */
-        char *name;             /* consumer name */
-        char *inbox_prefix;     /* deliver subjects go under it */
-        uint64_t next_cseq;     /* expected next consumer sequence */
-        int64_t last_seen_ms;   /* last data or heartbeat (monotonic) */
-        bool initial_done;      /* the replay of latest values is complete */
-        bool replay_announced;  /* -EAGAIN was returned for this replay    */
-        unsigned restarts;      /* consumers re-created after gaps/silence */
+        natsConnection *nc;    /* borrowed */
+        natsSubscription *sub; /* owned */
+        char *bucket, *stream; /* owned */
+        char *filter;          /* "$KV.<bucket>.<key or >>" */
+        char *name;            /* consumer name */
+        char *inbox_prefix;    /* deliver subjects go under it */
+        uint64_t next_cseq;    /* expected next consumer sequence */
+        int64_t last_seen_ms;  /* last data or heartbeat (monotonic) */
+        bool initial_done;     /* the replay of latest values is complete */
+        bool replay_announced; /* -EAGAIN was returned for this replay    */
+        unsigned restarts;     /* consumers re-created after gaps/silence */
         char last_error[512];
 } kv_watch;
 
 typedef struct kv_watch_entry {
-        char *key;        /* owned */
+        char *key; /* owned */
         kv_op op;
         uint64_t revision;
-        char *value;      /* owned, NUL-terminated, NULL if empty */
+        char *value; /* owned, NUL-terminated, NULL if empty */
         size_t len;
         int64_t time_ms;
-        bool initial;     /* delivered as part of a (re)play of latest values */
+        bool initial; /* delivered as part of a (re)play of latest values */
 } kv_watch_entry;
 
 void kv_watch_entry_fini(kv_watch_entry *e);

@@ -71,9 +71,8 @@ static void renew_confirmed(lease *l, uint64_t rev)
  * since in ms make it unique), at a revision after ours. */
 static bool is_own_try(const lease *l, const kv_entry *e)
 {
-        return l->renew_value && l->renew_tried && e->op == KV_OP_PUT && e->value &&
-               e->len == strlen(l->renew_value) && memcmp(e->value, l->renew_value, e->len) == 0 &&
-               e->revision > l->revision;
+        return l->renew_value && l->renew_tried && e->op == KV_OP_PUT && e->value && e->len == strlen(l->renew_value) &&
+               memcmp(e->value, l->renew_value, e->len) == 0 && e->revision > l->revision;
 }
 
 int lease_acquire(lease *l)

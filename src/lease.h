@@ -22,9 +22,9 @@
 #define LEASE_ACT_MS (CONTRACT_LEASE_TTL_MS - LEASE_ACT_MARGIN_MS)
 
 typedef struct lease {
-        kv_bucket kv;           /* owned */
-        char *holder;           /* owned copy of <D> */
-        uint64_t revision;      /* last revision we wrote; 0 = not held */
+        kv_bucket kv;      /* owned */
+        char *holder;      /* owned copy of <D> */
+        uint64_t revision; /* last revision we wrote; 0 = not held */
         bool ready;
         /* Monotonic ms read before the last confirmed write was sent (for
          * a write retried, before its first try): no later than the

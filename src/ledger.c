@@ -182,9 +182,9 @@ typedef struct account {
          * dead = read but newer than an unread one (they count). */
         seqset written;
         uint64_t last_commit; /* the highest sequence committed */
-        size_t reserved;  /* publishes in flight */
-        size_t orphans;   /* publishes never answered, counted for a while */
-        uint64_t seed;    /* entries stored on the subject at the seed */
+        size_t reserved;      /* publishes in flight */
+        size_t orphans;       /* publishes never answered, counted for a while */
+        uint64_t seed;        /* entries stored on the subject at the seed */
 } account;
 
 struct ledger {
@@ -192,22 +192,22 @@ struct ledger {
         pthread_cond_t moved;
         strmap owners; /* owner token -> account */
         size_t limit;
-        uint64_t floor;     /* the reader's ack floor */
-        uint64_t epoch;     /* seeds so far */
+        uint64_t floor; /* the reader's ack floor */
+        uint64_t epoch; /* seeds so far */
         uint64_t changes;
         /* A seed is in force until the floor passes seed_last: until then
          * any entry stored before it may be unread and the oldest of its
          * subject, so all of them count. */
         bool seeded;
-        uint64_t seed_last; /* INBOX last_seq at the seed */
+        uint64_t seed_last;   /* INBOX last_seq at the seed */
         uint64_t unread_hint; /* the broker's num_pending + num_ack_pending (diagnostics) */
-        seqset early;       /* disposals not matched yet */
+        seqset early;         /* disposals not matched yet */
         uint64_t written_total, reserved_total, orphans_total;
         /* Orphans in the order they expire (a ring). */
         struct orphan {
                 account *a;
                 int64_t expires_ms;
-        } *orph;
+        } * orph;
         size_t orph_head, orph_n, orph_cap;
         /* The latest disposals (a ring), for ledger_replay. Accounts are
          * never freed before the ledger, so the pointers stay good. */

@@ -103,7 +103,7 @@ typedef struct ledger_stats {
         uint64_t broker_unread; /* the reader's num_pending + num_ack_pending, last report */
         uint64_t floor;         /* the reader's ack floor, last report */
         uint64_t epoch;
-        size_t max;             /* the largest count */
-        char max_owner[128];    /* whose (truncated) */
+        size_t max;          /* the largest count */
+        char max_owner[128]; /* whose (truncated) */
 } ledger_stats;
 void ledger_get_stats(ledger *l, ledger_stats *st);

@@ -89,8 +89,8 @@ int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names,
         /* The server pages a long subjects map (offset / total). Bounded:
          * every page either advances the offset or ends the walk. */
         for (int page = 0; page < 1000; page++) {
-                json_t *body = json_pack("{s:s, s:I}", "subjects_filter", names->dinbox_filter, "offset",
-                                         (json_int_t)offset);
+                json_t *body =
+                        json_pack("{s:s, s:I}", "subjects_filter", names->dinbox_filter, "offset", (json_int_t)offset);
                 json_t *reply = NULL;
                 r = body ? jsapi_stream_info(nc, names->inbox_stream, body, 0, &reply, &jerr) : -ENOMEM;
                 json_decref(body);
@@ -104,7 +104,7 @@ int ledger_sync_seed(ledger *l, natsConnection *nc, const contract_names *names,
                 const char *subject;
                 json_t *v;
                 size_t got = 0;
-                json_object_foreach(json_object_get(json_object_get(reply, "state"), "subjects"), subject, v) {
+                json_object_foreach (json_object_get(json_object_get(reply, "state"), "subjects"), subject, v) {
                         got++;
                         if (strlen(subject) > plen && json_integer_value(v) > 0 &&
                             (r = counts_add(&c, subject + plen, (uint64_t)json_integer_value(v))) < 0)

@@ -37,8 +37,8 @@
 #define MAIN_TICK_MS 100
 #define ROSTER_LOAD_TIMEOUT_MS 5000
 #define STATUS_PERIOD_MS 5000
-#define MALLOC_ARENAS 2             /* see main() */
-#define STANDBY_POLL_MS 100         /* --standby: lease key reads */
+#define MALLOC_ARENAS 2     /* see main() */
+#define STANDBY_POLL_MS 100 /* --standby: lease key reads */
 /* PROTOCOL §9 renew and the lease check. The record lives 30 s from its
  * store time; the holder acts only LEASE_ACT_MS (27 s) past the send time
  * of its last confirmed write (lease.h). A renew that could not complete
@@ -127,9 +127,8 @@ static void status_line(daemon_ctx *d, char *buf, size_t size)
                  "entries; delivered %llu, dropped %llu, deferred %llu",
                  (unsigned long long)d->lease.revision, link, (unsigned long long)atomic_load(&c->fanout_lag),
                  (unsigned long long)atomic_load(&c->reader_lag), (unsigned long long)atomic_load(&c->chat_handled),
-                 (unsigned long long)atomic_load(&c->entries_written),
-                 (unsigned long long)atomic_load(&c->delivered), (unsigned long long)atomic_load(&c->dropped),
-                 (unsigned long long)atomic_load(&c->deferred));
+                 (unsigned long long)atomic_load(&c->entries_written), (unsigned long long)atomic_load(&c->delivered),
+                 (unsigned long long)atomic_load(&c->dropped), (unsigned long long)atomic_load(&c->deferred));
 }
 
 #define RELEASE_TIMEOUT_MS 1000
@@ -248,8 +247,8 @@ static void reload(daemon_ctx *d)
 #define RELOAD_MIN_MS 1000
 
 typedef struct reload_gate {
-        uint64_t pending;  /* SIGHUPs taken since the last reload */
-        int64_t last_ms;   /* monotonic: the last reload (0: none) */
+        uint64_t pending; /* SIGHUPs taken since the last reload */
+        int64_t last_ms;  /* monotonic: the last reload (0: none) */
 } reload_gate;
 
 /* What both loops keep across standby and run. */
@@ -502,8 +501,7 @@ static int run(daemon_ctx *d, const sigset_t *signals, main_loop *ml)
                 /* WATCHDOG=1 only while the lease renews, the link is up and
                  * every worker's loop turns: a wedged loop gets restarted. */
                 if (wd_ms && now - last_wd >= wd_ms / 2 && !atomic_load(&d->disconnected_since_ms) &&
-                    now < lease_act_until_ms(&d->lease) &&
-                    now - atomic_load(&d->beat_fanout) < WORKER_STALE_MS &&
+                    now < lease_act_until_ms(&d->lease) && now - atomic_load(&d->beat_fanout) < WORKER_STALE_MS &&
                     now - atomic_load(&d->beat_reader) < WORKER_STALE_MS &&
                     now - atomic_load(&d->beat_control) < WORKER_STALE_MS) {
                         last_wd = now;
@@ -575,7 +573,8 @@ int main(int argc, char **argv)
                 if (r < 0) {
                         if (r == -ENOENT && d.cfg.creds_defaulted)
                                 fprintf(stderr,
-                                        "delivery: no scoped creds at %s. Launch via `cotal setup`/`cotal go` (the setup "
+                                        "delivery: no scoped creds at %s. Launch via `cotal setup`/`cotal go` (the "
+                                        "setup "
                                         "helper mints + writes it), or pass --creds <file>; for a standalone dev run "
                                         "against an open broker use --no-auth.\n",
                                         d.cfg.creds);

@@ -10,7 +10,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-
 typedef enum {
         MEMBERS_OK = 0,
         MEMBERS_STALE,     /* StaleMembershipWrite: see the stale fields */

@@ -81,15 +81,13 @@ json_t *prov_report_json(const prov_report *r)
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < r->n; i++)
                 json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:O}", "kind", r->items[i].kind, "name",
-                                                     r->items[i].name, "action",
-                                                     prov_action_name(r->items[i].action), "details",
-                                                     r->items[i].details));
+                                                     r->items[i].name, "action", prov_action_name(r->items[i].action),
+                                                     "details", r->items[i].details));
         return json_pack("{s:o}", "objects", arr);
 }
 
 /* INFO, then CREATE if missing (10059), else compare with expected. */
-static int ensure_stream(natsConnection *nc, const char *kind, json_t *config, json_t *expected,
-                         prov_report *rep)
+static int ensure_stream(natsConnection *nc, const char *kind, json_t *config, json_t *expected, prov_report *rep)
 {
         const char *name = json_string_value(json_object_get(config, "name"));
         char api[256];
@@ -219,8 +217,8 @@ int provision_space(natsConnection *nc, const contract_names *n, int replicas, p
         return merge_result(acc, ensure_defaults(nc, n, rep));
 }
 
-int provision_consumer(natsConnection *nc, const char *stream, const json_t *config,
-                       const char *create_subject, prov_report *rep)
+int provision_consumer(natsConnection *nc, const char *stream, const json_t *config, const char *create_subject,
+                       prov_report *rep)
 {
         const char *durable = json_string_value(json_object_get(config, "durable_name"));
         char name[300];

@@ -50,5 +50,5 @@ int provision_dlv(natsConnection *nc, const contract_names *n, const char *owner
  * on create_subject with exactly config; if present, compare field by field
  * and report a conflict without touching it. Shared with the daemon for
  * fanout/reader (§3: never modify an existing one). */
-int provision_consumer(natsConnection *nc, const char *stream, const json_t *config,
-                       const char *create_subject, prov_report *rep);
+int provision_consumer(natsConnection *nc, const char *stream, const json_t *config, const char *create_subject,
+                       prov_report *rep);

@@ -34,8 +34,7 @@
 #define PULL_FLUSH_TIMEOUT_MS 1000 /* a pull request is flushed at once */
 #define PULL_CANCEL_INFO_MS 1000
 
-int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream,
-               const char *consumer)
+int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream, const char *consumer)
 {
         memset(p, 0, sizeof *p);
         p->nc = nc;
@@ -127,8 +126,8 @@ static int send_request(pull_sub *p, int batch, int64_t expires_ms)
         int n = hb ? snprintf(body, sizeof body,
                               "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld,\"idle_heartbeat\":%lld}", batch,
                               max_bytes, (long long)expires_ms * 1000000LL, (long long)PULL_HEARTBEAT_MS * 1000000LL)
-                   : snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld}", batch,
-                              max_bytes, (long long)expires_ms * 1000000LL);
+                   : snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld}", batch, max_bytes,
+                              (long long)expires_ms * 1000000LL);
         snprintf(reply, sizeof reply, "%s.%u", p->inbox, id);
         natsStatus s = natsConnection_PublishRequest(p->nc, p->next_subject, reply, body, n);
         if (s != NATS_OK) {
@@ -318,7 +317,8 @@ static int check_exists(pull_sub *p)
         jsapi_error jerr;
         int r = jsapi_consumer_info(p->nc, p->stream, p->consumer, 0, &reply, &jerr);
         json_decref(reply);
-        if (r == -EREMOTEIO && (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
+        if (r == -EREMOTEIO &&
+            (jerr.err_code == JS_ERR_CONSUMER_NOT_FOUND || jerr.err_code == JS_ERR_STREAM_NOT_FOUND)) {
                 snprintf(p->last_error, sizeof p->last_error, "consumer %s/%s not found", p->stream, p->consumer);
                 return -ENOENT;
         }

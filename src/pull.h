@@ -32,33 +32,32 @@
 typedef struct pull_request {
         unsigned id;
         int requested, received;
-        int64_t expires_ms;     /* monotonic: when the server expires it */
-        bool heartbeat;         /* asked for idle heartbeats (see pull.c) */
+        int64_t expires_ms; /* monotonic: when the server expires it */
+        bool heartbeat;     /* asked for idle heartbeats (see pull.c) */
 } pull_request;
 
 typedef struct pull_sub {
-        natsConnection *nc;     /* borrowed */
-        natsSubscription *sub;  /* owned; <inbox>.* */
+        natsConnection *nc;    /* borrowed */
+        natsSubscription *sub; /* owned; <inbox>.* */
         char *stream, *consumer;
-        char *next_subject;     /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
-        char *inbox;            /* deliveries and status replies land under it */
-        char *wake;             /* <inbox>.wake: see pull_wake_subject */
+        char *next_subject;                   /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
+        char *inbox;                          /* deliveries and status replies land under it */
+        char *wake;                           /* <inbox>.wake: see pull_wake_subject */
         pull_request open[PULL_MAX_REQUESTS]; /* oldest first */
         int n_open;
         unsigned next_id;
         const atomic_uint *link_gen; /* borrowed, may be NULL: pull_follow_link */
         unsigned seen_gen;
-        bool gone;              /* a "Consumer Deleted" came with deliveries: the next call says -ENOENT */
-        int64_t heard_ms;       /* monotonic: the server's last word on the inbox (or our last request) */
-        uint64_t silences;      /* times every open request was given up for silence */
-        bool silent;            /* given up, and nothing heard since */
-        size_t max_bytes;       /* per request (0: PULL_MAX_BYTES); set by the owner */
+        bool gone;         /* a "Consumer Deleted" came with deliveries: the next call says -ENOENT */
+        int64_t heard_ms;  /* monotonic: the server's last word on the inbox (or our last request) */
+        uint64_t silences; /* times every open request was given up for silence */
+        bool silent;       /* given up, and nothing heard since */
+        size_t max_bytes;  /* per request (0: PULL_MAX_BYTES); set by the owner */
         char last_error[256];
 } pull_sub;
 
 /* nc is borrowed. inbox_prefix e.g. "_INBOX_<D>". 0 or -errno. */
-int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream,
-               const char *consumer);
+int pull_start(pull_sub *p, natsConnection *nc, const char *inbox_prefix, const char *stream, const char *consumer);
 void pull_stop(pull_sub *p); /* accepts a zeroed struct */
 
 /* Collects up to max deliveries, waiting at most wait_ms for the first one

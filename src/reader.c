@@ -32,31 +32,31 @@
 #define READER_LOSS_LOG_MS 10000
 
 typedef enum {
-        DECIDE_ACK,      /* dropped or not a real entry */
-        DECIDE_NAK,      /* retry after the delay */
+        DECIDE_ACK, /* dropped or not a real entry */
+        DECIDE_NAK, /* retry after the delay */
         DECIDE_TERM,
         DECIDE_TRANSFER, /* published: ack or retry after the round */
 } decision;
 
 typedef struct verdict {
         decision what;
-        long pub;         /* jspub index when TRANSFER */
+        long pub; /* jspub index when TRANSFER */
         uint64_t delivered;
-        uint64_t seq;     /* INBOX stream sequence */
-        char *owner;      /* owned, for the give-up log line */
-        char *msg_id;     /* owned */
+        uint64_t seq; /* INBOX stream sequence */
+        char *owner;  /* owned, for the give-up log line */
+        char *msg_id; /* owned */
 } verdict;
 
 struct reader {
         pthread_t thread;
         pull_sub pull;
         jspub pub;
-        kv_cache *cache;   /* ACLs and members (§6.4 fenced per batch) */
+        kv_cache *cache; /* ACLs and members (§6.4 fenced per batch) */
         natsMsg **msgs;
         verdict *v;
         natsStatistics *stats;
-        uint64_t reconnects;  /* of reader_nc, as last seen */
-        int64_t seen_up_ms;   /* when it was last seen connected */
+        uint64_t reconnects; /* of reader_nc, as last seen */
+        int64_t seen_up_ms;  /* when it was last seen connected */
         /* Entries INBOX removed before their first delivery, not yet
          * logged: how many, in how many runs, the sequences they span. */
         losswatch lost;
@@ -183,7 +183,8 @@ static verdict decide(daemon_ctx *d, struct reader *r, natsMsg *m)
                         /* Row 6: membership interval, as of this batch's fence. */
                         const contract_member *mem = kv_cache_member(r->cache, e.channel, owner);
                         if (!mem || !contract_member_eligible(mem, e.seq)) {
-                                v = drop(d, v, !mem ? "no membership record" : "chat seq outside the membership interval",
+                                v = drop(d, v,
+                                         !mem ? "no membership record" : "chat seq outside the membership interval",
                                          owner, e.channel);
                                 eligible = false;
                         }
@@ -251,8 +252,8 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                                 final = DECIDE_ACK;
                                 atomic_fetch_add(&d->counters.delivered, 1);
                                 log_debug("Delivered %s seq %" PRIu64 " to %s.dlv.%.64s (%s seq %" PRIu64 "%s)",
-                                          d->names.inbox_stream, v->seq, d->names.prefix, v->owner,
-                                          d->names.dlv_stream, res->seq, res->duplicate ? ", a duplicate" : "");
+                                          d->names.inbox_stream, v->seq, d->names.prefix, v->owner, d->names.dlv_stream,
+                                          res->seq, res->duplicate ? ", a duplicate" : "");
                         } else if (v->delivered >= CONTRACT_READER_MAX_REDELIVERIES) {
                                 /* Row 7. */
                                 log_warning("! delivery endpoint: plane-3 reader: gave up transferring %s for %s after "
@@ -276,8 +277,8 @@ static void finish_batch(daemon_ctx *d, struct reader *r, int n)
                         atomic_fetch_add(&d->counters.terminated, 1);
                 }
                 if (pull_ack(&r->pull, r->msgs[i], ack) < 0)
-                        log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered",
-                                    d->names.inbox_stream, v->seq);
+                        log_warning("Failed to ack %s seq %" PRIu64 "; it will be redelivered", d->names.inbox_stream,
+                                    v->seq);
                 else if (final != DECIDE_NAK && v->owner && v->seq)
                         /* E1: read for good; its owner's lead shrinks. A
                          * nak'ed entry is still unread. */
@@ -300,8 +301,7 @@ static int rebind(daemon_ctx *d, void *self)
          * everything INBOX holds once more: it is all unread again. */
         char err[300];
         if ((r = ledger_sync_seed(d->ledger, d->reader_nc, &d->names, err, sizeof err)) < 0)
-                log_warning("Failed to re-read what %s holds per owner: %s; binding again", d->names.inbox_stream,
-                            err);
+                log_warning("Failed to re-read what %s holds per owner: %s; binding again", d->names.inbox_stream, err);
         return r;
 }
 

@@ -35,12 +35,12 @@ typedef struct name_slot {
 struct roster {
         pthread_mutex_t mu;
         pthread_cond_t cond;
-        strmap entries;      /* presence key (= card.id) -> roster_entry */
-        strmap by_name;      /* name_lower -> name_slot */
-        bool replayed;       /* the first replay is in */
-        kv_watch watch;      /* watch thread only */
+        strmap entries; /* presence key (= card.id) -> roster_entry */
+        strmap by_name; /* name_lower -> name_slot */
+        bool replayed;  /* the first replay is in */
+        kv_watch watch; /* watch thread only */
         pthread_t thread;
-        locale_t utf8;       /* for towlower beyond ASCII */
+        locale_t utf8; /* for towlower beyond ASCII */
 };
 
 /* §6.3: JavaScript toLowerCase, ASCII exactly and other code points by the
@@ -286,8 +286,8 @@ int roster_start(daemon_ctx *d, int64_t timeout_ms)
         if (ok)
                 log_info("Presence roster of %s loaded: %zu entries", d->names.presence_bucket, n);
         else
-                log_warning("Presence roster of %s still loading after %lld ms; continuing",
-                            d->names.presence_bucket, (long long)timeout_ms);
+                log_warning("Presence roster of %s still loading after %lld ms; continuing", d->names.presence_bucket,
+                            (long long)timeout_ms);
         return 0;
 }
 

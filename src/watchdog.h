@@ -32,9 +32,9 @@ void watchdog_note_wait(watchdog_stalls *s, int64_t asked_ms, int64_t t0, int64_
 int64_t watchdog_stalled_within(const watchdog_stalls *s, int64_t from, int64_t to);
 
 typedef struct watchdog_verdict {
-        bool gone;        /* exit: the broker is unreachable */
-        bool backstop;    /* decided by the plain clock's hard limit */
-        int64_t down_ms;  /* disconnected for, by the plain clock */
+        bool gone;          /* exit: the broker is unreachable */
+        bool backstop;      /* decided by the plain clock's hard limit */
+        int64_t down_ms;    /* disconnected for, by the plain clock */
         int64_t stalled_ms; /* of which the process was not scheduled */
 } watchdog_verdict;
 

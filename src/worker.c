@@ -40,7 +40,8 @@ void *worker_run(daemon_ctx *d, worker *w)
                 pull_follow_link(w->pull, &link->generation);
                 if (links_set_wake(link, pull_wake_subject(w->pull)) < 0)
                         log_warning("Out of memory; a reconnect of the %s connection is noticed at the end of a "
-                                    "fetch wait", link->name);
+                                    "fetch wait",
+                                    link->name);
         }
         while (!atomic_load(&d->stopping)) {
                 atomic_store(w->beat, daemon_mono_ms());

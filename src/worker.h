@@ -25,8 +25,8 @@ typedef struct worker {
          * CONTRACT_NAK_DELAY_MS for both workers). */
         int64_t nak_delay_ms;
         int64_t expires_ms, wait_ms;
-        void *self;                   /* the worker's own state */
-        atomic_llong *beat;           /* stamped every iteration (watchdog) */
+        void *self;         /* the worker's own state */
+        atomic_llong *beat; /* stamped every iteration (watchdog) */
         /* Re-creates the durable after it vanished; 0 or -errno. */
         int (*rebind)(daemon_ctx *d, void *self);
         /* The batch to fetch next, at most *batch; 0 skips this turn's

@@ -49,17 +49,17 @@
 /* The victim's copies of both phases stay under DLV_<S>'s 1000 per
  * subject (PROTOCOL §2), so the count by id sees all of them. */
 #define MAX_SECONDS 45
-#define POST_INTERVAL_US 100000      /* the victim posts at 10/s */
-#define REQUEST_INTERVAL_US 250000   /* CAROL's join / leave rhythm */
+#define POST_INTERVAL_US 100000    /* the victim posts at 10/s */
+#define REQUEST_INTERVAL_US 250000 /* CAROL's join / leave rhythm */
 #define REQUEST_TIMEOUT_MS 5000
 #define PUBLISH_WAIT_MS 5000
 #define PUBLISH_TRIES 3
 #define LARGE_PUBLISH_WAIT_MS 30000
 #define RSS_SAMPLE_MS 100
-#define SETTLE_MS 60000              /* victim posts after a phase */
+#define SETTLE_MS 60000 /* victim posts after a phase */
 #define WARMUP_MS 20000
 #define ROSTER_WAIT_MS 120000
-#define DRAIN_STALL_MS 30000         /* the abuse's own deliveries: no progress */
+#define DRAIN_STALL_MS 30000 /* the abuse's own deliveries: no progress */
 #define DRAIN_MAX_MS 300000
 #define COUNTER_WAIT_MS 30000
 #define COUNTER_POLL_MS 500
@@ -81,21 +81,21 @@
 #define FLOOD_TICK_US 10000
 #define GARBAGE_MAX 2000000
 #define GARBAGE_BYTES 96
-#define LARGE_MARGIN (150 * 1024)    /* large_posts: max payload - 150 KiB */
+#define LARGE_MARGIN (150 * 1024) /* large_posts: max payload - 150 KiB */
 #define LARGE_POSTS 300
 #define FANOUT_BYTES (500 * 1024)
 #define FANOUT_MEMBERS 50
 #define FANOUT_POSTS 40
 #define ROSTER 10000
 #define MENTIONS 100000
-#define MENTIONS_RESOLVED 10000      /* the daemon's FANOUT_MENTIONS_MAX */
+#define MENTIONS_RESOLVED 10000 /* the daemon's FANOUT_MENTIONS_MAX */
 #define MENTION_POSTS 300
 #define NEAR_LIMIT_MARGIN 100
 #define NEAR_LIMIT_PER_S 20
 #define RELOAD_EVERY_MS 50
 #define SPIN_PER_CPU 4
 
-#define RING 65536                   /* ctl-list: requests in flight, by number */
+#define RING 65536 /* ctl-list: requests in flight, by number */
 #define ID_LEN 56
 #define SUBJECT_MAX 512
 #define LOG_TAIL_LINES 30
@@ -112,39 +112,39 @@ struct abuser;
 struct abuse_case {
         const char *name;
         const char *what;
-        void (*fixtures)(void *run);         /* before the daemon starts (tu_guard) */
-        void (*after_start)(void *run);      /* NULL, or once it is ready (tu_guard) */
-        void *(*abuse)(void *abuser);        /* the abuser's thread */
-        const char *counters[3];             /* diag counters it should move */
-        const char *log_match;               /* log lines that say so, or NULL */
+        void (*fixtures)(void *run);    /* before the daemon starts (tu_guard) */
+        void (*after_start)(void *run); /* NULL, or once it is ready (tu_guard) */
+        void *(*abuse)(void *abuser);   /* the abuser's thread */
+        const char *counters[3];        /* diag counters it should move */
+        const char *log_match;          /* log lines that say so, or NULL */
 };
 
 struct phase_stats {
         bool done;
-        int posts;              /* PubAck'd */
+        int posts; /* PubAck'd */
         int pub_failed;
-        int arrived;            /* seen on the core subject */
-        int missing, dup;       /* counted in DLV_<S> by id */
+        int arrived;      /* seen on the core subject */
+        int missing, dup; /* counted in DLV_<S> by id */
         double post_p50, post_p99;
-        double puback_p99;      /* of the posts themselves: the broker's part */
+        double puback_p99; /* of the posts themselves: the broker's part */
         int joins, leaves, timeouts, refused;
         double join_p50, join_p99, leave_p99;
         char refused_text[200];
-        double rss_mib;         /* max sampled VmRSS */
-        double hwm_mib;         /* VmHWM at the end */
+        double rss_mib; /* max sampled VmRSS */
+        double hwm_mib; /* VmHWM at the end */
         int64_t settle_ms;
 };
 
 struct victim_phase {
         int cap;
-        int64_t *sent_us;       /* 0: not sent */
-        int64_t *arrived_us;    /* first arrival; 0: none */
-        int64_t *acked_us;      /* the PubAck; 0: none */
+        int64_t *sent_us;    /* 0: not sent */
+        int64_t *arrived_us; /* first arrival; 0: none */
+        int64_t *acked_us;   /* the PubAck; 0: none */
         int *seen;
-        bool *stored;           /* PubAck'd */
+        bool *stored; /* PubAck'd */
         int posts;
         int pub_failed;
-        double *req_ms[2];      /* [0] joins, [1] leaves */
+        double *req_ms[2]; /* [0] joins, [1] leaves */
         int n_req[2];
         int req_cap;
         int timeouts, refused;
@@ -154,9 +154,9 @@ struct victim_phase {
 struct victim {
         char space[32];
         natsConnection *alice_nc, *bob_nc, *carol_nc; /* borrowed: the bench's */
-        jsCtx *alice_js;                               /* borrowed */
-        natsSubscription *dlv_sub;   /* BOB's dlv subject (core), owned */
-        natsSubscription *reply_sub; /* CAROL's reply lane (sync), owned */
+        jsCtx *alice_js;                              /* borrowed */
+        natsSubscription *dlv_sub;                    /* BOB's dlv subject (core), owned */
+        natsSubscription *reply_sub;                  /* CAROL's reply lane (sync), owned */
         pthread_mutex_t lock;
         struct victim_phase ph[PHASES];
         atomic_int cur;
@@ -166,17 +166,17 @@ struct victim {
 
 struct abuser {
         struct run *r;
-        natsConnection *nc;          /* owned: the abuser's own connection */
-        jsCtx *js;                   /* owned */
-        natsSubscription *sub;       /* owned: its reply lane, if any */
+        natsConnection *nc;    /* owned: the abuser's own connection */
+        jsCtx *js;             /* owned */
+        natsSubscription *sub; /* owned: its reply lane, if any */
         atomic_bool stop;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         /* its own account */
         uint64_t sent, failed, ok, busy, other, unanswered;
-        uint64_t late;               /* replies to requests already counted unanswered */
+        uint64_t late; /* replies to requests already counted unanswered */
         /* ctl-list: requests in flight by number */
-        int64_t *ring_us;            /* owned; 0: answered or expired */
+        int64_t *ring_us; /* owned; 0: answered or expired */
         uint64_t next, oldest;
         int outstanding;
 };
@@ -188,7 +188,7 @@ struct run {
         char sock[320];
         co_daemon dm;
         bool started;
-        struct victim *v;            /* borrowed */
+        struct victim *v; /* borrowed */
         struct phase_stats ph[PHASES];
         json_t *counters0, *counters1;
         int log0, log1, log_matched;
@@ -196,13 +196,13 @@ struct run {
         int died_status;
         char why[600];
         /* case data */
-        char (*ids)[ID_LEN + 1];     /* owned: wide members or the roster */
+        char (*ids)[ID_LEN + 1]; /* owned: wide members or the roster */
         int n_ids;
         int list_records;
         size_t max_payload;
         /* the abuse, as the abuser counted it */
         struct abuser ab;
-        uint64_t expect;             /* what the case's first counter should reach, if known */
+        uint64_t expect; /* what the case's first counter should reach, if known */
         bool expect_known;
         uint64_t expected_copies, copies;
         char abuse_note[300];
@@ -218,7 +218,7 @@ struct options {
 
 struct bench {
         struct options opt;
-        jsCtx *js;                   /* on tu_nc: the tally's consumers */
+        jsCtx *js; /* on tu_nc: the tally's consumers */
         natsConnection *alice_nc, *bob_nc, *carol_nc;
         jsCtx *alice_js;
         struct victim v;
@@ -439,8 +439,9 @@ static int victim_phase_init(struct victim_phase *vp, int seconds)
         vp->stored = calloc((size_t)vp->cap, sizeof *vp->stored);
         vp->req_ms[0] = calloc((size_t)vp->req_cap, sizeof(double));
         vp->req_ms[1] = calloc((size_t)vp->req_cap, sizeof(double));
-        return vp->sent_us && vp->arrived_us && vp->acked_us && vp->seen && vp->stored && vp->req_ms[0] && vp->req_ms[1] ? 0
-                                                                                                       : -ENOMEM;
+        return vp->sent_us && vp->arrived_us && vp->acked_us && vp->seen && vp->stored && vp->req_ms[0] && vp->req_ms[1]
+                       ? 0
+                       : -ENOMEM;
 }
 
 static void victim_phase_fini(struct victim_phase *vp)
@@ -552,8 +553,8 @@ static void *joiner_main(void *arg)
                                  CAROL);
                 else
                         snprintf(body, sizeof body,
-                                 "{\"op\":\"durableLeave\",\"args\":{\"channel\":\"side\",\"generation\":%" JSON_INTEGER_FORMAT
-                                 "},\"from\":{\"id\":\"%s\",\"name\":\"carol\"}}",
+                                 "{\"op\":\"durableLeave\",\"args\":{\"channel\":\"side\",\"generation\":"
+                                 "%" JSON_INTEGER_FORMAT "},\"from\":{\"id\":\"%s\",\"name\":\"carol\"}}",
                                  gen, CAROL);
                 snprintf(tag, sizeof tag, "%s-%d", phase_prefix[p], k);
                 json_t *reply = NULL;
@@ -572,8 +573,7 @@ static void *joiner_main(void *arg)
                                 free(text);
                                 gen = 0;
                         } else if (op == 0) {
-                                gen = json_integer_value(
-                                        json_object_get(json_object_get(reply, "data"), "generation"));
+                                gen = json_integer_value(json_object_get(json_object_get(reply, "data"), "generation"));
                         } else {
                                 gen = 0;
                         }
@@ -1102,25 +1102,64 @@ static uint64_t counter(const json_t *counters, const char *name)
 }
 
 static const struct abuse_case cases[] = {
-        {"noacl", "a member with no ACL record (deprovisioned) on a channel posted to at 30/s", fix_noacl, NULL,
-         abuse_noacl, {"deferred", "terminated", "dropped"}, "gave up on entry"},
-        {"ctl-list", "listMemberships over 20,000 records of her own, 20 outstanding", fix_ctl_list, NULL,
-         abuse_ctl_list, {"control_shed"}, "shed"},
-        {"ctl-flood", "3,000 small valid requests/s on her own reply lane", fix_mallory, NULL, abuse_ctl_flood,
-         {"control_shed"}, "shed"},
-        {"ctl-garbage", "garbage requests with a foreign reply subject, as fast as the client writes", fix_mallory,
-         NULL, abuse_ctl_garbage, {"control_shed"}, "delivery endpoint:"},
-        {"large", "900 KB posts back to back to a channel with one member", fix_large, NULL, abuse_large,
-         {"entries_too_large", "delivered"}, NULL},
-        {"large-fanout", "500 KB posts back to back to a channel with 50 members", fix_large_fanout, NULL,
-         abuse_large_fanout, {"entries_too_large", "delivered"}, NULL},
-        {"mentions", "900 KB live posts with 100,000 @mentions each, a roster of 10,000", fix_mentions,
-         roster_mentions, abuse_mentions, {"mentions_ignored"}, "Ignored "},
-        {"near-limit", "posts 100 bytes under max payload (their inbox entry cannot fit) at 20/s", fix_near_limit,
-         NULL, abuse_near_limit, {"entries_too_large"}, "Dropped "},
-        {"reload", "SIGHUP every 50 ms", fix_plain, NULL, abuse_reload, {"chat_handled"}, "Reload"},
-        {"busy-host", "4 x nproc CPU-spinning processes", fix_plain, NULL, abuse_busy_host, {"chat_handled"},
+        {"noacl",
+         "a member with no ACL record (deprovisioned) on a channel posted to at 30/s",
+         fix_noacl,
+         NULL,
+         abuse_noacl,
+         {"deferred", "terminated", "dropped"},
+         "gave up on entry"},
+        {"ctl-list",
+         "listMemberships over 20,000 records of her own, 20 outstanding",
+         fix_ctl_list,
+         NULL,
+         abuse_ctl_list,
+         {"control_shed"},
+         "shed"},
+        {"ctl-flood",
+         "3,000 small valid requests/s on her own reply lane",
+         fix_mallory,
+         NULL,
+         abuse_ctl_flood,
+         {"control_shed"},
+         "shed"},
+        {"ctl-garbage",
+         "garbage requests with a foreign reply subject, as fast as the client writes",
+         fix_mallory,
+         NULL,
+         abuse_ctl_garbage,
+         {"control_shed"},
+         "delivery endpoint:"},
+        {"large",
+         "900 KB posts back to back to a channel with one member",
+         fix_large,
+         NULL,
+         abuse_large,
+         {"entries_too_large", "delivered"},
          NULL},
+        {"large-fanout",
+         "500 KB posts back to back to a channel with 50 members",
+         fix_large_fanout,
+         NULL,
+         abuse_large_fanout,
+         {"entries_too_large", "delivered"},
+         NULL},
+        {"mentions",
+         "900 KB live posts with 100,000 @mentions each, a roster of 10,000",
+         fix_mentions,
+         roster_mentions,
+         abuse_mentions,
+         {"mentions_ignored"},
+         "Ignored "},
+        {"near-limit",
+         "posts 100 bytes under max payload (their inbox entry cannot fit) at 20/s",
+         fix_near_limit,
+         NULL,
+         abuse_near_limit,
+         {"entries_too_large"},
+         "Dropped "},
+        {"reload", "SIGHUP every 50 ms", fix_plain, NULL, abuse_reload, {"chat_handled"}, "Reload"},
+        {"busy-host", "4 x nproc CPU-spinning processes", fix_plain, NULL, abuse_busy_host, {"chat_handled"}, NULL},
 };
 #define N_CASES (sizeof cases / sizeof *cases)
 
@@ -1234,8 +1273,8 @@ static int tally_stream(struct run *r, int p, int *missing, int *dup)
                 read++;
                 const char *id = NULL;
                 char *end = NULL;
-                if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id && strncmp(id, phase_prefix[p], pl) == 0 &&
-                    id[pl] == '-') {
+                if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id &&
+                    strncmp(id, phase_prefix[p], pl) == 0 && id[pl] == '-') {
                         long i = strtol(id + pl + 1, &end, 10);
                         if (end && *end == ':' && i >= 0 && i < vp->cap)
                                 count[i]++;
@@ -1368,7 +1407,7 @@ static uint64_t copies_now(struct run *r)
         if (jsapi_stream_info(tu_nc, stream, filter, API_TIMEOUT_MS, &info, NULL) == 0) {
                 const char *k;
                 json_t *c;
-                json_object_foreach(json_object_get(json_object_get(info, "state"), "subjects"), k, c) {
+                json_object_foreach (json_object_get(json_object_get(info, "state"), "subjects"), k, c) {
                         char bob[SUBJECT_MAX];
                         snprintf(bob, sizeof bob, "cotal.%s.dlv.%s", r->space, BOB);
                         if (strcmp(k, bob) != 0)
@@ -1449,9 +1488,16 @@ static void wait_counted(struct run *r)
 
 static void delete_space(struct run *r)
 {
-        static const char *const streams[] = {"CHAT_%s", "DM_%s", "TASK_%s", "INBOX_%s", "DLV_%s",
-                                              "KV_cotal_presence_%s", "KV_cotal_channels_%s", "KV_cotal_members_%s",
-                                              "KV_cotal_acl_%s", "KV_cotal_delivery_%s"};
+        static const char *const streams[] = {"CHAT_%s",
+                                              "DM_%s",
+                                              "TASK_%s",
+                                              "INBOX_%s",
+                                              "DLV_%s",
+                                              "KV_cotal_presence_%s",
+                                              "KV_cotal_channels_%s",
+                                              "KV_cotal_members_%s",
+                                              "KV_cotal_acl_%s",
+                                              "KV_cotal_delivery_%s"};
         for (size_t i = 0; i < sizeof streams / sizeof *streams; i++) {
                 char name[128], subject[SUBJECT_MAX];
 #pragma GCC diagnostic push
@@ -1493,11 +1539,12 @@ static void print_phase(const struct run *r, int p)
         fmt_ms(p99, sizeof p99, st->post_p99);
         fmt_ms(a99, sizeof a99, st->puback_p99);
         printf("  %-8s join p50/p99 %s/%s ms (%d; leave p99 %s ms of %d), timeouts %d, refused %d; "
-               "posts p50/p99 %s/%s ms (their PubAck p99 %s ms), %d/%d arrived (settled in %.1f s), %d missing, %d duplicated, "
+               "posts p50/p99 %s/%s ms (their PubAck p99 %s ms), %d/%d arrived (settled in %.1f s), %d missing, %d "
+               "duplicated, "
                "%d unpublished; RSS max %.1f MiB (VmHWM %.1f)\n",
-               phase_names[p], j50, j99, st->joins, l99, st->leaves, st->timeouts, st->refused, p50, p99, a99, st->arrived,
-               st->posts, (double)st->settle_ms / 1000.0, st->missing, st->dup, st->pub_failed, st->rss_mib,
-               st->hwm_mib);
+               phase_names[p], j50, j99, st->joins, l99, st->leaves, st->timeouts, st->refused, p50, p99, a99,
+               st->arrived, st->posts, (double)st->settle_ms / 1000.0, st->missing, st->dup, st->pub_failed,
+               st->rss_mib, st->hwm_mib);
         if (st->refused)
                 printf("           last refusal: %s\n", st->refused_text);
         fflush(stdout);
@@ -1548,8 +1595,7 @@ static void report_abuse(struct run *r)
 }
 
 /* Appends ", <reason>" (or the first "<reason>") to buf. */
-__attribute__((format(printf, 4, 5))) static void add_reason(char *buf, size_t size, size_t *len, const char *fmt,
-                                                             ...)
+__attribute__((format(printf, 4, 5))) static void add_reason(char *buf, size_t size, size_t *len, const char *fmt, ...)
 {
         if (*len >= size)
                 return;
@@ -1621,8 +1667,9 @@ static void run_case(struct bench *b, int index)
                 snprintf(r->why, sizeof r->why, "fixtures: %s", why);
         if (ok && !(ok = tu_guard(start_daemon, r, why, sizeof why) == 0))
                 snprintf(r->why, sizeof r->why, "daemon start: %s", why);
-        if (ok && !(ok = victim_subscribe(r->v, r->space) == 0 && victim_phase_init(&r->v->ph[0], b->opt.seconds) == 0 &&
-                         victim_phase_init(&r->v->ph[1], b->opt.seconds) == 0))
+        if (ok &&
+            !(ok = victim_subscribe(r->v, r->space) == 0 && victim_phase_init(&r->v->ph[0], b->opt.seconds) == 0 &&
+                   victim_phase_init(&r->v->ph[1], b->opt.seconds) == 0))
                 snprintf(r->why, sizeof r->why, "victim setup failed");
         if (ok && c->after_start && !(ok = tu_guard(c->after_start, r, why, sizeof why) == 0))
                 snprintf(r->why, sizeof r->why, "after start: %s", why);
@@ -1707,8 +1754,8 @@ static void print_table(void)
                 fmt_ms(f[5], sizeof f[5], b->post_p99);
                 fmt_ms(f[6], sizeof f[6], a->post_p50);
                 fmt_ms(f[7], sizeof f[7], a->post_p99);
-                printf("| %s | %s/%s -> %s/%s | %s/%s -> %s/%s | %d/%d | %.1f/%.1f | %s | %s |\n", r->c->name, f[0], f[1],
-                       f[2], f[3], f[4], f[5], f[6], f[7], b->timeouts, a->timeouts, fmax(b->rss_mib, b->hwm_mib),
+                printf("| %s | %s/%s -> %s/%s | %s/%s -> %s/%s | %d/%d | %.1f/%.1f | %s | %s |\n", r->c->name, f[0],
+                       f[1], f[2], f[3], f[4], f[5], f[6], f[7], b->timeouts, a->timeouts, fmax(b->rss_mib, b->hwm_mib),
                        fmax(a->rss_mib, a->hwm_mib), r->counters_text[0] ? r->counters_text : "-", r->verdict);
         }
         printf("\nTargets on the abuse phase: join p99 < %.0f ms, post p99 < %.0f ms, RSS < %.0f MiB, nothing lost, "
@@ -1721,14 +1768,15 @@ static void print_table(void)
 
 static void usage(FILE *f)
 {
-        fprintf(f, "usage: cotal-abuse [--quick] [--seconds N] [--cases LIST] [--keep]\n"
-                   "\n"
-                   "Measures a well-behaved agent's latency (durableJoin round trip, post -> delivery)\n"
-                   "and the daemon's RSS without and with each abuse, on its own nats-server.\n"
-                   "\n"
-                   "  --quick        %d s phases and %d membership records for ctl-list (default %d s, %d)\n"
-                   "  --seconds N    length of each phase, 1..%d\n"
-                   "  --cases LIST   comma-separated, default all:\n",
+        fprintf(f,
+                "usage: cotal-abuse [--quick] [--seconds N] [--cases LIST] [--keep]\n"
+                "\n"
+                "Measures a well-behaved agent's latency (durableJoin round trip, post -> delivery)\n"
+                "and the daemon's RSS without and with each abuse, on its own nats-server.\n"
+                "\n"
+                "  --quick        %d s phases and %d membership records for ctl-list (default %d s, %d)\n"
+                "  --seconds N    length of each phase, 1..%d\n"
+                "  --cases LIST   comma-separated, default all:\n",
                 QUICK_SECONDS, QUICK_LIST_RECORDS, DEFAULT_SECONDS, LIST_RECORDS, MAX_SECONDS);
         for (size_t i = 0; i < N_CASES; i++)
                 fprintf(f, "                   %-13s %s\n", cases[i].name, cases[i].what);
@@ -1763,12 +1811,9 @@ static int select_cases(struct options *o, const char *list)
 static int parse_options(struct options *o, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"quick", no_argument, NULL, 'q'},
-                {"seconds", required_argument, NULL, 's'},
-                {"cases", required_argument, NULL, 'c'},
-                {"keep", no_argument, NULL, 'k'},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+                {"quick", no_argument, NULL, 'q'},       {"seconds", required_argument, NULL, 's'},
+                {"cases", required_argument, NULL, 'c'}, {"keep", no_argument, NULL, 'k'},
+                {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
         };
         int c, r = 0;
         for (size_t i = 0; i < N_CASES; i++)
@@ -1776,26 +1821,17 @@ static int parse_options(struct options *o, int argc, char **argv)
         while (r == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 char *end = NULL;
                 switch (c) {
-                case 'q':
-                        o->quick = true;
-                        break;
+                case 'q': o->quick = true; break;
                 case 's':
                         errno = 0;
                         o->seconds = (int)strtol(optarg, &end, 10);
                         if (errno || !end || *end || o->seconds < 1 || o->seconds > MAX_SECONDS)
                                 r = -EINVAL;
                         break;
-                case 'c':
-                        r = select_cases(o, optarg);
-                        break;
-                case 'k':
-                        o->keep = true;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        exit(0);
-                default:
-                        r = -EINVAL;
+                case 'c': r = select_cases(o, optarg); break;
+                case 'k': o->keep = true; break;
+                case 'h': usage(stdout); exit(0);
+                default: r = -EINVAL;
                 }
         }
         if (r < 0 || optind != argc)
@@ -1856,8 +1892,8 @@ static int bench_open(struct bench *b)
         b->v.alice_js = b->alice_js;
         b->v.bob_nc = b->bob_nc;
         b->v.carol_nc = b->carol_nc;
-        printf("cotal-abuse: %s at %s, %d s phases, daemon %s\n", natsd_binary(), tu_broker.url,
-               b->opt.seconds, getenv("COTAL_DELIVERYD"));
+        printf("cotal-abuse: %s at %s, %d s phases, daemon %s\n", natsd_binary(), tu_broker.url, b->opt.seconds,
+               getenv("COTAL_DELIVERYD"));
         fflush(stdout);
         return 0;
 }

@@ -91,10 +91,10 @@ static const char *const prog_names[PROG_KINDS] = {"yardstick", "daemon"};
 
 struct bench_case {
         const char *name;
-        int owners;             /* K: deliveries per chat message */
+        int owners; /* K: deliveries per chat message */
         const char *channel;
-        bool live;              /* mention routing instead of durable members */
-        bool ratio_target;      /* the ratio target applies */
+        bool live;         /* mention routing instead of durable members */
+        bool ratio_target; /* the ratio target applies */
 };
 
 static const struct bench_case cases[] = {
@@ -108,34 +108,34 @@ static const struct bench_case cases[] = {
 /* One run of one program; every figure is a double so the report can
  * take min/median/max of any of them by offset. */
 struct result {
-        bool done;              /* the run happened */
-        bool failed;            /* lost, evicted or duplicated deliveries */
-        bool measured;          /* rate (and what follows) is known */
+        bool done;     /* the run happened */
+        bool failed;   /* lost, evicted or duplicated deliveries */
+        bool measured; /* rate (and what follows) is known */
         bool latency_measured;
-        double rate;            /* deliveries/s, from stored times */
+        double rate; /* deliveries/s, from stored times */
         double p50_ms;
         double p99_ms;
-        double rss_mib;         /* peak (VmHWM) */
+        double rss_mib; /* peak (VmHWM) */
         double cpu_s;
         double lead_per_owner;
-        double ratio;           /* daemon only: its rate / the yardstick's; 0: unknown */
+        double ratio; /* daemon only: its rate / the yardstick's; 0: unknown */
 };
 
 struct options {
         bool quick;
         bool soak;
         int repeat;
-        uint64_t deliveries;    /* 0: the mode's default */
+        uint64_t deliveries; /* 0: the mode's default */
         bool selected[N_CASES];
         const char *yardstick;
         const char *deliveryd;
         int latency_ms;
-        uint64_t latency_load;  /* percent of the measured rate paced in the latency phase */
+        uint64_t latency_load; /* percent of the measured rate paced in the latency phase */
 };
 
 struct bench {
         struct options opt;
-        jsCtx *js;              /* chat publishes and the bench's consumers, on tu_nc */
+        jsCtx *js; /* chat publishes and the bench's consumers, on tu_nc */
         atomic_uint_fast64_t pub_errors;
         char text[TEXT_BYTES + 1];
         struct result results[N_CASES][MAX_REPEAT][PROG_KINDS];
@@ -146,14 +146,14 @@ struct bench {
 struct space {
         char name[32];
         const struct bench_case *c;
-        contract_names names;     /* streams, filters, buckets (owned) */
-        char (*ids)[ID_LEN + 1];  /* owned: members, or the live agents */
+        contract_names names;    /* streams, filters, buckets (owned) */
+        char (*ids)[ID_LEN + 1]; /* owned: members, or the live agents */
         int n_ids;
 };
 
 /* What is watched while a program under test works. */
 struct sampler {
-        uint64_t lead_max;       /* reader's pending + ack pending entries */
+        uint64_t lead_max; /* reader's pending + ack pending entries */
         uint64_t rss_max_kb;
         int rss_samples;
         int64_t next_rss_ms;
@@ -163,9 +163,9 @@ struct run {
         struct bench *b;
         struct space sp;
         enum prog_kind kind;
-        char label[64];          /* "k20 run 1 daemon" */
+        char label[64]; /* "k20 run 1 daemon" */
         proc p;
-        uint64_t expected;       /* deliveries so far */
+        uint64_t expected; /* deliveries so far */
         struct sampler smp;
         struct result *res;
 };
@@ -173,13 +173,13 @@ struct run {
 /* Stored times of the latency phase, filled on cnats' subscription
  * threads (one writer per array) and read once the counters say so. */
 struct latency {
-        uint64_t chat_base;      /* CHAT last_seq before the phase */
-        uint64_t cap;            /* chat messages the phase may publish */
+        uint64_t chat_base; /* CHAT last_seq before the phase */
+        uint64_t cap;       /* chat messages the phase may publish */
         uint64_t dlv_cap;
-        int64_t *chat_ns;        /* by CHAT seq - chat_base - 1; 0: not seen */
-        uint64_t *chat_off;      /* CHAT seq offset + 1 by chat index; 0: not seen */
+        int64_t *chat_ns;   /* by CHAT seq - chat_base - 1; 0: not seen */
+        uint64_t *chat_off; /* CHAT seq offset + 1 by chat index; 0: not seen */
         int64_t *dlv_ns;
-        uint64_t *dlv_ref;       /* chat index << 1, or CHAT seq << 1 | 1 */
+        uint64_t *dlv_ref; /* chat index << 1, or CHAT seq << 1 | 1 */
         atomic_uint_fast64_t chats_seen;
         atomic_uint_fast64_t dlvs_seen;
         natsSubscription *chat_sub;
@@ -283,8 +283,7 @@ static int stored_ns(const char *stream, uint64_t seq, int64_t *ns)
         json_t *reply = NULL;
         int r = jsapi_request(tu_nc, subject, body, API_TIMEOUT_MS, &reply, NULL);
         if (r == 0)
-                r = parse_stored_ns(json_string_value(json_object_get(json_object_get(reply, "message"), "time")),
-                                    ns);
+                r = parse_stored_ns(json_string_value(json_object_get(json_object_get(reply, "message"), "time")), ns);
         json_decref(body);
         json_decref(reply);
         return r;
@@ -408,8 +407,8 @@ static int fixture(void (*fn)(const struct space *sp), const struct space *sp)
         int failed = srunner_ntests_failed(sr);
         if (failed) {
                 TestResult **tr = srunner_failures(sr);
-                fprintf(stderr, "Failed to set up space %s: %s:%d: %s\n", sp->name, tr_lfile(tr[0]),
-                        tr_lno(tr[0]), tr_msg(tr[0]));
+                fprintf(stderr, "Failed to set up space %s: %s:%d: %s\n", sp->name, tr_lfile(tr[0]), tr_lno(tr[0]),
+                        tr_msg(tr[0]));
                 free(tr);
         }
         srunner_free(sr);
@@ -431,8 +430,7 @@ static int space_durables(const struct space *sp)
                 prov_report rep = {0};
                 snprintf(api, sizeof api, "$JS.API.CONSUMER.DURABLE.CREATE.%s.%s", streams[i], durable);
                 if (r == 0 && (r = provision_consumer(tu_nc, streams[i], configs[i], api, &rep)) < 0)
-                        fprintf(stderr, "Failed to create durable %s on %s: %s\n", durable, streams[i],
-                                strerror(-r));
+                        fprintf(stderr, "Failed to create durable %s on %s: %s\n", durable, streams[i], strerror(-r));
                 prov_report_fini(&rep);
                 json_decref(configs[i]);
         }
@@ -539,15 +537,15 @@ static int prog_spawn(struct run *r)
 {
         const struct options *o = &r->b->opt;
         if (r->kind == PROG_DAEMON) {
-                char *argv[] = {(char *)o->deliveryd, "--space", r->sp.name, "--server", tu_broker.url,
-                                "--no-auth", "--log-level", "notice", NULL};
+                char *argv[] = {(char *)o->deliveryd, "--space",     r->sp.name, "--server", tu_broker.url,
+                                "--no-auth",          "--log-level", "notice",   NULL};
                 return proc_spawn(&r->p, argv, NULL);
         }
         char *owners = join_owners(&r->sp);
         if (!owners)
                 return -ENOMEM;
-        char *argv[] = {(char *)o->yardstick, "--server", tu_broker.url, "--space", r->sp.name,
-                        "--owners", owners, NULL};
+        char *argv[] = {(char *)o->yardstick, "--server", tu_broker.url, "--space",
+                        r->sp.name,           "--owners", owners,        NULL};
         int rc = proc_spawn(&r->p, argv, NULL);
         free(owners);
         return rc;
@@ -970,8 +968,8 @@ static bool run_program(struct run *r, natsSubscription *first)
 
 /* yard: the yardstick's result of the same run, for the daemon's ratio
  * (NULL when the yardstick itself runs). */
-static void run_case(struct bench *b, const struct bench_case *c, enum prog_kind kind, int index,
-                     struct result *res, const struct result *yard)
+static void run_case(struct bench *b, const struct bench_case *c, enum prog_kind kind, int index, struct result *res,
+                     const struct result *yard)
 {
         char name[32];
         snprintf(name, sizeof name, "%c%s%d", kind == PROG_DAEMON ? 'd' : 'y', c->name, index);
@@ -1005,11 +1003,22 @@ struct metric {
         enum prog_kind kind;
         size_t offset;
         int decimals;
-        bool latency;            /* needs latency_measured */
+        bool latency; /* needs latency_measured */
 };
 
-enum { M_DAEMON_RATE, M_YARD_RATE, M_RATIO, M_DAEMON_P50, M_DAEMON_P99, M_YARD_P50, M_YARD_P99, M_DAEMON_RSS,
-       M_DAEMON_CPU, M_DAEMON_LEAD, N_METRICS };
+enum {
+        M_DAEMON_RATE,
+        M_YARD_RATE,
+        M_RATIO,
+        M_DAEMON_P50,
+        M_DAEMON_P99,
+        M_YARD_P50,
+        M_YARD_P99,
+        M_DAEMON_RSS,
+        M_DAEMON_CPU,
+        M_DAEMON_LEAD,
+        N_METRICS
+};
 
 #define RESULT_FIELD(f) offsetof(struct result, f)
 static const struct metric metrics[N_METRICS] = {
@@ -1113,8 +1122,7 @@ static void run_all(struct bench *b)
                         struct result *res = b->results[ci][i];
                         run_case(b, &cases[ci], PROG_YARDSTICK, i + 1, &res[PROG_YARDSTICK], NULL);
                         if (!interrupted)
-                                run_case(b, &cases[ci], PROG_DAEMON, i + 1, &res[PROG_DAEMON],
-                                         &res[PROG_YARDSTICK]);
+                                run_case(b, &cases[ci], PROG_DAEMON, i + 1, &res[PROG_DAEMON], &res[PROG_YARDSTICK]);
                 }
         }
         for (size_t ci = 0; ci < N_CASES; ci++)
@@ -1130,8 +1138,8 @@ static void soak_report(const struct run *r, bool ok, double secs, uint64_t rss_
         max_kb = rss_10_kb > max_kb ? rss_10_kb : max_kb;
         max_kb = rss_end_kb > max_kb ? rss_end_kb : max_kb;
         bool flat = rss_10_kb && fabs((double)rss_end_kb - (double)rss_10_kb) <= SOAK_FLAT_TOLERANCE * rss_10_kb;
-        printf("%s: %" PRIu64 " deliveries in %.1f s (%.0f/s, fed in chunks of %d)%s\n", r->label, r->expected,
-               secs, secs > 0 ? (double)r->expected / secs : 0, SOAK_CHUNK_DELIVERIES, ok ? "" : " FAIL");
+        printf("%s: %" PRIu64 " deliveries in %.1f s (%.0f/s, fed in chunks of %d)%s\n", r->label, r->expected, secs,
+               secs > 0 ? (double)r->expected / secs : 0, SOAK_CHUNK_DELIVERIES, ok ? "" : " FAIL");
         printf("%s: RSS after 10%% %.1f MiB, at the end %.1f MiB, max %.1f MiB (sampled every %d s, %d samples); "
                "peak (VmHWM) %.1f MiB, cpu %.1f s: %s\n",
                r->label, rss_10_kb / 1024.0, rss_end_kb / 1024.0, max_kb / 1024.0, RSS_SAMPLE_MS / 1000,
@@ -1151,8 +1159,7 @@ static bool soak_feed(struct run *r, uint64_t total, uint64_t *rss_10_kb, double
                 uint64_t n = (total - r->expected) / k;
                 n = n < chunk ? n : chunk;
                 r->expected += n * k;
-                ok = chat_preload(r->b, &r->sp, sent, n) == 0 &&
-                     wait_delivered(r, n * k);
+                ok = chat_preload(r->b, &r->sp, sent, n) == 0 && wait_delivered(r, n * k);
                 sent += n;
                 if (ok && !*rss_10_kb && r->expected >= total / 10)
                         *rss_10_kb = proc_status_kb(r->p.pid, "VmRSS:");
@@ -1240,32 +1247,15 @@ static int parse_options(struct options *o, int argc, char **argv)
         int c, r = select_cases(o, "k1,k20,k200,live");
         while (r == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
-                case 'q':
-                        o->quick = true;
-                        break;
-                case 's':
-                        o->soak = true;
-                        break;
-                case 'r':
-                        r = parse_count(optarg, 1, MAX_REPEAT, &repeat);
-                        break;
-                case 'd':
-                        r = parse_count(optarg, 1, 100000000, &o->deliveries);
-                        break;
-                case 'c':
-                        r = select_cases(o, optarg);
-                        break;
-                case 'y':
-                        o->yardstick = optarg;
-                        break;
-                case 'l':
-                        r = parse_count(optarg, 1, 100, &o->latency_load);
-                        break;
-                case 'h':
-                        usage(stdout);
-                        exit(0);
-                default:
-                        r = -EINVAL;
+                case 'q': o->quick = true; break;
+                case 's': o->soak = true; break;
+                case 'r': r = parse_count(optarg, 1, MAX_REPEAT, &repeat); break;
+                case 'd': r = parse_count(optarg, 1, 100000000, &o->deliveries); break;
+                case 'c': r = select_cases(o, optarg); break;
+                case 'y': o->yardstick = optarg; break;
+                case 'l': r = parse_count(optarg, 1, 100, &o->latency_load); break;
+                case 'h': usage(stdout); exit(0);
+                default: r = -EINVAL;
                 }
         }
         if (r < 0 || optind != argc)

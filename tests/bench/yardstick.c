@@ -46,7 +46,7 @@ struct yardstick;
 /* One hop: a durable it drains and a stream it writes, on a connection of
  * its own. Owned by its thread once started. */
 struct hop {
-        const char *name;            /* "fanout" or "reader": the durable */
+        const char *name; /* "fanout" or "reader": the durable */
         struct yardstick *y;
         natsConnection *nc;
         jsCtx *js;
@@ -64,8 +64,8 @@ struct hop {
 struct yardstick {
         const char *server;
         const char *space;
-        char *owner_list;            /* owned copy of --owners, cut at ',' */
-        char **owners;               /* owned array of pointers into owner_list */
+        char *owner_list; /* owned copy of --owners, cut at ',' */
+        char **owners;    /* owned array of pointers into owner_list */
         size_t n_owners;
         int batch;
         int lead_limit;
@@ -128,26 +128,13 @@ static int parse_args(struct yardstick *y, int argc, char **argv)
         while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
                 int r = 0;
                 switch (c) {
-                case 's':
-                        y->server = optarg;
-                        break;
-                case 'S':
-                        y->space = optarg;
-                        break;
-                case 'o':
-                        owners = optarg;
-                        break;
-                case 'b':
-                        r = parse_int(optarg, 1, 1000, &y->batch);
-                        break;
-                case 'l':
-                        r = parse_int(optarg, 1, 1000, &y->lead_limit);
-                        break;
-                case 'h':
-                        usage(stdout);
-                        exit(0);
-                default:
-                        return -EINVAL;
+                case 's': y->server = optarg; break;
+                case 'S': y->space = optarg; break;
+                case 'o': owners = optarg; break;
+                case 'b': r = parse_int(optarg, 1, 1000, &y->batch); break;
+                case 'l': r = parse_int(optarg, 1, 1000, &y->lead_limit); break;
+                case 'h': usage(stdout); exit(0);
+                default: return -EINVAL;
                 }
                 if (r < 0) {
                         fprintf(stderr, "cotal-bench-yardstick: bad value for --%s: %s\n", opts[idx].name, optarg);
@@ -337,8 +324,7 @@ static int start_hops(struct yardstick *y)
         for (size_t i = 0; i < 2; i++) {
                 int r = pthread_create(&hops[i]->thread, NULL, hop_run, hops[i]);
                 if (r != 0) {
-                        fprintf(stderr, "cotal-bench-yardstick: Failed to start %s: %s\n", hops[i]->name,
-                                strerror(r));
+                        fprintf(stderr, "cotal-bench-yardstick: Failed to start %s: %s\n", hops[i]->name, strerror(r));
                         return -r;
                 }
                 hops[i]->started = true;
@@ -369,8 +355,8 @@ int main(int argc, char **argv)
 {
         struct yardstick y = {.batch = 256, .lead_limit = 500};
         y.fanout = (struct hop){.name = "fanout", .y = &y, .forward = fanout_forward, .done = &y.published};
-        y.reader = (struct hop){.name = "reader", .y = &y, .forward = reader_forward, .done = &y.acked,
-                                .done_per_msg = 1};
+        y.reader =
+                (struct hop){.name = "reader", .y = &y, .forward = reader_forward, .done = &y.acked, .done_per_msg = 1};
         int status = 2;
         if (parse_args(&y, argc, argv) < 0) {
                 usage(stderr);

@@ -13,12 +13,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FUZZ_CHECK(cond)                                                                                 \
-        do {                                                                                             \
-                if (!(cond)) {                                                                           \
-                        fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__, #cond);   \
-                        abort();                                                                         \
-                }                                                                                        \
+#define FUZZ_CHECK(cond)                                                                                               \
+        do {                                                                                                           \
+                if (!(cond)) {                                                                                         \
+                        fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__, #cond);                 \
+                        abort();                                                                                       \
+                }                                                                                                      \
         } while (0)
 
 /* A NUL-terminated copy of [data, data+size) (owned, free()); NULL only on

@@ -37,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *channel = "team.backend";
         char *entry = NULL;
         size_t entry_len = 0;
-        FUZZ_CHECK(contract_entry_encode(body, size, channel, 4711, REASON_DURABLE_CHANNEL, 3, &entry, &entry_len) == 0);
+        FUZZ_CHECK(contract_entry_encode(body, size, channel, 4711, REASON_DURABLE_CHANNEL, 3, &entry, &entry_len) ==
+                   0);
         FUZZ_CHECK(entry_len == strlen(entry));
         contract_entry e;
         st = contract_entry_decode(entry, entry_len, &e, &err);

@@ -122,8 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FUZZ_CHECK(req.error[0] != '\0');
                 check_error_reply(req.error);
                 break;
-        case CTL_REQ_NOMEM:
-                break;
+        case CTL_REQ_NOMEM: break;
         }
         contract_ctl_request_fini(&req);
         free(caller);

@@ -24,7 +24,7 @@ static void check_written(const char *s)
         FUZZ_CHECK(json_is_object(v));
         const char *k;
         json_t *f;
-        json_object_foreach(v, k, f)
+        json_object_foreach (v, k, f)
                 FUZZ_CHECK(!json_is_null(f));
         json_decref(v);
 }

@@ -54,8 +54,8 @@ static size_t ref_decode(const unsigned char *s, size_t n, uint32_t *cp)
 /* The list of §1.1 step 1, as written there. */
 static bool ref_space(uint32_t cp)
 {
-        static const uint32_t list[] = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0xA0, 0x1680, 0x2028,
-                                        0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF};
+        static const uint32_t list[] = {0x09,   0x0A,   0x0B,   0x0C,   0x0D,   0x20,   0xA0,
+                                        0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF};
         for (size_t i = 0; i < sizeof list / sizeof *list; i++)
                 if (cp == list[i])
                         return true;

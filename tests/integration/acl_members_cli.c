@@ -30,7 +30,8 @@ static json_t *stored_acl(const char *key)
 {
         char subj[200];
         snprintf(subj, sizeof subj, "$KV.cotal_acl_acl.%s", key);
-        json_t *r = tu_api("$JS.API.STREAM.MSG.GET.%s%s", "KV_cotal_acl_acl", "", json_pack("{s:s}", "last_by_subj", subj));
+        json_t *r =
+                tu_api("$JS.API.STREAM.MSG.GET.%s%s", "KV_cotal_acl_acl", "", json_pack("{s:s}", "last_by_subj", subj));
         const char *b64 = json_string_value(json_object_get(json_object_get(r, "message"), "data"));
         json_t *v = NULL;
         if (b64) {

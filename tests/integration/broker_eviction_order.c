@@ -86,9 +86,9 @@ START_TEST(after_a_restart_the_oldest_message_of_a_subject_is_evicted_first)
         memset(payload, 'x', sizeof payload);
         tu_broker_setup();
         json_t *r = tu_api("$JS.API.STREAM.CREATE.%s%s", STREAM, "",
-                           json_pack("{s:s, s:[s], s:s, s:s, s:I, s:s}", "name", STREAM, "subjects", "eo.>", "retention",
-                                     "limits", "storage", "file", "max_msgs_per_subject", (json_int_t)CAP, "discard",
-                                     "old"));
+                           json_pack("{s:s, s:[s], s:s, s:s, s:I, s:s}", "name", STREAM, "subjects", "eo.>",
+                                     "retention", "limits", "storage", "file", "max_msgs_per_subject", (json_int_t)CAP,
+                                     "discard", "old"));
         ck_assert_msg(!json_object_get(r, "error"), "stream create");
         json_decref(r);
         connect_broker();

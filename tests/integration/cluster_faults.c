@@ -24,15 +24,15 @@
 #define LEASE_STREAM "KV_cotal_delivery_" S
 #define DAVE "UDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAVEDAV"
 #define NODES 3
-#define ROUND 200            /* chat messages per case */
-#define KILL_AT (ROUND / 4)  /* the kill comes before this message */
-#define PACE_MS 20           /* steady load: one chat message per ~PACE_MS */
-#define RECOVERY_MS 60000    /* bound on the wait for the first post-kill delivery */
-#define SETTLE_MS 90000      /* bound: a lost ack is redelivered after ack_wait (60 s) */
-#define REJOIN_MS 60000      /* a restarted node catching up on every stream */
-#define READ_TIMEOUT_MS 2000 /* one read-back request */
-#define READ_ATTEMPTS 10     /* per message, across a late election */
-#define POLL_MS 50           /* between polls that cost broker requests */
+#define ROUND 200               /* chat messages per case */
+#define KILL_AT (ROUND / 4)     /* the kill comes before this message */
+#define PACE_MS 20              /* steady load: one chat message per ~PACE_MS */
+#define RECOVERY_MS 60000       /* bound on the wait for the first post-kill delivery */
+#define SETTLE_MS 90000         /* bound: a lost ack is redelivered after ack_wait (60 s) */
+#define REJOIN_MS 60000         /* a restarted node catching up on every stream */
+#define READ_TIMEOUT_MS 2000    /* one read-back request */
+#define READ_ATTEMPTS 10        /* per message, across a late election */
+#define POLL_MS 50              /* between polls that cost broker requests */
 #define CONTRACT_RENEW_MS 15000 /* §9: the daemon renews the lease this often */
 /* The lease case kills the bucket's leader this long after a renew, so the
  * next renew meets the election (which takes several seconds). */
@@ -101,7 +101,7 @@ static void assert_replicated(void)
         ck_assert_int_eq(json_array_size(list), 10);
         size_t i;
         json_t *name;
-        json_array_foreach(list, i, name) {
+        json_array_foreach (list, i, name) {
                 json_t *info = tu_api("$JS.API.STREAM.INFO.%s%s", json_string_value(name), "", NULL);
                 json_t *replicas = json_object_get(json_object_get(info, "cluster"), "replicas");
                 ck_assert_msg(json_integer_value(json_object_get(json_object_get(info, "config"), "num_replicas")) ==
@@ -269,7 +269,7 @@ static bool streams_healthy(void)
         size_t i;
         json_t *name;
         bool ok = true;
-        json_array_foreach(space_streams, i, name) {
+        json_array_foreach (space_streams, i, name) {
                 if (!ok)
                         break;
                 ok = cluster_wait_stream_healthy(&cl, tu_nc, json_string_value(name), REJOIN_MS);
@@ -394,8 +394,7 @@ static void kill_mid_load(const char *label, const char *prefix, victim_kind kin
         }
         if (proc_wait(&dm.p, 0) != -ETIMEDOUT)
                 co_daemon_dump(&dm);
-        ck_assert_msg(dm.p.pid > 0, "the daemon exited (status %d) after %s was killed",
-                      dm.p.status, cl.name[victim]);
+        ck_assert_msg(dm.p.pid > 0, "the daemon exited (status %d) after %s was killed", dm.p.status, cl.name[victim]);
         ck_assert_msg(t_recovered, "no delivery within %d ms of killing %s", RECOVERY_MS, cl.name[victim]);
 
         dlv_expected += (uint64_t)ROUND * K;
@@ -417,8 +416,8 @@ static void kill_mid_load(const char *label, const char *prefix, victim_kind kin
         ck_assert_msg(ok, "%s: not settled within %d ms", label, SETTLE_MS);
         ck_assert_msg(t.lost == 0 && t.dup == 0 && t.foreign == 0, "%s: %d lost, %d duplicated, %d foreign", label,
                       t.lost, t.dup, t.foreign);
-        ck_assert_msg(total == dlv_expected, "%s: DLV holds %llu messages, want %llu", label,
-                      (unsigned long long)total, (unsigned long long)dlv_expected);
+        ck_assert_msg(total == dlv_expected, "%s: DLV holds %llu messages, want %llu", label, (unsigned long long)total,
+                      (unsigned long long)dlv_expected);
 
         /* The killed node comes back with its store and catches up. */
         int64_t t_restart = test_now_ms();

@@ -37,8 +37,8 @@
 #define EVICT_POSTS 1005 /* CHAT keeps 1000 per sender-and-channel subject */
 
 static co_daemon dm;
-static uint64_t hist_first;           /* CHAT seq of the first pre-start post */
-static uint64_t hist_seqs[HISTORY];   /* ... and of the ones Bob must get */
+static uint64_t hist_first;         /* CHAT seq of the first pre-start post */
+static uint64_t hist_seqs[HISTORY]; /* ... and of the ones Bob must get */
 
 static void pending_record(const char *channel, const char *owner, uint64_t join_cursor, uint64_t gen)
 {
@@ -71,12 +71,12 @@ static void setup(void)
          * later with deliver_policy "new", never sees any of it. */
         uint64_t base = co_last_seq(CHAT);
         co_chat(S, ALICE, "hist", "h-1", NULL);
-        co_chat(S, BOB, "hist", "h-own", NULL);                          /* the owner's own post */
+        co_chat(S, BOB, "hist", "h-own", NULL); /* the owner's own post */
         raw(ALICE, NULL, "not json");
         raw(ALICE, NULL, "null");
         raw(ALICE, NULL, "{\"id\":7,\"from\":{\"id\":\"" ALICE "\"}}");
-        co_chat(S, ALICE, "hist.sub", "h-sub", NULL);                    /* another channel */
-        co_chat(S, ALICE, "histx", "h-x", NULL);                         /* a prefix-alike */
+        co_chat(S, ALICE, "hist.sub", "h-sub", NULL); /* another channel */
+        co_chat(S, ALICE, "histx", "h-x", NULL);      /* a prefix-alike */
         hist_seqs[0] = base + 1;
         hist_seqs[1] = co_chat(S, CAROL, "hist", "h-2", NULL);
         /* spoofed: Carol's subject, Alice's from.id */
@@ -169,7 +169,7 @@ static char *extra_consumers(void)
         char *out = strdup("");
         size_t i;
         json_t *v;
-        json_array_foreach(names, i, v) {
+        json_array_foreach (names, i, v) {
                 if (strcmp(json_string_value(v), "fanout") == 0)
                         continue;
                 char *grown = NULL;
@@ -377,8 +377,9 @@ START_TEST(an_entry_too_large_to_write_does_not_block_the_join)
         size_t len = (size_t)max - 64;
         char *body = malloc(len + 1);
         ck_assert(body);
-        int head = snprintf(body, len + 1, "{\"id\":\"big-1\",\"ts\":1,\"from\":{\"id\":\"" ALICE
-                                           "\",\"name\":\"a\"},\"parts\":[{\"kind\":\"text\",\"text\":\"");
+        int head = snprintf(body, len + 1,
+                            "{\"id\":\"big-1\",\"ts\":1,\"from\":{\"id\":\"" ALICE
+                            "\",\"name\":\"a\"},\"parts\":[{\"kind\":\"text\",\"text\":\"");
         memset(body + head, 'x', len - (size_t)head - 4);
         memcpy(body + len - 4, "\"}]}", 4);
         body[len] = '\0';
@@ -422,8 +423,8 @@ START_TEST(a_leave_during_catch_up_supersedes_the_activation)
         ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, reply) == NATS_OK);
         ck_assert(natsConnection_PublishRequestString(
                           tu_nc, subject, reply,
-                          "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"sup\"},\"from\":{\"id\":\"" EVE "\"}}") ==
-                  NATS_OK);
+                          "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"sup\"},\"from\":{\"id\":\"" EVE
+                          "\"}}") == NATS_OK);
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
         ck_assert_msg(co_frozen_within(&fz, JOIN_MS), "the catch-up never started");
         uint64_t copied = co_messages(INBOX, DINBOX(EVE));

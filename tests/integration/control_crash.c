@@ -253,7 +253,7 @@ START_TEST(sigkill_during_catch_up_then_retry_delivers_each_message_once)
         json_t *names = tu_api("$JS.API.CONSUMER.NAMES.%s%s", CHAT, "", NULL);
         size_t i;
         json_t *v;
-        json_array_foreach(json_object_get(names, "consumers"), i, v)
+        json_array_foreach (json_object_get(names, "consumers"), i, v)
                 ck_assert_msg(strcmp(json_string_value(v), "fanout") == 0, "consumer %s left on %s",
                               json_string_value(v), CHAT);
         json_decref(names);

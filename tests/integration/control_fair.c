@@ -108,8 +108,8 @@ START_TEST(a_flood_from_one_agent_does_not_hold_up_another)
         }
         ck_assert(natsConnection_PublishRequestString(
                           tu_nc, CTL BOB, CTL BOB ".reply.join",
-                          "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" BOB "\"}}") ==
-                  NATS_OK);
+                          "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" BOB
+                          "\"}}") == NATS_OK);
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
         ck_assert_msg(test_wait_until(all_in, NULL, REQ_MS), "served %d, busy %d of %d; bob answered: %d",
                       seen.mallory_served, seen.mallory_busy, FLOOD, seen.bob_answered);
@@ -141,20 +141,21 @@ static int count_occurrences(const char *hay, const char *needle)
  * legitimate join right after them is served. */
 START_TEST(unbound_requests_are_dropped_with_bounded_log_lines)
 {
-        const char *join = "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" MALLORY "\"}}";
+        const char *join =
+                "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" MALLORY "\"}}";
         for (int i = 0; i < 5000; i++)
                 ck_assert(natsConnection_PublishRequestString(tu_nc, CTL MALLORY, CTL BOB ".reply.stolen", join) ==
                           NATS_OK);
         ck_assert(natsConnection_Flush(tu_nc) == NATS_OK);
-        json_t *r = co_request(S, CAROL,
-                               "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" CAROL "\"}}",
-                               NULL, NULL, REQ_MS);
+        json_t *r = co_request(
+                S, CAROL, "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" CAROL "\"}}",
+                NULL, NULL, REQ_MS);
         char *text = co_json_text(r);
         ck_assert_msg(json_is_true(json_object_get(r, "ok")), "carol's join: %s", text);
         free(text);
         json_decref(r);
-        ck_assert(co_daemon_logged_within(&dm, "reply subject not under the sender's own reply subtree (latest: " CTL MALLORY ")",
-                                          REQ_MS));
+        ck_assert(co_daemon_logged_within(
+                &dm, "reply subject not under the sender's own reply subtree (latest: " CTL MALLORY ")", REQ_MS));
         char *err = proc_stderr(&dm.p);
         ck_assert_int_eq(count_occurrences(err, "rejected delivery request on " CTL MALLORY ": reply target"), 20);
         free(err);
@@ -178,8 +179,8 @@ START_TEST(a_listing_over_the_max_payload_is_answered_with_an_error)
                 snprintf(channel, sizeof channel, "c%d-%s", i, pad);
                 co_member(S, channel, MALLORY, 0, 1, -1);
         }
-        json_t *r = co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" MALLORY "\"}}", NULL,
-                               NULL, REQ_MS);
+        json_t *r = co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" MALLORY "\"}}", NULL, NULL,
+                               REQ_MS);
         char *text = co_json_text(r);
         const char *err = json_string_value(json_object_get(r, "error"));
         ck_assert_msg(json_is_false(json_object_get(r, "ok")) && err &&
@@ -223,8 +224,9 @@ START_TEST(an_oversized_request_is_answered_at_once)
         free(text);
         json_decref(r);
         ck_assert_uint_eq(shed_count(), 1);
-        ck_assert(co_daemon_logged_within(&dm, "shed 1 control request: over 65536 bytes (answered with an error) "
-                                               "(latest: " MALLORY ")",
+        ck_assert(co_daemon_logged_within(&dm,
+                                          "shed 1 control request: over 65536 bytes (answered with an error) "
+                                          "(latest: " MALLORY ")",
                                           REQ_MS));
         r = co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" MALLORY "\"}}", NULL, NULL,
                        REQ_MS);

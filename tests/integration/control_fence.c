@@ -21,7 +21,7 @@ static const char *text_of(const json_t *j, const char *key)
         const char *s = json_string_value(json_object_get(j, key));
         return s ? s : "";
 }
-#define JOIN                                                                                                          \
+#define JOIN                                                                                                           \
         "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" BOB "\",\"name\":\"bob\"}}"
 
 static co_daemon dm;
@@ -59,8 +59,7 @@ START_TEST(a_join_whose_fence_cannot_be_read_fails_and_stays_open)
         json_t *reply = co_request(S, BOB, JOIN, NULL, NULL, 15000);
         char *text = co_json_text(reply);
         ck_assert_msg(reply && json_is_false(json_object_get(reply, "ok")) &&
-                              strstr(text_of(reply, "error"),
-                                     "cannot read the chat stream's last sequence"),
+                              strstr(text_of(reply, "error"), "cannot read the chat stream's last sequence"),
                       "reply %s", text);
         free(text);
         json_decref(reply);
@@ -81,12 +80,12 @@ START_TEST(an_activation_out_of_cas_rounds_is_answered_as_superseded)
         json_t *reply = co_request(S, BOB, JOIN, NULL, NULL, 30000);
         char *text = co_json_text(reply);
         const json_t *data = json_object_get(reply, "data");
-        ck_assert_msg(reply && json_is_true(json_object_get(reply, "ok")) &&
-                              json_is_false(json_object_get(data, "durable")) &&
-                              json_integer_value(json_object_get(data, "generation")) == 1 &&
-                              strcmp(text_of(data, "reason"),
-                                     "activation superseded by a concurrent leave or rejoin") == 0,
-                      "reply %s", text);
+        ck_assert_msg(
+                reply && json_is_true(json_object_get(reply, "ok")) &&
+                        json_is_false(json_object_get(data, "durable")) &&
+                        json_integer_value(json_object_get(data, "generation")) == 1 &&
+                        strcmp(text_of(data, "reason"), "activation superseded by a concurrent leave or rejoin") == 0,
+                "reply %s", text);
         free(text);
         json_decref(reply);
         ck_assert(!activated());

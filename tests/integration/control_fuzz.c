@@ -30,8 +30,8 @@
 #define UNBOUND_B SUBJECT ".replyX"
 #define SEED 0xC07A1F022ULL
 #define REQUESTS 400
-#define WAVE 50             /* requests in flight at once */
-#define WAVE_MS 30000       /* a wave must be answered within this */
+#define WAVE 50       /* requests in flight at once */
+#define WAVE_MS 30000 /* a wave must be answered within this */
 #define QUIET_MS 1000
 #define WAIT_MS 15000
 #define REQUEST_LIMIT (64 * 1024)
@@ -117,8 +117,9 @@ static void repeat(buf *b, const char *s, size_t times)
 /* A JSON value that is never a valid op, channel or generation. */
 static const char *wrong_value(void)
 {
-        static const char *const v[] = {"null", "true", "false", "0", "-1", "1.5e300", "[]", "[\"durableJoin\"]",
-                                        "{}", "{\"channel\":5}", "\"\"", "[[[]]]", "-0", "1e-300"};
+        static const char *const v[] = {
+                "null", "true",   "false", "0",     "-1", "1.5e300", "[]", "[\"durableJoin\"]", "{}", "{\"channel\":5}",
+                "\"\"", "[[[]]]", "-0",    "1e-300"};
         return v[below(sizeof v / sizeof *v)];
 }
 
@@ -127,12 +128,14 @@ static const char *wrong_value(void)
 static const char *weird_channel(void)
 {
         static const char *const v[] = {
-                "",          " ",          "\\t\\n",       "fz.*",         "fz.>",        ">",
-                "*",         "fz..a",      ".fz.a",        "fz.a.",        "fz.>.a",      "fz.a b",
-                "fz.\\u00fc", "fz.日本",   "fz.\\ud83d\\ude00", "fz/a",     "fz.a$",       "fz.a\\tb",
-                "fz.\\u200b", "fz.*.a",    "fz.a>",        "fz.a*",        "fz",          "zz.a",
-                "FZ.a",      "fz.a.>.b",   "..",           ".",            "fz.\\u0085",  "fz.a/b",
-                "fz.%",      "fz.a\\\\b",  "fz.\\\"a",     "fz.\\u00a0.a", "fz.a\\u3000.b", "*.>",
+                "",         " ",         "\\t\\n",     "fz.*",         "fz.>",
+                ">",        "*",         "fz..a",      ".fz.a",        "fz.a.",
+                "fz.>.a",   "fz.a b",    "fz.\\u00fc", "fz.日本",      "fz.\\ud83d\\ude00",
+                "fz/a",     "fz.a$",     "fz.a\\tb",   "fz.\\u200b",   "fz.*.a",
+                "fz.a>",    "fz.a*",     "fz",         "zz.a",         "FZ.a",
+                "fz.a.>.b", "..",        ".",          "fz.\\u0085",   "fz.a/b",
+                "fz.%",     "fz.a\\\\b", "fz.\\\"a",   "fz.\\u00a0.a", "fz.a\\u3000.b",
+                "*.>",
         };
         return v[below(sizeof v / sizeof *v)];
 }
@@ -245,18 +248,37 @@ static void generate(buf *b, int *kind_out)
                 break;
         }
         case 9: { /* unknown ops */
-                static const char *const v[] = {"DurableJoin", "durablejoin", "durableJoin ", " durableLeave",
-                                                "listmemberships", "join", "leave", "list", "", "durableJoin\\u0000",
-                                                "delete", "purge", "__proto__", "constructor", "toString"};
+                static const char *const v[] = {"DurableJoin",
+                                                "durablejoin",
+                                                "durableJoin ",
+                                                " durableLeave",
+                                                "listmemberships",
+                                                "join",
+                                                "leave",
+                                                "list",
+                                                "",
+                                                "durableJoin\\u0000",
+                                                "delete",
+                                                "purge",
+                                                "__proto__",
+                                                "constructor",
+                                                "toString"};
                 putf(b, "{\"op\":\"%s\",\"args\":{\"channel\":\"fz.a\",\"generation\":1}", v[below(15)]);
                 from_ok(b);
                 add(b, "}");
                 break;
         }
         case 10: { /* JSON that is not an object */
-                static const char *const v[] = {"[]", "null", "42", "-1.5", "\"durableJoin\"", "true",
+                static const char *const v[] = {"[]",
+                                                "null",
+                                                "42",
+                                                "-1.5",
+                                                "\"durableJoin\"",
+                                                "true",
                                                 "[{\"op\":\"listMemberships\",\"from\":{\"id\":\"" FUZZ "\"}}]",
-                                                " ", "", "\"\\ud800\""};
+                                                " ",
+                                                "",
+                                                "\"\\ud800\""};
                 const char *s = v[below(10)];
                 put(b, s, strlen(s));
                 break;
@@ -340,7 +362,10 @@ START_TEST(hundreds_of_hostile_requests_get_refusals_or_nothing)
                                 s = natsConnection_Publish(tu_nc, SUBJECT, b.p, (int)b.len);
                         } else {
                                 snprintf(reply, sizeof reply, "%s.%d",
-                                         mode == 1 ? UNBOUND_A : mode == 2 ? UNBOUND_B : BOUND, i);
+                                         mode == 1   ? UNBOUND_A
+                                         : mode == 2 ? UNBOUND_B
+                                                     : BOUND,
+                                         i);
                                 s = natsConnection_PublishRequest(tu_nc, SUBJECT, reply, b.p, (int)b.len);
                         }
                         ck_assert_msg(s == NATS_OK, "publish %d: %s", i, natsStatus_GetText(s));
@@ -412,7 +437,6 @@ START_TEST(hundreds_of_hostile_requests_get_refusals_or_nothing)
                       "no delivery after the fuzz");
 }
 END_TEST
-
 
 /* "fz." followed by n-3 'a's: a valid channel inside the ACL. Owned. */
 static char *long_channel(size_t n)

@@ -70,9 +70,9 @@ __attribute__((format(printf, 1, 2))) static char *fmt(const char *f, ...)
  * NULL for none), answered on agent's own reply subtree. */
 static json_t *ask(const char *agent, const char *op, const char *args, int64_t timeout_ms)
 {
-        char *body = args ? fmt("{\"op\":\"%s\",\"args\":%s,\"from\":{\"id\":\"%s\",\"name\":\"agent\"}}", op, args,
-                                agent)
-                          : fmt("{\"op\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"agent\"}}", op, agent);
+        char *body =
+                args ? fmt("{\"op\":\"%s\",\"args\":%s,\"from\":{\"id\":\"%s\",\"name\":\"agent\"}}", op, args, agent)
+                     : fmt("{\"op\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"agent\"}}", op, agent);
         json_t *r = co_request(S, agent, body, NULL, NULL, timeout_ms);
         free(body);
         return r;
@@ -158,7 +158,7 @@ static void expect_record(const json_t *rec, const char *channel, const char *ow
         /* §4.2: absent optional fields are omitted, never null. */
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)rec, k, v)
+        json_object_foreach ((json_t *)rec, k, v)
                 ck_assert_msg(!json_is_null(v), "record %s: %s is null", have, k);
         free(have);
 }
@@ -324,7 +324,8 @@ START_TEST(bad_channels_ops_and_generations_get_the_exact_texts)
         }
         /* §8.3 durableLeave step 2: a finite generation, checked after the
          * channel and before the record lookup. */
-        const char *gens[] = {"{\"channel\":\"lv.none\"}", "{\"channel\":\"lv.none\",\"generation\":\"1\"}",
+        const char *gens[] = {"{\"channel\":\"lv.none\"}",
+                              "{\"channel\":\"lv.none\",\"generation\":\"1\"}",
                               "{\"channel\":\"lv.none\",\"generation\":null}",
                               "{\"channel\":\"lv.none\",\"generation\":true}",
                               "{\"channel\":\"lv.none\",\"generation\":[1]}",
@@ -337,9 +338,15 @@ START_TEST(bad_channels_ops_and_generations_get_the_exact_texts)
         static const struct {
                 const char *op_json, *rendered;
         } ops_bad[] = {
-                {"\"DurableJoin\"", "DurableJoin"}, {"\"durableJoin \"", "durableJoin "}, {"\"\"", ""},
-                {"null", "null"},                   {"42", "42"},                         {"1.5", "1.5"},
-                {"true", "true"},                   {"[\"a\",\"b\"]", "a,b"},             {"{}", "[object Object]"},
+                {"\"DurableJoin\"", "DurableJoin"},
+                {"\"durableJoin \"", "durableJoin "},
+                {"\"\"", ""},
+                {"null", "null"},
+                {"42", "42"},
+                {"1.5", "1.5"},
+                {"true", "true"},
+                {"[\"a\",\"b\"]", "a,b"},
+                {"{}", "[object Object]"},
                 {"\"join\"", "join"},
         };
         for (size_t i = 0; i < sizeof ops_bad / sizeof *ops_bad; i++) {
@@ -453,15 +460,14 @@ START_TEST(leave_bounds_the_interval_and_rejoin_starts_a_new_generation)
         before = members_seq();
         expect_error(leave(BOB, "lv.b", "1"), "stale membership write for lv.b/" BOB ": generation 1 < current 2",
                      "old generation");
-        expect_error(leave(BOB, "lv.b", "1.5"),
-                     "stale membership write for lv.b/" BOB ": generation 1.5 < current 2", "fractional");
+        expect_error(leave(BOB, "lv.b", "1.5"), "stale membership write for lv.b/" BOB ": generation 1.5 < current 2",
+                     "fractional");
         expect_error(leave(BOB, "lv.b", "-0"), "stale membership write for lv.b/" BOB ": generation 0 < current 2",
                      "minus zero");
         expect_error(leave(BOB, "lv.b", "1e21"),
                      "stale membership write for lv.b/" BOB ": generation 1e+21 < current 2", "huge");
         expect_error(leave(BOB, "lv.b", "2.0000000000000004"),
-                     "stale membership write for lv.b/" BOB ": generation 2.0000000000000004 < current 2",
-                     "nearly 2");
+                     "stale membership write for lv.b/" BOB ": generation 2.0000000000000004 < current 2", "nearly 2");
         ck_assert_uint_eq(members_seq(), before);
         /* The current generation, written as 2.0 and with a padded
          * channel: the trimmed channel is what counts (§8.5). */
@@ -573,8 +579,7 @@ START_TEST(back_to_back_joins_activate_once)
         const char *subject = "cotal." S ".ctl.delivery." BOB;
         const char *body = "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"cc.one\"},\"from\":{\"id\":\"" BOB "\"}}";
         natsSubscription *sub = NULL;
-        ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, "cotal." S ".ctl.delivery." BOB ".reply.b2b.>") ==
-                  NATS_OK);
+        ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, "cotal." S ".ctl.delivery." BOB ".reply.b2b.>") == NATS_OK);
         uint64_t before = members_seq();
         for (int i = 0; i < 2; i++) {
                 char reply[256];
@@ -647,8 +652,7 @@ START_TEST(interleaved_join_leave_join_is_handled_in_order)
         };
         enum { N = sizeof bodies / sizeof *bodies };
         natsSubscription *sub = NULL;
-        ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, "cotal." S ".ctl.delivery." BOB ".reply.seq.>") ==
-                  NATS_OK);
+        ck_assert(natsConnection_SubscribeSync(&sub, tu_nc, "cotal." S ".ctl.delivery." BOB ".reply.seq.>") == NATS_OK);
         uint64_t before = members_seq();
         for (int i = 0; i < N; i++) {
                 char reply[256];
@@ -669,7 +673,7 @@ START_TEST(interleaved_join_leave_join_is_handled_in_order)
         bool seen = false;
         size_t i;
         json_t *v;
-        json_array_foreach(list, i, v)
+        json_array_foreach (list, i, v)
                 if (strcmp(json_string_value(json_object_get(v, "channel")), "cc.seq") == 0) {
                         ck_assert_int_eq(json_integer_value(json_object_get(v, "generation")), 2);
                         ck_assert(json_is_true(json_object_get(v, "activated")));
@@ -777,8 +781,8 @@ START_TEST(list_shows_exactly_the_callers_open_records)
                     "[{\"activated\":true,\"channel\":\"ls.a\",\"generation\":1}]", "grace (odd args)");
         expect_list(ask(MALLORY, "listMemberships", NULL, REQ_MS), "[]", "no records, no ACL");
         /* Only Frank himself can ask for Frank's list. */
-        expect_error(co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" FRANK "\"}}", NULL,
-                                NULL, REQ_MS),
+        expect_error(co_request(S, MALLORY, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" FRANK "\"}}", NULL, NULL,
+                                REQ_MS),
                      "sender mismatch — request rejected", "spoofed list");
         ck_assert_uint_eq(members_seq(), before);
 }

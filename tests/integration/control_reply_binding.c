@@ -151,8 +151,8 @@ START_TEST(unbound_reply_targets_get_nothing_anywhere)
                 const char *reply; /* NULL: no reply subject */
                 const char *body;
         } attacks[] = {
-                {BOB_SUBJECT ".reply.x", JOIN_MAL},             /* into the victim's lane */
-                {BOB_SUBJECT ".reply.x", JOIN_BOB},             /* ... acting as the victim */
+                {BOB_SUBJECT ".reply.x", JOIN_MAL}, /* into the victim's lane */
+                {BOB_SUBJECT ".reply.x", JOIN_BOB}, /* ... acting as the victim */
                 {BOB_SUBJECT ".reply." MALLORY, JOIN_MAL},
                 {"unrelated.subject", JOIN_MAL},
                 {NULL, JOIN_MAL},
@@ -160,12 +160,12 @@ START_TEST(unbound_reply_targets_get_nothing_anywhere)
                 {MAL_SUBJECT ".replyX.y", JOIN_MAL},
                 {MAL_SUBJECT ".reply", JOIN_MAL},
                 {MAL_SUBJECT ".REPLY.x", JOIN_MAL},
-                {MAL_SUBJECT, JOIN_MAL},                        /* would loop onto the request subject */
+                {MAL_SUBJECT, JOIN_MAL}, /* would loop onto the request subject */
                 {MAL_SUBJECT "X.reply.x", JOIN_MAL},
                 {"x." MAL_SUBJECT ".reply.y", JOIN_MAL},
                 {"cotal.other.ctl.delivery." MALLORY ".reply.x", JOIN_MAL},
                 {CTL "reply.x", JOIN_MAL},
-                {BOB_SUBJECT ".reply.x", "not json at all"},    /* no parse error reply either */
+                {BOB_SUBJECT ".reply.x", "not json at all"}, /* no parse error reply either */
                 {BOB_SUBJECT ".reply.x", "{\"op\":\"durableJoin\",\"from\":{\"id\":\"" BOB "\"}}"},
         };
         enum { N = sizeof attacks / sizeof *attacks };
@@ -232,8 +232,9 @@ START_TEST(the_victims_lane_stays_silent)
                 publish(MAL_SUBJECT, reply, i % 2 ? LIST_MAL : JOIN_MAL);
         }
         /* No ACL row for this one: answered ok:false, but answered. */
-        json_t *r = co_request(S, "UNOACL", "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},"
-                                            "\"from\":{\"id\":\"UNOACL\"}}",
+        json_t *r = co_request(S, "UNOACL",
+                               "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},"
+                               "\"from\":{\"id\":\"UNOACL\"}}",
                                NULL, NULL, REQ_MS);
         expect_error(r, "durableJoin: no read ACL on record for UNOACL (not provisioned for durable delivery)",
                      "own lane");
@@ -304,8 +305,8 @@ START_TEST(spoofed_senders_are_rejected_with_the_exact_text)
                                "\",\"id\":\"" BOB "\"}}",
                                NULL, NULL, 30000);
         char *have = co_json_text(r);
-        ck_assert_msg(r && json_object_size(r) == 2 && json_is_true(json_object_get(r, "ok")),
-                      "bob's own join: %s", have);
+        ck_assert_msg(r && json_object_size(r) == 2 && json_is_true(json_object_get(r, "ok")), "bob's own join: %s",
+                      have);
         free(have);
         json_decref(r);
         ck_assert(member_exists("bob.x/" BOB));

@@ -45,7 +45,7 @@ static json_t *consumer(const json_t *j, const char *name)
 {
         size_t i;
         json_t *v;
-        json_array_foreach(json_object_get(j, "consumers"), i, v)
+        json_array_foreach (json_object_get(j, "consumers"), i, v)
                 if (strcmp(json_string_value(json_object_get(v, "name")), name) == 0)
                         return v;
         return NULL;

@@ -28,7 +28,8 @@ static void setup(void)
         co_provision(S);
         for (int k = 0; k < K; k++) {
                 /* Member ids in nkey shape: U + 55 base32 characters. */
-                snprintf(ids[k], sizeof ids[k], "UMEMBER%02d%.47s", k, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+                snprintf(ids[k], sizeof ids[k], "UMEMBER%02d%.47s", k,
+                         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
                 co_acl(S, ids[k], "[\"general\"]");
                 co_member(S, "general", ids[k], 0, 1, -1);
         }
@@ -54,8 +55,7 @@ START_TEST(burst_reaches_every_member_without_eviction)
                          "SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS");
                 snprintf(subject, sizeof subject, "cotal." S ".chat.%s.general", sender);
                 int len = snprintf(body, sizeof body,
-                                   "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"s\"},\"parts\":[]}", id,
-                                   sender);
+                                   "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"s\"},\"parts\":[]}", id, sender);
                 jsPubOptions po;
                 jsPubOptions_Init(&po);
                 po.MsgId = id;
@@ -72,10 +72,11 @@ START_TEST(burst_reaches_every_member_without_eviction)
         uint64_t delivered = co_wait_count("DLV_" S, NULL, (uint64_t)N * K, DRAIN_MS);
         int64_t t_all = test_now_ms() - t0;
         uint64_t written = co_last_seq("INBOX_" S);
-        fprintf(stderr, "burst: %d messages x %d members: published in %lld ms, %llu entries written, %llu delivered "
-                        "in %lld ms (%.0f deliveries/s)\n",
-                N, K, (long long)t_pub, (unsigned long long)written, (unsigned long long)delivered,
-                (long long)t_all, (double)delivered * 1000.0 / (double)(t_all ? t_all : 1));
+        fprintf(stderr,
+                "burst: %d messages x %d members: published in %lld ms, %llu entries written, %llu delivered "
+                "in %lld ms (%.0f deliveries/s)\n",
+                N, K, (long long)t_pub, (unsigned long long)written, (unsigned long long)delivered, (long long)t_all,
+                (double)delivered * 1000.0 / (double)(t_all ? t_all : 1));
         ck_assert_uint_eq(delivered, (uint64_t)N * K);
         ck_assert_uint_eq(written, (uint64_t)N * K);
         /* Every member's subject holds its last 1000 and nothing twice:

@@ -103,8 +103,8 @@ START_TEST(usage_errors_exit_two_with_one_line)
                 done(&r);
         }
         run_result r = run((const char *[]){"--no-auth", NULL}, NULL);
-        ck_assert_msg(strstr(r.err, "delivery: --space is required (the scoped creds file does not encode it)"),
-                      "%s", r.err);
+        ck_assert_msg(strstr(r.err, "delivery: --space is required (the scoped creds file does not encode it)"), "%s",
+                      r.err);
         done(&r);
 }
 END_TEST
@@ -170,8 +170,8 @@ START_TEST(shards_are_refused_before_any_network_activity)
         ck_assert_msg(nobody_connected(fd), "the daemon connected before refusing the shard flags");
         /* JS Number() accepts these as shard 0 of 1: they get as far as
          * the network (and our silent listener times the probe out). */
-        run_result r = run((const char *[]){"--space", "s", "--server", url, "--no-auth", "--shard", " 0 ",
-                                            "--shards", "1e0", NULL},
+        run_result r = run((const char *[]){"--space", "s", "--server", url, "--no-auth", "--shard", " 0 ", "--shards",
+                                            "1e0", NULL},
                            NULL);
         ck_assert_int_eq(r.status, 1);
         ck_assert_msg(strstr(r.err, "can't reach NATS at"), "%s", r.err);
@@ -190,8 +190,8 @@ START_TEST(creds_are_required_and_must_be_private)
         /* No --creds, no --no-auth, no .cotal/delivery.creds: refused. */
         run_result r = run((const char *[]){"--space", "s", "--server", "nats://127.0.0.1:1", NULL}, NULL);
         ck_assert_int_eq(r.status, 1);
-        ck_assert_msg(strstr(r.err, "delivery: no scoped creds at ") && strstr(r.err, "/.cotal/delivery.creds"),
-                      "%s", r.err);
+        ck_assert_msg(strstr(r.err, "delivery: no scoped creds at ") && strstr(r.err, "/.cotal/delivery.creds"), "%s",
+                      r.err);
         done(&r);
         /* A creds file others can read: refused with a clear message. */
         char path[300];
@@ -280,8 +280,8 @@ START_TEST(check_config_validates_and_exits)
         close(fd);
         r = run((const char *[]){"--config", path, "--no-auth", "--check-config", NULL}, NULL);
         ck_assert_int_eq(r.status, 2);
-        ck_assert_msg(strstr(r.err, ":2: fanout-batch must be an integer") && strstr(r.err, ":3: unknown key"),
-                      "%s", r.err);
+        ck_assert_msg(strstr(r.err, ":2: fanout-batch must be an integer") && strstr(r.err, ":3: unknown key"), "%s",
+                      r.err);
         done(&r);
         unlink(path);
         r = run((const char *[]){"--config", path, "--no-auth", "--check-config", NULL}, NULL);

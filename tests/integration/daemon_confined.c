@@ -29,16 +29,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define S "cf"      /* the space the daemons serve */
-#define Q "cq"      /* the space of the grant checks: no daemon */
+#define S "cf" /* the space the daemons serve */
+#define Q "cq" /* the space of the grant checks: no daemon */
 #define CHAT "CHAT_" S
 #define INBOX "INBOX_" S
 #define DLV "DLV_" S
 #define LEASE_BUCKET "cotal_delivery_" S
 #define WAIT_MS 20000
 #define REQ_MS 10000
-#define QUIET_MS 1000      /* how long "nothing arrives" is watched for */
-#define DENIAL_MS 5000     /* a violation is reported within this */
+#define QUIET_MS 1000  /* how long "nothing arrives" is watched for */
+#define DENIAL_MS 5000 /* a violation is reported within this */
 #define MAX_DENIALS 64
 
 /* Asynchronous permission violations one connection was told about. */
@@ -60,8 +60,7 @@ static jwt_chain chain;
 static jwt_key admin_key, d1_key, d2_key;
 static char admin_creds[320], d1_creds[320], d2_creds[320];
 static co_daemon d1, d2;
-static agent alice = {.name = "alice"}, bob = {.name = "bob"}, carol = {.name = "carol"},
-             mallory = {.name = "mallory"};
+static agent alice = {.name = "alice"}, bob = {.name = "bob"}, carol = {.name = "carol"}, mallory = {.name = "mallory"};
 
 /* cnats' error callback (its thread): the text of this very error is the
  * thread's last error while the callback runs. */
@@ -371,8 +370,7 @@ START_TEST(items_8_39_42_join_list_and_deliver_exactly_under_confinement)
         ck_assert_int_eq(gen, 1);
         /* The observability view (§8.7): activated, no leave cursor. */
         json_t *rec = co_member_record(S, "review", bob.key.pub);
-        ck_assert_msg(rec && json_is_true(json_object_get(rec, "activated")) &&
-                              !json_object_get(rec, "leaveCursor"),
+        ck_assert_msg(rec && json_is_true(json_object_get(rec, "activated")) && !json_object_get(rec, "leaveCursor"),
                       "review/bob not activated");
         ck_assert_str_eq(json_string_value(json_object_get(rec, "writerIdentity")), d1_key.pub);
         json_decref(rec);
@@ -542,19 +540,19 @@ START_TEST(items_11_to_15_57_the_confined_daemon_recovers_from_a_broker_restart)
         ck_assert_int_eq(natsd_restart(&tu_broker), 0);
         ck_assert_msg(co_daemon_logged_within(&d1, "(main connection)", WAIT_MS), "daemon 1 did not reconnect");
         ck_assert_msg(test_wait_until(all_reconnected, NULL, WAIT_MS), "the test's connections did not reconnect");
-        ck_assert_int_eq(join(&bob, "general"), 1);                      /* 12 */
-        json_t *r = agent_request(&bob, "listMemberships", NULL);        /* 13 */
+        ck_assert_int_eq(join(&bob, "general"), 1);               /* 12 */
+        json_t *r = agent_request(&bob, "listMemberships", NULL); /* 13 */
         json_t *ms = json_object_get(json_object_get(r, "data"), "memberships");
         char *text = co_json_text(r);
         ck_assert_msg(json_array_size(ms) == 1 &&
-                              strcmp(json_string_value(json_object_get(json_array_get(ms, 0), "channel")),
-                                     "general") == 0,
+                              strcmp(json_string_value(json_object_get(json_array_get(ms, 0), "channel")), "general") ==
+                                      0,
                       "list after the restart: %s", text);
         free(text);
         json_decref(r);
-        chat(&alice, "general", "rs", 0, NULL);                          /* 57 */
+        chat(&alice, "general", "rs", 0, NULL); /* 57 */
         assert_dlv_exact(&bob, "rs", (const int[]){0}, 1, 1);
-        ck_assert(lease_held_ready_by(d1_key.pub));                      /* 15 */
+        ck_assert(lease_held_ready_by(d1_key.pub));                                            /* 15 */
         r = agent_request(&bob, "durableLeave", "{\"channel\":\"general\",\"generation\":1}"); /* 14 */
         text = co_json_text(r);
         ck_assert_msg(r && json_is_true(json_object_get(r, "ok")), "leave after the restart: %s", text);
@@ -653,12 +651,12 @@ END_TEST
 /* ---- items 16-32: the grants themselves, on space Q (no daemon) ---- */
 
 typedef struct grants {
-        jwt_key dk;               /* a delivery identity for Q */
+        jwt_key dk; /* a delivery identity for Q */
         char creds[320];
         natsConnection *nc;
         denials seen;
-        agent ag;                 /* an agent of Q */
-        char owner[64];           /* some agent id the delivery cred writes for */
+        agent ag;       /* an agent of Q */
+        char owner[64]; /* some agent id the delivery cred writes for */
 } grants;
 
 static grants g = {.ag = {.name = "quinn"}};

@@ -56,9 +56,9 @@ static char *daemon_jwt(int64_t expires)
 static void spawn_daemon(void)
 {
         const char *bin = getenv("COTAL_DELIVERYD");
-        char *argv[] = {(char *)bin,        "--space",        S,          "--server",    tu_broker.url,
-                        "--creds",          daemon_creds,     "--log-level", "debug",    "--diag-socket",
-                        sock,               "--broker-gone-ms", "4000",   NULL};
+        char *argv[] = {(char *)bin,  "--space",     S,       "--server",      tu_broker.url, "--creds",
+                        daemon_creds, "--log-level", "debug", "--diag-socket", sock,          "--broker-gone-ms",
+                        "4000",       NULL};
         memset(&dm, 0, sizeof dm);
         ck_assert_int_eq(proc_spawn(&dm.p, argv, NULL), 0);
 }

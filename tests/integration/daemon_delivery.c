@@ -59,9 +59,9 @@ START_TEST(durable_members_get_one_copy_in_interval)
 {
         uint64_t base = co_last_seq("CHAT_" S);
         co_member(S, "general", BOB, base, 3, -1);
-        co_member(S, "general", ALICE, base, 1, -1);            /* the sender */
-        co_member(S, "general", CAROL, base + 5, 2, -1);        /* joins later */
-        co_member(S, "team.backend", CAROL, base, 1, -1);       /* other channel */
+        co_member(S, "general", ALICE, base, 1, -1);      /* the sender */
+        co_member(S, "general", CAROL, base + 5, 2, -1);  /* joins later */
+        co_member(S, "team.backend", CAROL, base, 1, -1); /* other channel */
 
         uint64_t seq = co_chat(S, ALICE, "general", "m-1", NULL);
         ck_assert_uint_eq(co_wait_count(DLV, DLV_BOB, 1, WAIT_MS), 1);
@@ -129,7 +129,7 @@ START_TEST(live_mentions_need_resolution_and_acl)
         co_member(S, "random", CAROL, 0, 1, -1); /* membership is ignored on live channels */
         co_chat(S, ALICE, "random", "r-1", "\"mentions\":[\"BOB\",\"carol\",\"nobody\",42,\"bob\"]");
         co_chat(S, ALICE, "random", "r-2", "\"mentions\":\"bob\""); /* not an array: none */
-        co_chat(S, BOB, "random", "r-3", "\"mentions\":[\"bob\"]");   /* self-mention: none */
+        co_chat(S, BOB, "random", "r-3", "\"mentions\":[\"bob\"]"); /* self-mention: none */
         co_member(S, "general", BOB, 0, 9, -1);
         co_chat(S, ALICE, "general", "r-4", NULL);
         /* r-4 comes after r-1..r-3 in the fan-out's order. */
@@ -158,8 +158,8 @@ END_TEST
 
 /* Writes an entry straight into the inbox, as a rogue or stale fan-out
  * would: the reader must judge it on the current KV state. */
-static uint64_t inbox_entry(const char *owner, const char *channel, uint64_t chat_seq, const char *reason,
-                            uint64_t gen, const char *msg_id)
+static uint64_t inbox_entry(const char *owner, const char *channel, uint64_t chat_seq, const char *reason, uint64_t gen,
+                            const char *msg_id)
 {
         char subject[256], body[2048], id[256];
         snprintf(subject, sizeof subject, "cotal." S ".dinbox.%s", owner);
@@ -180,10 +180,10 @@ START_TEST(reader_rechecks_acl_and_interval_at_read_time)
         ck_assert_msg(co_wait_acked("INBOX_" S, "reader", a1_seq, WAIT_MS), "the reader did not judge a-1");
         /* Out of interval, never a member, wrong generation window. */
         co_acl(S, BOB, "[\"general\",\"team.>\",\"random\"]");
-        inbox_entry(BOB, "team.x", 10, "durable-channel", 2, "a-2");  /* seq == joinCursor */
-        inbox_entry(BOB, "team.y", 50, "durable-channel", 1, "a-3");  /* no record */
-        inbox_entry(BOB, "team.x", 12, "live-mention", 0, "a-4");     /* mention: ACL only */
-        inbox_entry(BOB, "team.x", 13, "durable-channel", 2, "a-5");  /* fine, and last */
+        inbox_entry(BOB, "team.x", 10, "durable-channel", 2, "a-2"); /* seq == joinCursor */
+        inbox_entry(BOB, "team.y", 50, "durable-channel", 1, "a-3"); /* no record */
+        inbox_entry(BOB, "team.x", 12, "live-mention", 0, "a-4");    /* mention: ACL only */
+        inbox_entry(BOB, "team.x", 13, "durable-channel", 2, "a-5"); /* fine, and last */
         ck_assert(co_wait_id(DLV, DLV_BOB, "a-5:" BOB ":2", WAIT_MS));
         co_msg *m = NULL;
         size_t n = co_msgs_on(DLV, DLV_BOB, &m);
@@ -222,8 +222,8 @@ static int count_occurrences(const char *hay, const char *needle)
 START_TEST(unknown_owner_is_terminated_at_the_tenth_delivery)
 {
         natsSubscription *adv = NULL;
-        ck_assert(natsConnection_SubscribeSync(&adv, tu_nc,
-                                               "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INBOX_" S ".reader") == NATS_OK);
+        ck_assert(natsConnection_SubscribeSync(
+                          &adv, tu_nc, "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INBOX_" S ".reader") == NATS_OK);
         natsConnection_Flush(tu_nc);
         inbox_entry("UNKNOWNOWNER", "general", 1, "live-mention", 0, "u-1");
         /* The reader keeps going meanwhile. */
@@ -251,8 +251,13 @@ END_TEST
 START_TEST(malformed_input_is_dropped_and_good_traffic_flows)
 {
         co_member(S, "general", CAROL, 0, 4, -1);
-        const char *bad[] = {"not json", "null", "[1,2]", "{\"id\":5,\"from\":{\"id\":\"" ALICE "\"}}",
-                             "{\"id\":\"x\"}", "{\"id\":\"x\",\"from\":{\"id\":\"" BOB "\"}}", ""};
+        const char *bad[] = {"not json",
+                             "null",
+                             "[1,2]",
+                             "{\"id\":5,\"from\":{\"id\":\"" ALICE "\"}}",
+                             "{\"id\":\"x\"}",
+                             "{\"id\":\"x\",\"from\":{\"id\":\"" BOB "\"}}",
+                             ""};
         for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
                 co_publish_raw("cotal." S ".chat." ALICE ".general", NULL, bad[i], strlen(bad[i]));
         /* Malformed inbox entries too. */

@@ -153,8 +153,7 @@ START_TEST(a_refused_dlv_publish_is_logged_once_backed_off_and_delivered_after_t
                 "was seen, round 3 %lld ms after round 2)\n",
                 violations, (long long)elapsed, ENTRIES, (long long)to_round2, (long long)round3);
         /* 4 s nominal delay, 20 % jitter. */
-        ck_assert_msg(round3 >= DENIALS_RETRY_MIN_MS * 2 * 8 / 10 - 200, "round 3 after %lld ms",
-                      (long long)round3);
+        ck_assert_msg(round3 >= DENIALS_RETRY_MIN_MS * 2 * 8 / 10 - 200, "round 3 after %lld ms", (long long)round3);
         /* Each round refuses each entry once: three rounds so far, maybe
          * a fourth under way. A hot loop would be hundreds. */
         ck_assert_msg(violations >= 3 * ENTRIES && violations <= 4 * ENTRIES, "%d refused publishes", violations);

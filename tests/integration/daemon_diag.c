@@ -53,7 +53,7 @@ static bool has_event(json_t *doc, const char *event)
 {
         size_t i;
         json_t *e;
-        json_array_foreach(json_object_get(doc, "connection_events"), i, e)
+        json_array_foreach (json_object_get(doc, "connection_events"), i, e)
                 if (strcmp(json_string_value(json_object_get(e, "event")), event) == 0)
                         return true;
         return false;

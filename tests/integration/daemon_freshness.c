@@ -155,8 +155,7 @@ static void report(size_t *shown, const char *what, const char *owner, const cha
  * present once, nothing else. ids starting with ignore_prefix (may be
  * NULL) are skipped. Prints the first differences; returns their number.
  * *got (may be NULL) gets each owner's delivered ids (owned, idset_free). */
-static size_t dlv_diff(char (*owners)[ID_LEN + 1], size_t n_owners, idset *want, const char *ignore_prefix,
-                       idset **got)
+static size_t dlv_diff(char (*owners)[ID_LEN + 1], size_t n_owners, idset *want, const char *ignore_prefix, idset **got)
 {
         idset *have = calloc(n_owners, sizeof *have);
         ck_assert_ptr_nonnull(have);
@@ -256,8 +255,9 @@ START_TEST(member_written_then_published_is_fanned_out)
         int64_t t_all = test_now_ms() - t0;
         ck_assert_msg(settled(SETTLE_MS), "the daemon did not drain CHAT and INBOX");
         size_t bad = dlv_diff(owners, FR_OWNERS, want, NULL, NULL);
-        fprintf(stderr, "freshness: %d member-then-publish rounds published in %lld ms, %llu copies in %lld ms, "
-                        "%zu differences\n",
+        fprintf(stderr,
+                "freshness: %d member-then-publish rounds published in %lld ms, %llu copies in %lld ms, "
+                "%zu differences\n",
                 FR_ROUNDS, (long long)t_pub, (unsigned long long)delivered, (long long)t_all, bad);
         idset_free(want, FR_OWNERS);
         ck_assert_msg(bad == 0, "%zu copies missing, extra or twice", bad);
@@ -377,8 +377,9 @@ START_TEST(acl_revoked_then_published_is_not_delivered)
                         else
                                 post_to_r++;
                 }
-        fprintf(stderr, "freshness: %d grant/revoke rounds published in %lld ms, %llu copies in %lld ms: "
-                        "pre to R %zu of %d, post to R %zu, controls %zu of %d, %zu differences\n",
+        fprintf(stderr,
+                "freshness: %d grant/revoke rounds published in %lld ms, %llu copies in %lld ms: "
+                "pre to R %zu of %d, post to R %zu, controls %zu of %d, %zu differences\n",
                 RV_ROUNDS, (long long)t_pub, (unsigned long long)delivered, (long long)t_all, pre_to_r, RV_ROUNDS,
                 post_to_r, to_p, 2 * RV_ROUNDS, bad);
         idset_free(got, RV_OWNERS + RV_CONTROLS);
@@ -405,15 +406,15 @@ END_TEST
 #define MX_N 3000
 #define MX_SENDERS 10
 #define MX_MEMBERS 20
-#define MX_ANN MX_MEMBERS          /* mentionable, on no durable channel */
-#define MX_SAM (MX_MEMBERS + 1)    /* sender 0, mentionable */
+#define MX_ANN MX_MEMBERS       /* mentionable, on no durable channel */
+#define MX_SAM (MX_MEMBERS + 1) /* sender 0, mentionable */
 #define MX_OWNERS (MX_MEMBERS + 2)
-#define MX_CID 0                   /* member of mx.a, mentionable */
-#define MX_BEN 14                  /* on mx.b and mx.c, ACL only mx.b */
-#define MX_POSTER 1                /* member of mx.a and sender 1 */
-#define MX_LEAVER 3                /* leaves mx.a at base + MX_N / 2 */
-#define MX_JOINER 17               /* joins mx.c at base + MX_N / 3 */
-#define MX_IDLE 2                  /* member of the live channel: ignored */
+#define MX_CID 0     /* member of mx.a, mentionable */
+#define MX_BEN 14    /* on mx.b and mx.c, ACL only mx.b */
+#define MX_POSTER 1  /* member of mx.a and sender 1 */
+#define MX_LEAVER 3  /* leaves mx.a at base + MX_N / 2 */
+#define MX_JOINER 17 /* joins mx.c at base + MX_N / 3 */
+#define MX_IDLE 2    /* member of the live channel: ignored */
 #define MX_HEARTBEAT_MS 1000
 #define MX_PROBE_MS 250
 
@@ -482,8 +483,8 @@ static const char *mx_channel(int i)
  * one; sender 0 is sam and sometimes mentions himself. */
 static const char *mx_mentions(int i)
 {
-        static const char *const m[] = {"[\"ann\"]", "[\"ann\",\"ANN\"]", "[\"ben\"]", "[\"nobody\"]",
-                                        "[\"Sam\"]", "[\"cid\"]"};
+        static const char *const m[] = {"[\"ann\"]",    "[\"ann\",\"ANN\"]", "[\"ben\"]",
+                                        "[\"nobody\"]", "[\"Sam\"]",         "[\"cid\"]"};
         return m[i % 6];
 }
 
@@ -594,7 +595,7 @@ static void mx_expect(const mx_run *r, int i, idset *want)
         json_t *names = json_loads(mx_mentions(i), 0, NULL);
         size_t k;
         json_t *v;
-        json_array_foreach(names, k, v) {
+        json_array_foreach (names, k, v) {
                 int o = mx_name_owner(json_string_value(v));
                 if (o < 0 || done[o] || strcmp(r->ids[o], from) == 0 || !mx_covers(r->acl[o], ch))
                         continue;
@@ -660,11 +661,12 @@ START_TEST(mixed_load_yields_exactly_the_expected_set)
                 char subject[256], body[512], id[32];
                 snprintf(id, sizeof id, "x-%d", i);
                 snprintf(subject, sizeof subject, "cotal." S ".chat.%s.%s", mx_sender(r, i), mx_channel(i));
-                int len = snprintf(body, sizeof body,
-                                   "{\"id\":\"%s\",\"ts\":1,\"space\":\"" S "\",\"from\":{\"id\":\"%s\",\"name\":\"s\"},"
-                                   "\"channel\":\"%s\",\"parts\":[{\"kind\":\"text\",\"text\":\"%s\"}],"
-                                   "\"mentions\":%s}",
-                                   id, mx_sender(r, i), mx_channel(i), id, mx_mentions(i));
+                int len =
+                        snprintf(body, sizeof body,
+                                 "{\"id\":\"%s\",\"ts\":1,\"space\":\"" S "\",\"from\":{\"id\":\"%s\",\"name\":\"s\"},"
+                                 "\"channel\":\"%s\",\"parts\":[{\"kind\":\"text\",\"text\":\"%s\"}],"
+                                 "\"mentions\":%s}",
+                                 id, mx_sender(r, i), mx_channel(i), id, mx_mentions(i));
                 jsPubOptions po;
                 jsPubOptions_Init(&po);
                 po.MsgId = id;
@@ -703,8 +705,9 @@ START_TEST(mixed_load_yields_exactly_the_expected_set)
         int64_t t_all = test_now_ms() - t0;
         ck_assert_msg(settled(SETTLE_MS), "the daemon did not drain CHAT and INBOX");
         size_t bad = dlv_diff(r->ids, MX_OWNERS, want, "probe-", NULL);
-        fprintf(stderr, "freshness: mixed run of %d messages published in %lld ms, %zu copies expected, %llu in "
-                        "%lld ms, %zu differences\n",
+        fprintf(stderr,
+                "freshness: mixed run of %d messages published in %lld ms, %zu copies expected, %llu in "
+                "%lld ms, %zu differences\n",
                 MX_N, (long long)t_pub, expected, (unsigned long long)(d.seen - probes), (long long)t_all, bad);
         idset_free(want, MX_OWNERS);
         free(r);

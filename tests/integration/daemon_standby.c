@@ -20,8 +20,8 @@
 #define BOB_DLV "cotal." S ".dlv." BOB
 #define LEASE_BUCKET "cotal_delivery_" S
 #define STANDBY_LOG "Standing by"
-#define TAKEOVER_SIGTERM_MS 10000  /* release + one 100 ms poll; generous for a loaded CI */
-#define TAKEOVER_SIGKILL_MS 45000  /* 30 s TTL + the renew period slack + a poll */
+#define TAKEOVER_SIGTERM_MS 10000 /* release + one 100 ms poll; generous for a loaded CI */
+#define TAKEOVER_SIGKILL_MS 45000 /* 30 s TTL + the renew period slack + a poll */
 
 static co_daemon a, b, c;
 static natsSubscription *spy;

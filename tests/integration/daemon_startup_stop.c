@@ -98,8 +98,8 @@ static void assert_successor_ready_at_once(const char *when)
         bool ready = co_daemon_wait_ready(&next, SUCCESSOR_READY_MS) && next.p.pid > 0;
         if (!ready)
                 co_daemon_dump(&next);
-        ck_assert_msg(ready, "%s: a new daemon was not ready within %d ms (lease TTL %d ms)", when,
-                      SUCCESSOR_READY_MS, CONTRACT_LEASE_TTL_MS);
+        ck_assert_msg(ready, "%s: a new daemon was not ready within %d ms (lease TTL %d ms)", when, SUCCESSOR_READY_MS,
+                      CONTRACT_LEASE_TTL_MS);
         int64_t took = test_now_ms() - t0;
         ck_assert_int_eq(co_daemon_stop(&next), 0);
         proc_destroy(&next.p);
@@ -182,8 +182,8 @@ END_TEST
 
 /* The start-up steps in the order the daemon logs them (§10.2). */
 static const char *const steps[] = {
-        "Connected to ", "Presence roster of ", "Acquired lease ", "Serving ",
-        "Fan-out bound to ", "Reader bound to ", "Ready: lease ",
+        "Connected to ",     "Presence roster of ", "Acquired lease ", "Serving ",
+        "Fan-out bound to ", "Reader bound to ",    "Ready: lease ",
 };
 #define STEPS (sizeof steps / sizeof *steps)
 
@@ -272,8 +272,9 @@ START_TEST(sigterm_at_random_delays_releases_and_exits_0)
                         (void)assert_stopped_clean(&dm, t1, when);
                 proc_destroy(&dm.p);
         }
-        fprintf(stderr, "startup_stop: %d random delays: every daemon exited 0 with the lease released (%d signalled "
-                        "before main())\n",
+        fprintf(stderr,
+                "startup_stop: %d random delays: every daemon exited 0 with the lease released (%d signalled "
+                "before main())\n",
                 RANDOM_ROUNDS, before_main);
         assert_successor_ready_at_once("after the random delays");
 }

@@ -22,8 +22,8 @@
 #define DLV "DLV_" S
 #define DLV_BOB "cotal." S ".dlv." BOB
 #define MAIN_NAME "cotal:delivery"
-#define GONE_MS 3000   /* --broker-gone-ms */
-#define STOP_MS 6000   /* the daemon stopped twice as long as that */
+#define GONE_MS 3000 /* --broker-gone-ms */
+#define STOP_MS 6000 /* the daemon stopped twice as long as that */
 #define WAIT_MS 20000
 
 static co_daemon dm;

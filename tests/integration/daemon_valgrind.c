@@ -56,8 +56,8 @@ START_TEST(lifecycle_is_memcheck_clean)
                                NULL, NULL, WAIT_MS);
         ck_assert_msg(r && json_is_true(json_object_get(r, "ok")), "join: %s", co_json_text(r));
         json_decref(r);
-        r = co_request(S, CAROL, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" CAROL "\",\"name\":\"carol\"}}", NULL, NULL,
-                       WAIT_MS);
+        r = co_request(S, CAROL, "{\"op\":\"listMemberships\",\"from\":{\"id\":\"" CAROL "\",\"name\":\"carol\"}}",
+                       NULL, NULL, WAIT_MS);
         ck_assert_msg(r && json_is_true(json_object_get(r, "ok")), "list: %s", co_json_text(r));
         json_decref(r);
 

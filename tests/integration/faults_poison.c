@@ -161,8 +161,9 @@ static void publish_poison(int i, poison *p)
                 /* A chat subject with no channel token (§6.1 step 1). */
                 const char *b = "{\"id\":\"short\",\"from\":{\"id\":\"" ALICE "\"}}";
                 p->seq = co_publish_raw("cotal." S ".chat." ALICE, NULL, b, strlen(b));
-                snprintf(p->expect, sizeof p->expect, "Dropped chat message " CHAT " seq %llu on cotal." S ".chat." ALICE
-                         ": not a chat subject", (unsigned long long)p->seq);
+                snprintf(p->expect, sizeof p->expect,
+                         "Dropped chat message " CHAT " seq %llu on cotal." S ".chat." ALICE ": not a chat subject",
+                         (unsigned long long)p->seq);
         } else {
                 /* Fits max_payload; its inbox entry cannot. */
                 size_t len = (size_t)natsConnection_GetMaxPayload(tu_nc) - 64;
@@ -223,9 +224,9 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
         /* ... and counted, entry by entry. */
         ck_assert_uint_gt(too_large, 0);
         json_t *doc = co_diag(sock, NULL);
-        ck_assert_uint_eq((uint64_t)json_integer_value(
-                                  json_object_get(json_object_get(doc, "counters"), "entries_too_large")),
-                          too_large);
+        ck_assert_uint_eq(
+                (uint64_t)json_integer_value(json_object_get(json_object_get(doc, "counters"), "entries_too_large")),
+                too_large);
         json_decref(doc);
         ck_assert_msg(!strstr(err, "retrying in") && !strstr(err, "retried in"), "a bad input went through a retry");
         ck_assert_msg(!strstr(err, "disconnected from the broker"), "a bad input cost the daemon its connection");
@@ -243,8 +244,8 @@ START_TEST(poison_is_dropped_and_good_traffic_is_not_delayed)
                         if (clock_of.arrived[i][k]) {
                                 delay[n++] = clock_of.arrived[i][k] - clock_of.sent[i];
                                 if (delay[n - 1] > GOOD_BOUND_MS / 4)
-                                        fprintf(stderr, "slow: pz-%d for %.8s took %lld ms (behind bad input %d)\n",
-                                                i, members[k], (long long)delay[n - 1], i - 1);
+                                        fprintf(stderr, "slow: pz-%d for %.8s took %lld ms (behind bad input %d)\n", i,
+                                                members[k], (long long)delay[n - 1], i - 1);
                         }
         pthread_mutex_unlock(&clock_of.lock);
         ck_assert_uint_eq(n, (size_t)GOOD * K);

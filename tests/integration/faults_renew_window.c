@@ -107,9 +107,9 @@ START_TEST(a_renew_that_gets_no_answer_stops_the_holder_before_its_record_can_ex
                 "renew_window: renew sent at since=%lld, broker frozen %lld ms later; %d unanswered tries%s; gave the "
                 "lease up %lld ms and exited %lld ms after the send time of the last confirmed write (limit %d ms, "
                 "TTL %d ms)\n",
-                (long long)w.since, (long long)(frozen_at - w.since), tries,
-                waited ? ", then waited for the link" : "", (long long)lost_after,
-                exited ? (long long)(exit_at - w.since) : -1LL, ACT_LIMIT_MS, CONTRACT_LEASE_TTL_MS);
+                (long long)w.since, (long long)(frozen_at - w.since), tries, waited ? ", then waited for the link" : "",
+                (long long)lost_after, exited ? (long long)(exit_at - w.since) : -1LL, ACT_LIMIT_MS,
+                CONTRACT_LEASE_TTL_MS);
         if (lost_after > ACT_LIMIT_MS + OBSERVE_SLACK_MS)
                 fprintf(stderr, "%s", err);
         ck_assert_msg(lost_after <= ACT_LIMIT_MS + OBSERVE_SLACK_MS,

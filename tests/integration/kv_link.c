@@ -74,8 +74,8 @@ START_TEST(a_kv_link_reset_loses_nothing_and_misses_no_acl_change)
          * fence failed until the watch was back and caught up). */
         const char *bob[] = {BOB}, *carol[] = {CAROL};
         t = co_dlv_settle(S, bob, 1, 1, "kw", DURING, WAIT_MS, NULL);
-        ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "bob: %d missing, %d dup, %d foreign",
-                      t.missing, t.dup, t.foreign);
+        ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "bob: %d missing, %d dup, %d foreign", t.missing,
+                      t.dup, t.foreign);
         /* A marker posted after the change: once Bob has it, everything
          * Carol would get has been decided. */
         co_chat(S, ALICE, "general", "marker", NULL);

@@ -207,8 +207,9 @@ START_TEST(a_long_catch_up_waits_for_the_reader)
         co_member_pending(S, "general", BOB, 0, 1);
         co_dlv_stall(S, true);
         natsSubscription *sub = co_request_send(
-                S, BOB, "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" BOB "\","
-                        "\"name\":\"bob\"}}");
+                S, BOB,
+                "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"general\"},\"from\":{\"id\":\"" BOB "\","
+                "\"name\":\"bob\"}}");
         owners_at at = {(const char *const[]){BOB}, 1, 500};
         ck_assert_msg(test_wait_until(all_at, &at, WAIT_MS), "the catch-up wrote %llu entries",
                       (unsigned long long)inbox_of(BOB));
@@ -251,8 +252,8 @@ START_TEST(the_bound_survives_a_broker_kill)
         wait_counter("lead", "held_messages", 100);
         wait_counter("counters", "deferred", 80);
         for (size_t i = 0; i < k; i++)
-                ck_assert_msg(inbox_of(owners[i]) <= 20, "owner %zu has %llu entries after a broker kill (limit 20)",
-                              i, (unsigned long long)inbox_of(owners[i]));
+                ck_assert_msg(inbox_of(owners[i]) <= 20, "owner %zu has %llu entries after a broker kill (limit 20)", i,
+                              (unsigned long long)inbox_of(owners[i]));
         co_dlv_stall(S, false);
         co_tally t = co_dlv_settle(S, owners, k, 1, "t", 60, WAIT_MS, NULL);
         ck_assert_msg(t.missing == 0 && t.dup == 0 && t.foreign == 0, "%d missing, %d duplicated, %d foreign",

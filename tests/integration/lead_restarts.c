@@ -51,7 +51,8 @@ static void setup(void)
         tu_broker_setup();
         co_provision(S);
         for (int k = 0; k < K; k++) {
-                snprintf(ids[k], sizeof ids[k], "UMEMBER%02d%.47s", k, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+                snprintf(ids[k], sizeof ids[k], "UMEMBER%02d%.47s", k,
+                         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
                 co_acl(S, ids[k], "[\"general\"]");
                 co_member(S, "general", ids[k], 0, 1, -1);
         }
@@ -94,8 +95,7 @@ START_TEST(restarts_during_a_burst_lose_nothing)
                          "SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS");
                 snprintf(subject, sizeof subject, "cotal." S ".chat.%s.general", sender);
                 int len = snprintf(body, sizeof body,
-                                   "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"s\"},\"parts\":[]}",
-                                   id, sender);
+                                   "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"s\"},\"parts\":[]}", id, sender);
                 jsPubOptions po;
                 jsPubOptions_Init(&po);
                 po.MsgId = id;
@@ -150,8 +150,8 @@ START_TEST(restarts_during_a_burst_lose_nothing)
         if (missing)
                 co_daemon_dump(&dm);
         ck_assert_msg(missing == 0 && dup == 0 && foreign == 0,
-                      "%d pairs missing (evicted unread?), %d duplicated, %d foreign; %llu copies stored", missing,
-                      dup, foreign, (unsigned long long)stored);
+                      "%d pairs missing (evicted unread?), %d duplicated, %d foreign; %llu copies stored", missing, dup,
+                      foreign, (unsigned long long)stored);
         ck_assert_uint_eq(co_last_seq(INBOX), (uint64_t)N * K);
         ck_assert(co_wait_acked(INBOX, "reader", (uint64_t)N * K, WAIT_MS));
         json_t *r = tu_api("$JS.API.CONSUMER.INFO.%s.%s", INBOX, "reader", NULL);

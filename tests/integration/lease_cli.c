@@ -147,8 +147,8 @@ static char *ctl_path(void)
 
 START_TEST(watch_prints_one_line_per_change)
 {
-        char *argv[] = {ctl_path(), "--server", tu_broker.url, "--space", "lease", "--json", "lease", "watch",
-                        "--count", "4", NULL};
+        char *argv[] = {ctl_path(), "--server", tu_broker.url, "--space", "lease", "--json",
+                        "lease",    "watch",    "--count",     "4",       NULL};
         proc p;
         ck_assert_int_eq(proc_spawn(&p, argv, NULL), 0);
         watch_ctx w = {.p = &p, .want = 1};
@@ -209,8 +209,8 @@ START_TEST(watch_reports_ttl_expiry)
 {
         /* The bucket's max_age removes the record 30 s after its last
          * write, with no watch event (research/cnats.md). */
-        char *argv[] = {ctl_path(), "--server", tu_broker.url, "--space", "lease", "--json", "lease", "watch",
-                        "--count", "2", NULL};
+        char *argv[] = {ctl_path(), "--server", tu_broker.url, "--space", "lease", "--json",
+                        "lease",    "watch",    "--count",     "2",       NULL};
         write_lease(false, -1, NULL);
         proc p;
         ck_assert_int_eq(proc_spawn(&p, argv, NULL), 0);

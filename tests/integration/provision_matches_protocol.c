@@ -35,8 +35,11 @@ static const struct {
         const char *bucket;
         long long ttl_ns;
 } buckets_main[] = {
-        {"cotal_presence_main", 6000000000LL}, {"cotal_channels_main", 0}, {"cotal_members_main", 0},
-        {"cotal_acl_main", 0},                 {"cotal_delivery_main", 30000000000LL},
+        {"cotal_presence_main", 6000000000LL},
+        {"cotal_channels_main", 0},
+        {"cotal_members_main", 0},
+        {"cotal_acl_main", 0},
+        {"cotal_delivery_main", 30000000000LL},
 };
 
 static void setup(void)
@@ -84,11 +87,11 @@ START_TEST(creates_protocol_configs)
                 char stream[128], subj[128];
                 snprintf(stream, sizeof stream, "KV_%s", buckets_main[i].bucket);
                 snprintf(subj, sizeof subj, "$KV.%s.>", buckets_main[i].bucket);
-                json_t *want = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:i, s:b, s:I}", "subjects",
-                                         subj, "retention", "limits", "max_msgs_per_subject", 1, "max_bytes", -1,
-                                         "max_msg_size", -1, "storage", "file", "discard", "new", "allow_direct", 1,
-                                         "num_replicas", 1, "allow_rollup_hdrs", 1, "max_age",
-                                         (json_int_t)buckets_main[i].ttl_ns);
+                json_t *want =
+                        json_pack("{s:[s], s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:i, s:b, s:I}", "subjects", subj,
+                                  "retention", "limits", "max_msgs_per_subject", 1, "max_bytes", -1, "max_msg_size", -1,
+                                  "storage", "file", "discard", "new", "allow_direct", 1, "num_replicas", 1,
+                                  "allow_rollup_hdrs", 1, "max_age", (json_int_t)buckets_main[i].ttl_ns);
                 json_t *have = tu_stream_config(stream);
                 tu_assert_fields(want, have, stream);
                 json_decref(want);
@@ -237,9 +240,8 @@ START_TEST(conflicting_dlv_durable_is_untouched)
         json_decref(provision("agents2", 0));
         /* An existing dlv_ durable with another ack_wait. */
         json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s, s:I, s:s}}", "stream_name", "DLV_agents2", "config",
-                                 "durable_name", "dlv_" BOB, "filter_subject", "cotal.agents2.dlv." BOB,
-                                 "ack_policy", "explicit", "ack_wait", (json_int_t)5000000000LL, "deliver_policy",
-                                 "all");
+                                 "durable_name", "dlv_" BOB, "filter_subject", "cotal.agents2.dlv." BOB, "ack_policy",
+                                 "explicit", "ack_wait", (json_int_t)5000000000LL, "deliver_policy", "all");
         json_decref(tu_api("$JS.API.CONSUMER.DURABLE.CREATE.%s.%s", "DLV_agents2", "dlv_" BOB, body));
 
         char *out = NULL, *err = NULL;

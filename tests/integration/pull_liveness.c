@@ -76,8 +76,8 @@ START_TEST(a_request_the_server_forgot_does_not_throttle_the_fetches)
         publish(total);
         pull_sub p;
         ck_assert_int_eq(pull_start(&p, nc, "_INBOX_PL", STREAM, DURABLE), 0);
-        p.open[p.n_open++] = (pull_request){.id = 999999, .requested = 1, .expires_ms = test_now_ms() + EXPIRES_MS,
-                                            .heartbeat = true};
+        p.open[p.n_open++] = (pull_request){
+                .id = 999999, .requested = 1, .expires_ms = test_now_ms() + EXPIRES_MS, .heartbeat = true};
         p.heard_ms = test_now_ms();
         /* Within 4 s (half expiry is 5 s): something arrives. */
         int got = fetch_ack(&p, batch, 4000);

@@ -32,15 +32,15 @@
 #define DINBOX_BOB "cotal." S ".dinbox." BOB
 #define DLV_BOB "cotal." S ".dlv." BOB
 #define READER_NAME "cotal:delivery-reader"
-#define ACK_WAIT_MS 60000      /* §3, Appendix A */
-#define CUT_BEFORE_MS 150      /* the reset lands this long before the redelivery */
-#define HOLD_MS 1000           /* the reader stays away this long */
+#define ACK_WAIT_MS 60000 /* §3, Appendix A */
+#define CUT_BEFORE_MS 150 /* the reset lands this long before the redelivery */
+#define HOLD_MS 1000      /* the reader stays away this long */
 /* The copy may come once the reader is back: the outage, a reconnect
  * (cnats waits 250 ms + jitter between attempts) and a fetch. */
 #define SLACK_MS (HOLD_MS + 4000)
 #define LATE_LIMIT_MS (2 * ACK_WAIT_MS + 20000) /* how long a late copy is waited for, to report it */
 #define WAIT_MS 20000
-#define NAKED 40               /* entries in case 2, fewer than a reader batch */
+#define NAKED 40 /* entries in case 2, fewer than a reader batch */
 
 static co_daemon dm, standby_dm;
 static connproxy *proxy;
@@ -125,7 +125,7 @@ static bool has_event(const json_t *doc, const char *event, const char *conn)
 {
         size_t i;
         json_t *e;
-        json_array_foreach(json_object_get(doc, "connection_events"), i, e)
+        json_array_foreach (json_object_get(doc, "connection_events"), i, e)
                 if (strcmp(json_string_value(json_object_get(e, "event")), event) == 0 &&
                     json_is_string(json_object_get(e, "connection")) &&
                     strcmp(json_string_value(json_object_get(e, "connection")), conn) == 0)
@@ -168,8 +168,8 @@ START_TEST(reader_reset_just_before_a_redelivery_delays_it_by_the_outage_only)
         fprintf(stderr,
                 "reader_flap: reader reset %lld ms before ack_wait ran out, back %lld ms after the reset; the "
                 "entry's dlv copy came %lld ms after its first delivery (ack_wait %d ms)%s\n",
-                (long long)(first + ACK_WAIT_MS - cut), (long long)(back - cut), (long long)(got - first),
-                ACK_WAIT_MS, came ? "" : ": never");
+                (long long)(first + ACK_WAIT_MS - cut), (long long)(back - cut), (long long)(got - first), ACK_WAIT_MS,
+                came ? "" : ": never");
         char *log = proc_stderr(&dm.p);
         const char *swept = strstr(log, "Cleared the reader connection's pull requests");
         fprintf(stderr, "reader_flap: daemon: %.*s\n", swept ? (int)strcspn(swept, "\n") : 9,
@@ -253,7 +253,8 @@ START_TEST(entries_naked_at_sigterm_reach_the_successor_at_once)
         fprintf(stderr, "reader_flap: %d entries, SIGTERM after the first transfer; all %d in dlv %lld ms later%s\n",
                 NAKED, c.have, (long long)took, done ? "" : " (not all)");
         ck_assert_msg(done, "%d of %d entries reached dlv", c.have, NAKED);
-        ck_assert_msg(took < ACK_WAIT_MS / 2, "the successor got the naked entries only after %lld ms", (long long)took);
+        ck_assert_msg(took < ACK_WAIT_MS / 2, "the successor got the naked entries only after %lld ms",
+                      (long long)took);
         for (int i = 0; i < NAKED; i++) {
                 ck_assert_int_eq(co_count_id(DLV, DLV_BOB, ids[i]), 1);
                 free(ids[i]);

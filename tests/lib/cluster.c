@@ -28,8 +28,7 @@ static void nap_ms(int ms)
 static json_t *api(natsConnection *nc, const char *subject, const char *body)
 {
         natsMsg *reply = NULL;
-        if (natsConnection_RequestString(&reply, nc, subject, body ? body : "", CLUSTER_REQUEST_TIMEOUT_MS) !=
-            NATS_OK)
+        if (natsConnection_RequestString(&reply, nc, subject, body ? body : "", CLUSTER_REQUEST_TIMEOUT_MS) != NATS_OK)
                 return NULL;
         json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
         natsMsg_Destroy(reply);
@@ -112,8 +111,7 @@ int cluster_start(natsd_cluster *c, int n)
         }
         size_t len = 0;
         for (int i = 0; i < n && r == 0; i++)
-                len += (size_t)snprintf(c->urls + len, sizeof c->urls - len, "%s%s", i ? "," : "",
-                                        c->nodes[i].url);
+                len += (size_t)snprintf(c->urls + len, sizeof c->urls - len, "%s%s", i ? "," : "", c->nodes[i].url);
         natsConnection *nc = NULL;
         if (r == 0 && cluster_connect(c, &nc) != NATS_OK)
                 r = -ECONNREFUSED;
@@ -205,15 +203,14 @@ static bool stream_healthy(const natsd_cluster *c, natsConnection *nc, const cha
         bool ok = cluster_node_index(c, json_string_value(json_object_get(cl, "leader"))) >= 0;
         size_t i, current = 0;
         json_t *rep;
-        json_array_foreach(json_object_get(cl, "replicas"), i, rep)
-                current += json_is_true(json_object_get(rep, "current")) &&
-                           !json_is_true(json_object_get(rep, "offline"));
+        json_array_foreach (json_object_get(cl, "replicas"), i, rep)
+                current +=
+                        json_is_true(json_object_get(rep, "current")) && !json_is_true(json_object_get(rep, "offline"));
         json_decref(cl);
         return ok && current == (size_t)c->n - 1;
 }
 
-bool cluster_wait_stream_healthy(const natsd_cluster *c, natsConnection *nc, const char *stream,
-                                 int64_t timeout_ms)
+bool cluster_wait_stream_healthy(const natsd_cluster *c, natsConnection *nc, const char *stream, int64_t timeout_ms)
 {
         int64_t deadline = test_now_ms() + timeout_ms;
         for (;;) {

@@ -44,5 +44,4 @@ int cluster_node_index(const natsd_cluster *c, const char *name);
 int cluster_stream_leader(const natsd_cluster *c, natsConnection *nc, const char *stream);
 /* True once stream has a leader and every other node is a current
  * replica of it; waits (bounded) up to timeout_ms. */
-bool cluster_wait_stream_healthy(const natsd_cluster *c, natsConnection *nc, const char *stream,
-                                 int64_t timeout_ms);
+bool cluster_wait_stream_healthy(const natsd_cluster *c, natsConnection *nc, const char *stream, int64_t timeout_ms);

@@ -55,8 +55,8 @@ static int loopback_socket(int port, bool listening)
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -1;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct sockaddr_in a = {
+                .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         int r = listening ? bind(fd, (struct sockaddr *)&a, sizeof a) : connect(fd, (struct sockaddr *)&a, sizeof a);
@@ -121,7 +121,8 @@ static void scan_hello(pair *q, const char *buf, size_t n)
         if (k && k < end) {
                 k += 8;
                 size_t len = strcspn(k, "\"");
-                snprintf(q->name, sizeof q->name, "%.*s", (int)(len < CONNPROXY_NAME_MAX ? len : CONNPROXY_NAME_MAX - 1), k);
+                snprintf(q->name, sizeof q->name, "%.*s",
+                         (int)(len < CONNPROXY_NAME_MAX ? len : CONNPROXY_NAME_MAX - 1), k);
         }
         q->named = true;
 }

@@ -74,8 +74,9 @@ void co_chat_retrying(const char *space, const char *sender, const char *channel
 {
         char *subject = NULL, *body = NULL;
         ck_assert(asprintf(&subject, "cotal.%s.chat.%s.%s", space, sender, channel) > 0);
-        ck_assert(asprintf(&body, "{\"id\":\"%s\",\"ts\":%lld,\"from\":{\"id\":\"%s\",\"name\":\"agent\"},\"parts\":[]}",
-                           id, (long long)wall_ms(), sender) > 0);
+        ck_assert(asprintf(&body,
+                           "{\"id\":\"%s\",\"ts\":%lld,\"from\":{\"id\":\"%s\",\"name\":\"agent\"},\"parts\":[]}", id,
+                           (long long)wall_ms(), sender) > 0);
         jsCtx *js = NULL;
         ck_assert(natsConnection_JetStream(&js, tu_nc, NULL) == NATS_OK);
         jsPubOptions po;
@@ -309,7 +310,7 @@ static uint64_t state_field(const char *stream, const char *field, const char *f
         if (filter) {
                 const char *k;
                 json_t *c;
-                json_object_foreach(json_object_get(state, "subjects"), k, c)
+                json_object_foreach (json_object_get(state, "subjects"), k, c)
                         v += (uint64_t)json_integer_value(c);
         } else {
                 v = (uint64_t)json_integer_value(json_object_get(state, field));
@@ -421,9 +422,13 @@ static void spawn(co_daemon *dm, const char *space, const char *creds, const cha
         if (getenv("COTAL_TEST_VALGRIND")) {
                 /* Memcheck: any error or a definite/indirect leak makes the
                  * exit status 99 instead of the daemon's own. */
-                static char *const vg[] = {"/usr/bin/valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+                static char *const vg[] = {"/usr/bin/valgrind",
+                                           "--quiet",
+                                           "--error-exitcode=99",
+                                           "--leak-check=full",
                                            "--show-leak-kinds=definite,indirect",
-                                           "--errors-for-leak-kinds=definite,indirect", "--num-callers=30"};
+                                           "--errors-for-leak-kinds=definite,indirect",
+                                           "--num-callers=30"};
                 for (size_t i = 0; i < sizeof vg / sizeof vg[0]; i++)
                         argv[n++] = vg[i];
         }
@@ -679,8 +684,7 @@ static bool acked(void *arg)
 {
         ack_ctx *c = arg;
         json_t *r = tu_api("$JS.API.CONSUMER.INFO.%s.%s", c->stream, c->consumer, NULL);
-        uint64_t floor = (uint64_t)json_integer_value(
-                json_object_get(json_object_get(r, "ack_floor"), "stream_seq"));
+        uint64_t floor = (uint64_t)json_integer_value(json_object_get(json_object_get(r, "ack_floor"), "stream_seq"));
         json_decref(r);
         return floor >= c->seq;
 }

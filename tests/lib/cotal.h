@@ -47,8 +47,7 @@ void co_presence(const char *space, const char *id, const char *name);
  * a join that crashed before its catch-up finished leaves it (§8.6, §13
  * items 51-53): a durableJoin then copies the whole window from
  * join_cursor. */
-void co_member_pending(const char *space, const char *channel, const char *owner, uint64_t join_cursor,
-                       uint64_t gen);
+void co_member_pending(const char *space, const char *channel, const char *owner, uint64_t join_cursor, uint64_t gen);
 /* Points DLV_<space> at other subjects (stalled) or back: while stalled,
  * every dlv publish finds no stream, so the reader naks each entry with
  * its 2 s delay (§7 row 8) and nothing leaves INBOX; the stream still
@@ -58,8 +57,8 @@ void co_dlv_stall(const char *space, bool stalled);
 /* A stored message read back by STREAM.MSG.GET. */
 typedef struct co_msg {
         char *subject;
-        char *msg_id;   /* Nats-Msg-Id header, or NULL */
-        json_t *body;   /* parsed data, or NULL if not JSON */
+        char *msg_id; /* Nats-Msg-Id header, or NULL */
+        json_t *body; /* parsed data, or NULL if not JSON */
         uint64_t seq;
 } co_msg;
 void co_msg_fini(co_msg *m);

@@ -35,14 +35,10 @@
 static int prefix_byte(char type)
 {
         switch (type) {
-        case 'O':
-                return NKEY_PREFIX_OPERATOR;
-        case 'A':
-                return NKEY_PREFIX_ACCOUNT;
-        case 'U':
-                return NKEY_PREFIX_USER;
-        default:
-                return -1;
+        case 'O': return NKEY_PREFIX_OPERATOR;
+        case 'A': return NKEY_PREFIX_ACCOUNT;
+        case 'U': return NKEY_PREFIX_USER;
+        default: return -1;
         }
 }
 
@@ -84,8 +80,7 @@ static int decode_seed(const jwt_key *k, unsigned char seed[NKEY_RAW_BYTES])
         int r = -EINVAL;
         if (creds_base32_decode(k->seed, strlen(k->seed), raw, sizeof raw, &n) == 0 && n == 2 + NKEY_RAW_BYTES + 2) {
                 unsigned crc = creds_crc16(raw, n - 2);
-                if (raw[n - 2] == (crc & 0xFF) && raw[n - 1] == (crc >> 8) &&
-                    (raw[0] & 0xF8) == NKEY_PREFIX_SEED) {
+                if (raw[n - 2] == (crc & 0xFF) && raw[n - 1] == (crc >> 8) && (raw[0] & 0xF8) == NKEY_PREFIX_SEED) {
                         memcpy(seed, raw + 2, NKEY_RAW_BYTES);
                         r = 0;
                 }
@@ -122,8 +117,7 @@ static int sign(const jwt_key *k, const char *msg, size_t len, unsigned char sig
         size_t sig_len = NKEY_SIG_BYTES;
         /* Ed25519 is one-shot: no digest, the whole message at once. */
         bool ok = pk && ctx && EVP_DigestSignInit(ctx, NULL, NULL, NULL, pk) == 1 &&
-                  EVP_DigestSign(ctx, sig, &sig_len, (const unsigned char *)msg, len) == 1 &&
-                  sig_len == NKEY_SIG_BYTES;
+                  EVP_DigestSign(ctx, sig, &sig_len, (const unsigned char *)msg, len) == 1 && sig_len == NKEY_SIG_BYTES;
         EVP_MD_CTX_free(ctx);
         EVP_PKEY_free(pk);
         return ok ? 0 : -EINVAL;
@@ -228,8 +222,8 @@ static json_t *account_limits(bool jetstream)
 {
         json_t *l = json_pack("{s:i, s:i, s:i, s:i, s:i, s:b, s:i, s:i}", "subs", -1, "data", -1, "payload", -1,
                               "imports", -1, "exports", -1, "wildcards", 1, "conn", -1, "leaf", -1);
-        json_t *js = jetstream ? json_pack("{s:i, s:i, s:i, s:i}", "mem_storage", -1, "disk_storage", -1,
-                                           "streams", -1, "consumer", -1)
+        json_t *js = jetstream ? json_pack("{s:i, s:i, s:i, s:i}", "mem_storage", -1, "disk_storage", -1, "streams", -1,
+                                           "consumer", -1)
                                : NULL;
         if (l && js)
                 json_object_update(l, js);
@@ -274,10 +268,10 @@ char *jwt_user(const jwt_key *acct, const jwt_key *user, const char *name, const
         if (!perms)
                 perms = &unrestricted;
         /* Limits as jwt.NewUserClaims sets them: unlimited. */
-        json_t *nats = json_pack("{s:o, s:o, s:i, s:i, s:i, s:s, s:i}",
-                                 "pub", permission(perms->pub_allow, perms->pub_deny),
-                                 "sub", permission(perms->sub_allow, perms->sub_deny),
-                                 "subs", -1, "data", -1, "payload", -1, "type", "user", "version", JWT_VERSION);
+        json_t *nats =
+                json_pack("{s:o, s:o, s:i, s:i, s:i, s:s, s:i}", "pub", permission(perms->pub_allow, perms->pub_deny),
+                          "sub", permission(perms->sub_allow, perms->sub_deny), "subs", -1, "data", -1, "payload", -1,
+                          "type", "user", "version", JWT_VERSION);
         if (nats && perms->resp)
                 json_object_set_new(nats, "resp", json_pack("{s:i, s:i}", "max", 1, "ttl", 0));
         return issue(acct, user->pub, name, perms->expires, nats);
@@ -338,8 +332,8 @@ char *jwt_server_conf(const char *operator_jwt, const char *system_account_pub, 
         /* An inline operator JWT is accepted where a file name is expected
          * (it starts with "eyJ"); keys and JWTs need no escaping inside
          * quotes (base32 and base64url characters only). */
-        fprintf(f, "operator: \"%s\"\nsystem_account: \"%s\"\nresolver: MEMORY\nresolver_preload: {\n",
-                operator_jwt, system_account_pub);
+        fprintf(f, "operator: \"%s\"\nsystem_account: \"%s\"\nresolver: MEMORY\nresolver_preload: {\n", operator_jwt,
+                system_account_pub);
         for (size_t i = 0; i < n; i++)
                 fprintf(f, "  \"%s\": \"%s\"\n", account_pubs[i], account_jwts[i]);
         fputs("}\n", f);

@@ -94,8 +94,8 @@ static bool accepts(int port)
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0)
                 return false;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct sockaddr_in a = {
+                .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         bool ok = false;
         struct timeval tv = {.tv_sec = 1};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -148,11 +148,10 @@ static int spawn(natsd *s)
                 /* execlp takes a path as it is and searches PATH otherwise. */
                 const char *bin = natsd_binary();
                 if (s->conf[0])
-                        execlp(bin, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store, "-c",
-                               s->conf, (char *)NULL);
-                else
-                        execlp(bin, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store,
+                        execlp(bin, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store, "-c", s->conf,
                                (char *)NULL);
+                else
+                        execlp(bin, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->store, (char *)NULL);
                 _exit(127);
         }
         close(lfd);

@@ -13,11 +13,11 @@
 typedef struct natsd {
         pid_t pid;
         int port;
-        char url[64];         /* nats://127.0.0.1:<port> */
-        char dir[256];        /* temp dir: store/, server.log, server.conf */
+        char url[64];  /* nats://127.0.0.1:<port> */
+        char dir[256]; /* temp dir: store/, server.log, server.conf */
         char store[300];
         char log[300];
-        char conf[300];       /* extra config, if any */
+        char conf[300]; /* extra config, if any */
 } natsd;
 
 /* The server binary tests run: $COTAL_TEST_NATS_SERVER when set (a path,

@@ -9,7 +9,7 @@
 
 typedef struct proc {
         pid_t pid;
-        int status;        /* exit code, 128+signal, or -1 while running */
+        int status; /* exit code, 128+signal, or -1 while running */
         char dir[256];
         char out_path[300];
         char err_path[300];

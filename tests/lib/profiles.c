@@ -165,8 +165,7 @@ void profile_fini(profile *p)
         memset(p, 0, sizeof *p);
 }
 
-bool profile_write_creds(const char *path, const jwt_key *acct, const jwt_key *key, const char *name,
-                         const profile *p)
+bool profile_write_creds(const char *path, const jwt_key *acct, const jwt_key *key, const char *name, const profile *p)
 {
         char *token = jwt_user(acct, key, name, &p->perms);
         bool ok = token && jwt_write_creds(path, token, key) == 0;
@@ -174,8 +173,7 @@ bool profile_write_creds(const char *path, const jwt_key *acct, const jwt_key *k
         return ok;
 }
 
-natsStatus profile_connect(natsConnection **nc, const char *creds, const char *id, natsErrHandler err_cb,
-                           void *closure)
+natsStatus profile_connect(natsConnection **nc, const char *creds, const char *id, natsErrHandler err_cb, void *closure)
 {
         char prefix[128];
         snprintf(prefix, sizeof prefix, "_INBOX_%s", id);

@@ -46,8 +46,7 @@ void profile_fini(profile *p);
 /* Mints a user JWT for key (issued by acct) with p's grants, named name
  * (the profile name, §11.1), and writes its creds file (mode 0600) at path.
  * False on any failure. */
-bool profile_write_creds(const char *path, const jwt_key *acct, const jwt_key *key, const char *name,
-                         const profile *p);
+bool profile_write_creds(const char *path, const jwt_key *acct, const jwt_key *key, const char *name, const profile *p);
 
 /* Connects to the test broker with creds, pinning the inbox prefix to
  * "_INBOX_<id>" as every scoped client must (§14.1 F4), so replies land

@@ -17,7 +17,7 @@
 typedef struct tcpproxy {
         int listen_fd;
         int upstream_port;
-        char url[64];                /* nats://127.0.0.1:<port> */
+        char url[64]; /* nats://127.0.0.1:<port> */
         pthread_t thread;
         atomic_bool stop;
         /* Monotonic ms (test_now_ms) until which broker->client bytes are
@@ -26,7 +26,7 @@ typedef struct tcpproxy {
         struct tcpproxy_pair *pairs; /* owned by the thread */
         /* Trigger (tcpproxy_hold_at): set before the traffic it watches. */
         char needle[256];
-        atomic_int needle_left;      /* occurrences still to see; 0: disarmed */
+        atomic_int needle_left; /* occurrences still to see; 0: disarmed */
         atomic_bool triggered;
 } tcpproxy;
 

@@ -112,8 +112,8 @@ json_t *tu_api(const char *fmt, const char *a, const char *b, json_t *body)
         char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
         json_decref(body);
         natsMsg *reply = NULL;
-        natsStatus s = natsConnection_Request(&reply, tu_nc, subject, payload, payload ? (int)strlen(payload) : 0,
-                                              5000);
+        natsStatus s =
+                natsConnection_Request(&reply, tu_nc, subject, payload, payload ? (int)strlen(payload) : 0, 5000);
         free(payload);
         ck_assert_msg(s == NATS_OK, "request %s failed: %s", subject, natsStatus_GetText(s));
         json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, NULL);
@@ -135,7 +135,7 @@ void tu_assert_fields(const json_t *want, const json_t *have, const char *what)
         ck_assert_msg(have != NULL, "%s: missing", what);
         const char *key;
         json_t *w;
-        json_object_foreach((json_t *)want, key, w) {
+        json_object_foreach ((json_t *)want, key, w) {
                 json_t *h = json_object_get(have, key);
                 char *ws = json_dumps(w, JSON_ENCODE_ANY | JSON_COMPACT);
                 char *hs = h ? json_dumps(h, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("(absent)");

@@ -41,43 +41,75 @@
 #define N_OWNERS 12
 #define N_SLOTS 2
 #define BROKER_GONE_MS 4000
-#define RESTART_SEC_MS 2000        /* the unit's RestartSec= (systemd/cotal-deliveryd@.service) */
+#define RESTART_SEC_MS 2000 /* the unit's RestartSec= (systemd/cotal-deliveryd@.service) */
 #define API_TIMEOUT_MS 5000
-#define PUBLISH_RETRY_MS 90000     /* a broker restart or freeze, then the store's recovery */
+#define PUBLISH_RETRY_MS 90000 /* a broker restart or freeze, then the store's recovery */
 #define KV_RETRY_MS 60000
-#define CTL_ATTEMPT_MS 20000       /* a 2,500-entry catch-up takes seconds on a busy machine */
-#define CTL_RETRY_MS 150000        /* lease TTL 30 s + start, twice */
+#define CTL_ATTEMPT_MS 20000 /* a 2,500-entry catch-up takes seconds on a busy machine */
+#define CTL_RETRY_MS 150000  /* lease TTL 30 s + start, twice */
 #define READY_WAIT_MS 90000
 /* Two ack_wait rounds (the nats-server 2.9.10 redelivery straggler comes
  * after the second) plus a takeover and a drain. */
 #define QUIESCE_MS 200000
 #define FINAL_DRAIN_MS 300000
 #define OBSERVER_CATCHUP_MS 120000
-#define ROSTER_UNSURE_MS 30000     /* after a broker fault, a rebuilt roster may lack expired presence */
+#define ROSTER_UNSURE_MS 30000 /* after a broker fault, a rebuilt roster may lack expired presence */
 #define BROKER_FAULT_GRACE_MS 60000
 #define POLL_MS 100
 #define QUIESCE_REPORT_MS 10000
 #define STEP_PAUSE_MAX_MS 200
 #define BURST_MIN 400
 #define BURST_MAX 2500
-#define BIG_JOIN_MIN 1100          /* a catch-up window beyond INBOX's 1,000 per owner */
+#define BIG_JOIN_MIN 1100 /* a catch-up window beyond INBOX's 1,000 per owner */
 #define BIG_JOIN_MAX 2500
 #define DIFFS_SHOWN 20
 #define PUB_CHUNK 1000
 
 enum fault {
-        F_DAEMON_KILL_HOLDER, F_DAEMON_TERM_HOLDER, F_DAEMON_KILL_STANDBY, F_DAEMON_TERM_STANDBY,
-        F_BURST, F_BURST_RESTARTS, F_BROKER_FREEZE_SHORT, F_BROKER_FREEZE_LONG, F_BROKER_RESTART_TERM,
-        F_BROKER_RESTART_KILL, F_SIGHUP, F_POISON_CHAT, F_POISON_INBOX, F_ACL_CHANGE, F_LEAVE, F_REJOIN,
-        F_FRESH_JOIN, F_BIG_JOIN, F_IDEMPOTENT_JOIN, F_BAD_CONTROL, F_QUIESCE, N_FAULTS
+        F_DAEMON_KILL_HOLDER,
+        F_DAEMON_TERM_HOLDER,
+        F_DAEMON_KILL_STANDBY,
+        F_DAEMON_TERM_STANDBY,
+        F_BURST,
+        F_BURST_RESTARTS,
+        F_BROKER_FREEZE_SHORT,
+        F_BROKER_FREEZE_LONG,
+        F_BROKER_RESTART_TERM,
+        F_BROKER_RESTART_KILL,
+        F_SIGHUP,
+        F_POISON_CHAT,
+        F_POISON_INBOX,
+        F_ACL_CHANGE,
+        F_LEAVE,
+        F_REJOIN,
+        F_FRESH_JOIN,
+        F_BIG_JOIN,
+        F_IDEMPOTENT_JOIN,
+        F_BAD_CONTROL,
+        F_QUIESCE,
+        N_FAULTS
 };
 static const char *const fault_names[N_FAULTS] = {
-        "daemon SIGKILL (holder)", "daemon SIGTERM (holder)", "daemon SIGKILL (standby)", "daemon SIGTERM (standby)",
-        "burst", "holder restarts during a burst", "broker SIGSTOP shorter than broker-gone-ms",
-        "broker SIGSTOP longer than broker-gone-ms", "broker SIGTERM + restart", "broker SIGKILL + restart",
-        "SIGHUP with changed tunables", "poison chat", "poison inbox entry", "ACL change (quiescent)",
-        "leave (quiescent)", "rejoin over a tombstone (quiescent)", "fresh join (under traffic)",
-        "join with catch-up > 1,000 (quiescent)", "idempotent join", "refused control request",
+        "daemon SIGKILL (holder)",
+        "daemon SIGTERM (holder)",
+        "daemon SIGKILL (standby)",
+        "daemon SIGTERM (standby)",
+        "burst",
+        "holder restarts during a burst",
+        "broker SIGSTOP shorter than broker-gone-ms",
+        "broker SIGSTOP longer than broker-gone-ms",
+        "broker SIGTERM + restart",
+        "broker SIGKILL + restart",
+        "SIGHUP with changed tunables",
+        "poison chat",
+        "poison inbox entry",
+        "ACL change (quiescent)",
+        "leave (quiescent)",
+        "rejoin over a tombstone (quiescent)",
+        "fresh join (under traffic)",
+        "join with catch-up > 1,000 (quiescent)",
+        "idempotent join",
+        "refused control request",
         "quiescent points reached",
 };
 
@@ -236,8 +268,8 @@ static void slot_spawn(int i)
         slot *s = &g.slots[i];
         if (s->running)
                 return;
-        char *argv[] = {(char *)g.deliveryd, "--space", SPACE, "--server", g.broker.url, "--no-auth",
-                        "--config",          g.conf, NULL};
+        char *argv[] = {(char *)g.deliveryd, "--space",  SPACE,  "--server", g.broker.url,
+                        "--no-auth",         "--config", g.conf, NULL};
         int inc = s->incarnation + 1;
         memset(s, 0, sizeof *s);
         s->incarnation = inc;
@@ -321,7 +353,8 @@ static void slot_reap(int i)
         snprintf(path, sizeof path, "%s/daemon-%d.log", g.workdir, i);
         FILE *f = fopen(path, "a");
         if (f) {
-                fprintf(f, "==== daemon %d incarnation %d id %s: status %d (%s) at %.3f s\n---- stdout\n%s---- stderr\n%s",
+                fprintf(f,
+                        "==== daemon %d incarnation %d id %s: status %d (%s) at %.3f s\n---- stdout\n%s---- stderr\n%s",
                         i, s->incarnation, s->id[0] ? s->id : "?", st, why, (double)now_ms() / 1000.0, out, err);
                 fclose(f);
         }
@@ -392,7 +425,10 @@ static void signal_slot(int i, int sig, const char *role)
         s->sent_sig = sig;
         proc_signal(&s->p, sig);
         note(true, "daemon %d (%s): %s (incarnation %d)", i, role,
-             sig == SIGKILL ? "SIGKILL" : sig == SIGTERM ? "SIGTERM" : "SIGHUP", s->incarnation);
+             sig == SIGKILL   ? "SIGKILL"
+             : sig == SIGTERM ? "SIGTERM"
+                              : "SIGHUP",
+             s->incarnation);
 }
 
 /* The holder, or (holder = false) another running daemon that has set
@@ -583,8 +619,7 @@ static bool quiet_now(uint64_t st[4])
                 return false;
         /* The fan-out acks a message only after its entries are stored, so
          * read the reader again: nothing was written in between. */
-        return consumer_state(g.names.inbox_stream, CONTRACT_READER_DURABLE, &st[2], &st[3]) == 0 && !st[2] &&
-               !st[3];
+        return consumer_state(g.names.inbox_stream, CONTRACT_READER_DURABLE, &st[2], &st[3]) == 0 && !st[2] && !st[3];
 }
 
 static bool quiesce(const char *why, int64_t timeout_ms)
@@ -597,7 +632,8 @@ static bool quiesce(const char *why, int64_t timeout_ms)
                         /* What a slow drain waits for: an ack_wait redelivery
                          * shows as unacked entries that do not move. */
                         next_report += QUIESCE_REPORT_MS;
-                        note(false, "draining for %s: %.0f s, fanout pending %" PRIu64 " unacked %" PRIu64
+                        note(false,
+                             "draining for %s: %.0f s, fanout pending %" PRIu64 " unacked %" PRIu64
                              ", reader pending %" PRIu64 " unacked %" PRIu64 ", holder %d",
                              why, (double)(now_ms() - t) / 1000.0, st[0], st[1], st[2], st[3], holder_slot());
                 }
@@ -803,22 +839,25 @@ static bool join(int ch, int o, uint64_t want_gen, bool new_version, const char 
         else if (!ok)
                 fail("%s of %s by %s: %s", what, soak_channel_names[ch], g.model.names[o],
                      json_string_value(json_object_get(r, "error")) ? json_string_value(json_object_get(r, "error"))
-                                                                     : "durable:false");
+                                                                    : "durable:false");
         else if (want_gen && gen != want_gen)
                 fail("%s of %s by %s: generation %" PRIu64 ", expected %" PRIu64, what, soak_channel_names[ch],
                      g.model.names[o], gen, want_gen);
         if (read && rec.present && ok && (!rec.activated || rec.gen != gen || rec.lc != SOAK_OPEN))
-                fail("%s of %s by %s: record after the join: generation %" PRIu64 " activated %d leaveCursor %s",
-                     what, soak_channel_names[ch], g.model.names[o], rec.gen, rec.activated,
+                fail("%s of %s by %s: record after the join: generation %" PRIu64 " activated %d leaveCursor %s", what,
+                     soak_channel_names[ch], g.model.names[o], rec.gen, rec.activated,
                      rec.lc == SOAK_OPEN ? "none" : "set");
         if (new_version && read && rec.present) {
-                soak_version v = {.gen = rec.gen, .jc = rec.jc, .lc = rec.lc, .epoch = g.model.epoch,
-                                  .t_ms = now_ms(), .uncertain = !r};
+                soak_version v = {.gen = rec.gen,
+                                  .jc = rec.jc,
+                                  .lc = rec.lc,
+                                  .epoch = g.model.epoch,
+                                  .t_ms = now_ms(),
+                                  .uncertain = !r};
                 soak_model_add_version(&g.model, ch, o, &v);
         }
-        note(true, "%s: %s joins %s: %s generation %" PRIu64 " joinCursor %" PRIu64 " (%.1f s)", what,
-             g.model.names[o], soak_channel_names[ch], ok ? "durable" : "NOT durable", rec.gen, rec.jc,
-             (double)(now_ms() - t) / 1000.0);
+        note(true, "%s: %s joins %s: %s generation %" PRIu64 " joinCursor %" PRIu64 " (%.1f s)", what, g.model.names[o],
+             soak_channel_names[ch], ok ? "durable" : "NOT durable", rec.gen, rec.jc, (double)(now_ms() - t) / 1000.0);
         json_decref(r);
         return ok;
 }
@@ -890,7 +929,8 @@ static void op_bad_control(void)
                          "},\"from\":{\"id\":\"%s\"}}",
                          soak_channel_names[ch], v->gen + 7, g.model.ids[o]);
         } else {
-                snprintf(body, sizeof body, "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"dur.*\"},\"from\":{\"id\":\"%s\"}}",
+                snprintf(body, sizeof body,
+                         "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"dur.*\"},\"from\":{\"id\":\"%s\"}}",
                          g.model.ids[o]);
         }
         if (holder_slot() < 0)
@@ -1068,7 +1108,8 @@ static void broker_fault_end(void)
 
 static void op_broker_freeze(bool longer)
 {
-        int ms = longer ? rnd_between(BROKER_GONE_MS * 3 / 2, BROKER_GONE_MS * 3) : rnd_between(300, BROKER_GONE_MS / 2);
+        int ms =
+                longer ? rnd_between(BROKER_GONE_MS * 3 / 2, BROKER_GONE_MS * 3) : rnd_between(300, BROKER_GONE_MS / 2);
         g.faults[longer ? F_BROKER_FREEZE_LONG : F_BROKER_FREEZE_SHORT]++;
         note(true, "broker: SIGSTOP for %d ms", ms);
         broker_fault_start();
@@ -1151,8 +1192,8 @@ static void op_burst(void)
 
 static void op_poison_chat(void)
 {
-        static const char *const kinds[] = {"not JSON", "JSON array", "null", "no id", "numeric id",
-                                            "spoofed from.id", "no from", "from.id not a string"};
+        static const char *const kinds[] = {"not JSON",   "JSON array",      "null",    "no id",
+                                            "numeric id", "spoofed from.id", "no from", "from.id not a string"};
         int kind = rnd_below(8), ch = draw_channel(), so;
         const char *from = sender_for(ch, &so);
         char id[32], subject[256], body[1024];
@@ -1163,13 +1204,29 @@ static void op_poison_chat(void)
         case 0: snprintf(body, sizeof body, "{\"id\":\"%s\", not json", id); break;
         case 1: snprintf(body, sizeof body, "[\"%s\",1,2]", id); break;
         case 2: snprintf(body, sizeof body, "null"); break;
-        case 3: snprintf(body, sizeof body, "{\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", from, g.model.names[0]); break;
-        case 4: snprintf(body, sizeof body, "{\"id\":42,\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", from, g.model.names[1]); break;
-        case 5: snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", id, strcmp(spoof, from) ? spoof : g.model.ids[0], g.model.names[2]); break;
+        case 3:
+                snprintf(body, sizeof body, "{\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", from,
+                         g.model.names[0]);
+                break;
+        case 4:
+                snprintf(body, sizeof body, "{\"id\":42,\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}",
+                         from, g.model.names[1]);
+                break;
+        case 5:
+                snprintf(body, sizeof body,
+                         "{\"id\":\"%s\",\"from\":{\"id\":\"%s\",\"name\":\"x\"},\"mentions\":[\"%s\"]}", id,
+                         strcmp(spoof, from) ? spoof : g.model.ids[0], g.model.names[2]);
+                break;
         case 6: snprintf(body, sizeof body, "{\"id\":\"%s\",\"mentions\":[\"%s\"]}", id, g.model.names[3]); break;
-        default: snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":7,\"name\":\"x\"},\"mentions\":[\"%s\"]}", id, g.model.names[4]); break;
+        default:
+                snprintf(body, sizeof body, "{\"id\":\"%s\",\"from\":{\"id\":7,\"name\":\"x\"},\"mentions\":[\"%s\"]}",
+                         id, g.model.names[4]);
+                break;
         }
-        soak_post p = {.t_ms = now_ms(), .epoch = g.model.epoch, .sender_owner = (int16_t)so, .ch = (uint8_t)ch,
+        soak_post p = {.t_ms = now_ms(),
+                       .epoch = g.model.epoch,
+                       .sender_owner = (int16_t)so,
+                       .ch = (uint8_t)ch,
                        .flags = POST_POISON};
         if (!publish(subject, id, body, strlen(body), &p.seq))
                 p.flags |= POST_SEQ_UNKNOWN;
@@ -1183,8 +1240,11 @@ static void op_poison_chat(void)
  * an owner with no ACL at all (rows 3-4: ten deliveries, then terminated). */
 static void op_poison_inbox(void)
 {
-        static const char *const kinds[] = {"not JSON", "no seq", "live mention outside the ACL",
-                                            "durable entry outside every interval", "five-token subject",
+        static const char *const kinds[] = {"not JSON",
+                                            "no seq",
+                                            "live mention outside the ACL",
+                                            "durable entry outside every interval",
+                                            "five-token subject",
                                             "unknown owner"};
         int kind = rnd_below(100) < 4 ? 5 : rnd_below(5);
         int o = rnd_below(N_OWNERS);
@@ -1197,11 +1257,10 @@ static void op_poison_inbox(void)
         uint64_t gen = 0;
         int ch = CH_DUR_A;
         switch (kind) {
-        case 0:
-                snprintf(body, sizeof body, "{\"msg\":%s,\"channel\":", msg);
-                break;
+        case 0: snprintf(body, sizeof body, "{\"msg\":%s,\"channel\":", msg); break;
         case 1:
-                snprintf(body, sizeof body, "{\"msg\":%s,\"channel\":\"dur.a\",\"reason\":\"durable-channel\",\"generation\":1}", msg);
+                snprintf(body, sizeof body,
+                         "{\"msg\":%s,\"channel\":\"dur.a\",\"reason\":\"durable-channel\",\"generation\":1}", msg);
                 break;
         case 2: {
                 int c = -1;
@@ -1222,16 +1281,21 @@ static void op_poison_inbox(void)
                 soak_version *v = soak_model_latest(&g.model, ch, o);
                 gen = v ? v->gen : 1;
                 snprintf(body, sizeof body,
-                         "{\"msg\":%s,\"channel\":\"%s\",\"seq\":%" PRIu64 ",\"reason\":\"durable-channel\",\"generation\":%" PRIu64 "}",
+                         "{\"msg\":%s,\"channel\":\"%s\",\"seq\":%" PRIu64
+                         ",\"reason\":\"durable-channel\",\"generation\":%" PRIu64 "}",
                          msg, soak_channel_names[ch], v ? v->jc : 1, gen);
                 break;
         }
         case 4:
-                snprintf(body, sizeof body, "{\"msg\":%s,\"channel\":\"dur.a\",\"seq\":1,\"reason\":\"live-mention\",\"generation\":0}", msg);
+                snprintf(body, sizeof body,
+                         "{\"msg\":%s,\"channel\":\"dur.a\",\"seq\":1,\"reason\":\"live-mention\",\"generation\":0}",
+                         msg);
                 break;
         default:
                 make_id(owner, "GHOST", g.poison_n);
-                snprintf(body, sizeof body, "{\"msg\":%s,\"channel\":\"dur.a\",\"seq\":1,\"reason\":\"live-mention\",\"generation\":0}", msg);
+                snprintf(body, sizeof body,
+                         "{\"msg\":%s,\"channel\":\"dur.a\",\"seq\":1,\"reason\":\"live-mention\",\"generation\":0}",
+                         msg);
                 break;
         }
         snprintf(msgid, sizeof msgid, "%s:%s:%" PRIu64, id, owner, gen);
@@ -1318,7 +1382,8 @@ static int mirror(const char *name, const char *origin)
         json_decref(body);
         json_decref(reply);
         if (r < 0)
-                fprintf(stderr, "soak: cannot mirror %s: %s\n", origin, err.description[0] ? err.description : strerror(-r));
+                fprintf(stderr, "soak: cannot mirror %s: %s\n", origin,
+                        err.description[0] ? err.description : strerror(-r));
         return r;
 }
 
@@ -1422,8 +1487,8 @@ static int setup(void)
                                 prefix) < 0)
                 return -EIO;
         snprintf(prefix, sizeof prefix, "cotal.%s.dinbox.", SPACE);
-        if (soak_observer_start(&g.inbox, &g.model, g.broker.url, SOAK_INBOX_MIRROR, "soakinbox",
-                                g.names.dinbox_filter, prefix) < 0)
+        if (soak_observer_start(&g.inbox, &g.model, g.broker.url, SOAK_INBOX_MIRROR, "soakinbox", g.names.dinbox_filter,
+                                prefix) < 0)
                 return -EIO;
         if (soak_presence_start(&g.presence, &g.model, g.broker.url, g.names.presence_bucket) < 0)
                 return -EIO;
@@ -1476,11 +1541,11 @@ typedef struct diff {
         uint64_t key;
         const char *what; /* missing, duplicated, foreign */
         uint32_t copies;
-        bool broker;      /* missing, lost by the broker (see verdict) */
+        bool broker; /* missing, lost by the broker (see verdict) */
 } diff;
 
 typedef struct verdict {
-        soak_map expected;  /* key -> flags 1 required, 2 optional */
+        soak_map expected; /* key -> flags 1 required, 2 optional */
         uint64_t required, optional, optional_seen, delivered_pairs, stored_copies;
         uint64_t missing, dup, foreign;
         uint64_t missing_not_written, missing_inbox_gone, missing_inbox_there;
@@ -1558,12 +1623,13 @@ static void describe(const verdict *v, const diff *d, char *out, size_t size)
         uint64_t pi = soak_key_post(d->key);
         int o = soak_key_owner(d->key);
         const soak_post *p = pi < g.model.n_posts ? &g.model.posts[pi] : NULL;
-        int len = snprintf(out, size, "%-10s p%" PRIu64 ":%s:%" PRIu64, d->what, pi, o < N_OWNERS ? g.model.names[o] : "?",
-                           soak_key_gen(d->key));
+        int len = snprintf(out, size, "%-10s p%" PRIu64 ":%s:%" PRIu64, d->what, pi,
+                           o < N_OWNERS ? g.model.names[o] : "?", soak_key_gen(d->key));
         if (p)
                 len += snprintf(out + len, size - (size_t)len,
-                                "  channel %s seq %" PRIu64 " sender %s epoch %u posted at %.1f s", soak_channel_names[p->ch],
-                                p->seq, p->sender_owner >= 0 ? g.model.names[p->sender_owner] : "pool", p->epoch,
+                                "  channel %s seq %" PRIu64 " sender %s epoch %u posted at %.1f s",
+                                soak_channel_names[p->ch], p->seq,
+                                p->sender_owner >= 0 ? g.model.names[p->sender_owner] : "pool", p->epoch,
                                 (double)p->t_ms / 1000.0);
         if (strcmp(d->what, "missing") == 0) {
                 soak_cell *ic = soak_map_get(&g.inbox.ids, d->key);
@@ -1571,12 +1637,13 @@ static void describe(const verdict *v, const diff *d, char *out, size_t size)
                 if (!ic)
                         len += snprintf(out + len, size - (size_t)len, "; never written to INBOX");
                 else
-                        len += snprintf(out + len, size - (size_t)len, "; in INBOX at seq %" PRIu64 " (%s), never in DLV",
-                                        ic->first_seq,
+                        len += snprintf(out + len, size - (size_t)len,
+                                        "; in INBOX at seq %" PRIu64 " (%s), never in DLV", ic->first_seq,
                                         inbox_holds(ic->first_seq) == 0 ? "gone: evicted unread" : "still there");
                 if (d->broker)
                         snprintf(out + len, size - (size_t)len,
-                                 "; LOST BY THE BROKER: INBOX still holds an older entry of this owner (seq %" PRIu64 ")",
+                                 "; LOST BY THE BROKER: INBOX still holds an older entry of this owner (seq %" PRIu64
+                                 ")",
                                  v->inbox_first[o_first]);
         } else if (strcmp(d->what, "duplicated") == 0) {
                 snprintf(out + len, size - (size_t)len, "; %u stored copies in DLV", d->copies);
@@ -1643,7 +1710,8 @@ static void verify(void)
         bool caught = false;
         while (!caught && now_ms() < end) {
                 uint64_t dl = 0, ml = 0, il = 0, nl = 0;
-                caught = stream_state(g.names.dlv_stream, NULL, &dl) == 0 && stream_state(SOAK_DLV_MIRROR, NULL, &ml) == 0 &&
+                caught = stream_state(g.names.dlv_stream, NULL, &dl) == 0 &&
+                         stream_state(SOAK_DLV_MIRROR, NULL, &ml) == 0 &&
                          stream_state(g.names.inbox_stream, NULL, &il) == 0 &&
                          stream_state(SOAK_INBOX_MIRROR, NULL, &nl) == 0 && ml >= dl && nl >= il &&
                          consumer_state(SOAK_DLV_MIRROR, "soakdlv", &pend, &ack) == 0 && !pend && !ack &&
@@ -1664,8 +1732,10 @@ static void verify(void)
                      "SIGKILL): the count is incomplete, missing pairs may be among them",
                      dlv_unseen);
         if (g.dlv.seq_reused || g.inbox.seq_reused)
-                note(true, "the broker reused %" PRIu64 " DLV and %" PRIu64 " INBOX seqs for other messages (it lost "
-                     "a stream's acknowledged tail in a SIGKILL)", g.dlv.seq_reused, g.inbox.seq_reused);
+                note(true,
+                     "the broker reused %" PRIu64 " DLV and %" PRIu64 " INBOX seqs for other messages (it lost "
+                     "a stream's acknowledged tail in a SIGKILL)",
+                     g.dlv.seq_reused, g.inbox.seq_reused);
 
         /* Pending work, read once more. */
         uint64_t st[4] = {0};
@@ -1686,9 +1756,10 @@ static void verify(void)
                         bool same = v ? rec.present && rec.gen == v->gen && rec.jc == v->jc && rec.lc == v->lc
                                       : !rec.present;
                         if (!same && record_diffs++ < 5)
-                                fail("record %s/%s is generation %" PRIu64 " joinCursor %" PRIu64 ", the model has %" PRIu64
-                                     "/%" PRIu64, soak_channel_names[ch], g.model.names[o], rec.gen, rec.jc,
-                                     v ? v->gen : 0, v ? v->jc : 0);
+                                fail("record %s/%s is generation %" PRIu64 " joinCursor %" PRIu64
+                                     ", the model has %" PRIu64 "/%" PRIu64,
+                                     soak_channel_names[ch], g.model.names[o], rec.gen, rec.jc, v ? v->gen : 0,
+                                     v ? v->jc : 0);
                 }
 
         verdict v = {0};
@@ -1734,32 +1805,35 @@ static void verify(void)
         }
         uint64_t by_broker = v.broker_evicted + v.broker_unseen;
         if (by_broker)
-                note(true, "%" PRIu64 " missing pairs were lost by the broker: %" PRIu64 " evicted from INBOX while an "
-                     "older entry of the same owner is still stored (a per-subject limit drops the oldest first), %"
-                     PRIu64 " of such owners never seen in INBOX; nats-server %s%s",
+                note(true,
+                     "%" PRIu64 " missing pairs were lost by the broker: %" PRIu64 " evicted from INBOX while an "
+                     "older entry of the same owner is still stored (a per-subject limit drops the oldest first), "
+                     "%" PRIu64 " of such owners never seen in INBOX; nats-server %s%s",
                      by_broker, v.broker_evicted, v.broker_unseen, g.broker_version[0] ? g.broker_version : "?",
                      broker_fixed(g.broker_version) ? "" : " (a known defect of 2.9 after a restart)");
         if (by_broker && (g.strict_broker || broker_fixed(g.broker_version)))
                 fail("%" PRIu64 " pairs lost by the broker's out-of-order INBOX eviction%s", by_broker,
                      g.strict_broker ? " (--strict-broker)" : " on a broker that should not do that");
         if (v.missing > by_broker || v.dup || v.foreign)
-                fail("%" PRIu64 " missing (%" PRIu64 " never written to INBOX, %" PRIu64 " evicted from INBOX unread, %"
-                     PRIu64 " still in INBOX; not counting %" PRIu64 " lost by the broker), %" PRIu64 " duplicated, %"
-                     PRIu64 " foreign",
+                fail("%" PRIu64 " missing (%" PRIu64 " never written to INBOX, %" PRIu64
+                     " evicted from INBOX unread, %" PRIu64 " still in INBOX; not counting %" PRIu64
+                     " lost by the broker), %" PRIu64 " duplicated, %" PRIu64 " foreign",
                      v.missing - by_broker, v.missing_not_written - v.broker_unseen,
                      v.missing_inbox_gone - v.broker_evicted, v.missing_inbox_there, by_broker, v.dup, v.foreign);
         if (g.dlv.poison || g.dlv.foreign)
-                fail("DLV holds %" PRIu64 " copies of poison and %" PRIu64 " of unknown shape (first: %s)", g.dlv.poison,
-                     g.dlv.foreign, g.dlv.foreign_ids[0] ? g.dlv.foreign_ids[0] : "-");
+                fail("DLV holds %" PRIu64 " copies of poison and %" PRIu64 " of unknown shape (first: %s)",
+                     g.dlv.poison, g.dlv.foreign, g.dlv.foreign_ids[0] ? g.dlv.foreign_ids[0] : "-");
 
         print_counts();
-        printf("soak: expected %" PRIu64 " pairs (+%" PRIu64 " optional, %" PRIu64 " of them delivered); DLV holds %"
-               PRIu64 " distinct ids in %" PRIu64 " copies (%" PRIu64 " harness redeliveries ignored); INBOX %" PRIu64
-               " entries seen, %" PRIu64 " evicted before the harness read them\n",
+        printf("soak: expected %" PRIu64 " pairs (+%" PRIu64 " optional, %" PRIu64
+               " of them delivered); DLV holds %" PRIu64 " distinct ids in %" PRIu64 " copies (%" PRIu64
+               " harness redeliveries ignored); INBOX %" PRIu64 " entries seen, %" PRIu64
+               " evicted before the harness read them\n",
                v.required, v.optional, v.optional_seen, v.delivered_pairs, v.stored_copies, g.dlv.redelivered,
                g.inbox.distinct, inbox_unseen);
         printf("soak: missing %" PRIu64 ", duplicated %" PRIu64 ", foreign %" PRIu64
-               "; final drain %.1f s%s; fanout %" PRIu64 "/%" PRIu64 " reader %" PRIu64 "/%" PRIu64 " pending/unacked\n",
+               "; final drain %.1f s%s; fanout %" PRIu64 "/%" PRIu64 " reader %" PRIu64 "/%" PRIu64
+               " pending/unacked\n",
                v.missing, v.dup, v.foreign, (double)drain_ms / 1000.0, drained ? "" : " (NOT drained)", st[0], st[1],
                st[2], st[3]);
         if (v.n_diffs) {
@@ -1802,7 +1876,6 @@ static void probe_broker_version(char *out, size_t size)
         }
         pclose(f);
 }
-
 
 /* ---- main ---- */
 

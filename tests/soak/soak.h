@@ -40,21 +40,21 @@ enum {
 };
 
 typedef struct soak_post {
-        uint64_t seq;          /* CHAT stream sequence from the PubAck */
-        int64_t t_ms;          /* since the run started */
-        uint32_t epoch;        /* quiescent epoch it was posted in */
-        int16_t sender_owner;  /* owner index of the sender, -1: a pool sender */
+        uint64_t seq;         /* CHAT stream sequence from the PubAck */
+        int64_t t_ms;         /* since the run started */
+        uint32_t epoch;       /* quiescent epoch it was posted in */
+        int16_t sender_owner; /* owner index of the sender, -1: a pool sender */
         uint8_t ch;
         uint8_t flags;
-        uint16_t mentions;     /* owners resolved from msg.mentions (bit per owner) */
+        uint16_t mentions; /* owners resolved from msg.mentions (bit per owner) */
 } soak_post;
 
 /* One membership record version of (channel, owner) as read back. */
 typedef struct soak_version {
-        uint64_t gen, jc, lc;  /* lc: SOAK_OPEN while open */
-        uint32_t epoch;        /* epoch it was written in */
+        uint64_t gen, jc, lc; /* lc: SOAK_OPEN while open */
+        uint32_t epoch;       /* epoch it was written in */
         int64_t t_ms;
-        bool uncertain;        /* its join was never answered: pairs optional */
+        bool uncertain; /* its join was never answered: pairs optional */
 } soak_version;
 
 typedef struct soak_versions {
@@ -80,17 +80,26 @@ void soak_model_next_epoch(soak_model *m);
 size_t soak_model_add_post(soak_model *m, const soak_post *p);
 void soak_model_add_version(soak_model *m, int ch, int owner, const soak_version *v);
 soak_version *soak_model_latest(soak_model *m, int ch, int owner); /* NULL: never a record */
-int soak_model_owner(const soak_model *m, const char *id);        /* -1: not an owner */
-int soak_model_resolve(const soak_model *m, const char *name);    /* §6.3 by lowercased name */
+int soak_model_owner(const soak_model *m, const char *id);         /* -1: not an owner */
+int soak_model_resolve(const soak_model *m, const char *name);     /* §6.3 by lowercased name */
 
 /* A dedup id "p<post>:<owner>:<gen>" as a number. */
 static inline uint64_t soak_key(uint64_t post, int owner, uint64_t gen)
 {
         return (post << 32) | ((uint64_t)owner << 24) | (gen & 0xffffff);
 }
-static inline uint64_t soak_key_post(uint64_t k) { return k >> 32; }
-static inline int soak_key_owner(uint64_t k) { return (int)((k >> 24) & 0xff); }
-static inline uint64_t soak_key_gen(uint64_t k) { return k & 0xffffff; }
+static inline uint64_t soak_key_post(uint64_t k)
+{
+        return k >> 32;
+}
+static inline int soak_key_owner(uint64_t k)
+{
+        return (int)((k >> 24) & 0xff);
+}
+static inline uint64_t soak_key_gen(uint64_t k)
+{
+        return k & 0xffffff;
+}
 
 /* Calls fn for every pair the model expects: required (must be there
  * exactly once) or optional (at most once). */
@@ -99,8 +108,8 @@ void soak_model_expected(const soak_model *m, soak_expect_fn fn, void *arg);
 
 /* ---- a uint64 -> counts map (open addressing) ---- */
 typedef struct soak_cell {
-        uint64_t key;         /* stored key + 1; 0 = empty */
-        uint32_t copies;      /* distinct stream seqs holding it */
+        uint64_t key;    /* stored key + 1; 0 = empty */
+        uint32_t copies; /* distinct stream seqs holding it */
         uint32_t flags;
         uint64_t first_seq;
 } soak_cell;
@@ -119,22 +128,22 @@ soak_cell *soak_map_put(soak_map *m, uint64_t key); /* found or inserted (zeroed
 #define SOAK_FOREIGN_KEEP 32
 
 typedef struct soak_observer {
-        const soak_model *model;   /* owners only (fixed before start) */
+        const soak_model *model;                                 /* owners only (fixed before start) */
         char *url, *stream, *consumer, *filter, *subject_prefix; /* owned */
         pthread_t thread;
         atomic_bool stop, running;
-        pthread_mutex_t mu;        /* guards everything below */
-        soak_map ids;              /* key -> distinct stored copies */
-        uint8_t *seen;             /* bitmap of stream seqs seen */
-        uint64_t *seq_key;         /* per seen seq: its dedup key + 1 (0: not a "p" id) */
-        uint64_t seen_cap;         /* bits */
+        pthread_mutex_t mu; /* guards everything below */
+        soak_map ids;       /* key -> distinct stored copies */
+        uint8_t *seen;      /* bitmap of stream seqs seen */
+        uint64_t *seq_key;  /* per seen seq: its dedup key + 1 (0: not a "p" id) */
+        uint64_t seen_cap;  /* bits */
         uint64_t distinct, redelivered, max_seq;
         /* A seq seen again with another id: the broker reused it (a
          * SIGKILLed nats-server can lose the tail of a stream it had
          * acknowledged, and then gives its seqs to new messages). */
         uint64_t seq_reused;
-        uint64_t poison;           /* ids of the harness's own poison ("y…"/"z…") */
-        uint64_t foreign;          /* ids not of the "p<post>:<owner>:<gen>" shape or on another owner's subject */
+        uint64_t poison;  /* ids of the harness's own poison ("y…"/"z…") */
+        uint64_t foreign; /* ids not of the "p<post>:<owner>:<gen>" shape or on another owner's subject */
         char *foreign_ids[SOAK_FOREIGN_KEEP];
         uint64_t errors;
         char last_error[256];

@@ -63,10 +63,10 @@ static int create_consumer(soak_observer *o, natsConnection *nc)
 {
         char subject[256];
         snprintf(subject, sizeof subject, "$JS.API.CONSUMER.DURABLE.CREATE.%s.%s", o->stream, o->consumer);
-        json_t *body = json_pack("{s:s,s:{s:s,s:s,s:s,s:I,s:s,s:i}}", "stream_name", o->stream, "config",
-                                 "durable_name", o->consumer, "filter_subject", o->filter, "ack_policy", "explicit",
-                                 "ack_wait", (json_int_t)OBS_ACK_WAIT_NS, "deliver_policy", "all", "max_ack_pending",
-                                 OBS_MAX_ACK_PENDING);
+        json_t *body =
+                json_pack("{s:s,s:{s:s,s:s,s:s,s:I,s:s,s:i}}", "stream_name", o->stream, "config", "durable_name",
+                          o->consumer, "filter_subject", o->filter, "ack_policy", "explicit", "ack_wait",
+                          (json_int_t)OBS_ACK_WAIT_NS, "deliver_policy", "all", "max_ack_pending", OBS_MAX_ACK_PENDING);
         json_t *reply = NULL;
         jsapi_error err = {0};
         int r = jsapi_request(nc, subject, body, 5000, &reply, &err);

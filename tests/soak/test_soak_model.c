@@ -55,8 +55,12 @@ static void teardown(void)
 
 static size_t post(int ch, uint64_t seq, int sender, uint16_t mentions, uint8_t flags)
 {
-        soak_post p = {.seq = seq, .epoch = m.epoch, .sender_owner = (int16_t)sender, .ch = (uint8_t)ch,
-                       .flags = flags, .mentions = mentions};
+        soak_post p = {.seq = seq,
+                       .epoch = m.epoch,
+                       .sender_owner = (int16_t)sender,
+                       .ch = (uint8_t)ch,
+                       .flags = flags,
+                       .mentions = mentions};
         return soak_model_add_post(&m, &p);
 }
 
@@ -79,7 +83,7 @@ START_TEST(acl_patterns_follow_subject_matches)
         /* "dur" has one token, "dur.c" two: only the exact entry covers. */
         ck_assert(soak_acl_covers(ACL_DUR_C, CH_DUR_C));
         ck_assert(!soak_acl_covers(ACL_DUR_C, CH_DUR_A));
-        ck_assert(soak_acl_covers(5, CH_DUR_B));  /* dur.> */
+        ck_assert(soak_acl_covers(5, CH_DUR_B)); /* dur.> */
         ck_assert(!soak_acl_covers(5, CH_LIVE_X));
         ck_assert(soak_acl_covers(6, CH_LIVE_Y)); /* live.> */
 }
@@ -101,7 +105,7 @@ START_TEST(interval_boundaries_and_sender)
         ck_assert_int_eq(expected(&s, soak_key(at21, 2, 1)), -1); /* the sender's own post */
         ck_assert_int_eq(expected(&s, soak_key(at10, 2, 1)), 1);
         ck_assert_int_eq(expected(&s, soak_key(other, 2, 1)), -1); /* another channel */
-        ck_assert_int_eq(s.n, 5); /* owner 1: 11, 20; owner 2: 10, 11, 20 */
+        ck_assert_int_eq(s.n, 5);                                  /* owner 1: 11, 20; owner 2: 10, 11, 20 */
 }
 END_TEST
 
@@ -158,7 +162,7 @@ START_TEST(mentions_on_live_channels_only)
         soak_model_expected(&m, collect, &s);
         ck_assert_int_eq(expected(&s, soak_key(live, 1, 0)), 1);
         ck_assert_int_eq(expected(&s, soak_key(live, 2, 0)), 1);
-        ck_assert_int_eq(expected(&s, soak_key(live, 3, 0)), -1); /* the sender */
+        ck_assert_int_eq(expected(&s, soak_key(live, 3, 0)), -1);  /* the sender */
         ck_assert_int_eq(expected(&s, soak_key(other, 2, 0)), -1); /* outside the ACL */
         ck_assert_int_eq(expected(&s, soak_key(unsure, 0, 0)), 0);
         ck_assert_int_eq(expected(&s, soak_key(durable, 1, 1)), 1);

@@ -51,8 +51,7 @@ START_TEST(every_row_has_a_valid_default_and_help)
                 if (k->type == CONFIG_INT || k->type == CONFIG_MS) {
                         ck_assert_msg(k->def, "%s has no default", k->name);
                         long long v = config_number(&c, k);
-                        ck_assert_msg(v >= k->min && v <= k->max && v == atoll(k->def), "%s default %lld",
-                                      k->name, v);
+                        ck_assert_msg(v >= k->min && v <= k->max && v == atoll(k->def), "%s default %lld", k->name, v);
                 }
                 if (k->type == CONFIG_STRING && k->def) {
                         ck_assert_str_eq(config_string(&c, k), k->def);
@@ -71,8 +70,7 @@ START_TEST(long_options_must_be_spelled_out)
                          CONFIG_USAGE);
         ck_assert_str_eq(err, "unknown option --spac");
         config_fini(&c);
-        ck_assert_int_eq(load(&c, err, sizeof err, (const char *const[]){"--space=x", "--no-au", NULL}),
-                         CONFIG_USAGE);
+        ck_assert_int_eq(load(&c, err, sizeof err, (const char *const[]){"--space=x", "--no-au", NULL}), CONFIG_USAGE);
         ck_assert_str_eq(err, "unknown option --no-au");
         config_fini(&c);
         /* A value that looks like an option is still a value. */
@@ -115,7 +113,7 @@ START_TEST(every_file_error_is_reported_with_its_line)
         ck_assert_str_eq(err, "t.conf:2: fanout-batch must be an integer in 1..1024, got \"0\"\n"
                               "t.conf:3: unknown key \"bogus\"\n"
                               "t.conf:5: expected \"key = value\"");
-        ck_assert_int_eq(c.reader_batch, 10); /* the good lines still apply */
+        ck_assert_int_eq(c.reader_batch, 10);      /* the good lines still apply */
         ck_assert_int_eq(c.inbox_lead_limit, 500); /* empty: the default */
         config_fini(&c);
 }
@@ -125,9 +123,9 @@ START_TEST(check_config_exits_0_or_2)
 {
         config c;
         char err[1024];
-        ck_assert_int_eq(load(&c, err, sizeof err, (const char *const[]){"--space", "s", "--no-auth",
-                                                                          "--check-config", NULL}),
-                         CONFIG_EXIT_OK);
+        ck_assert_int_eq(
+                load(&c, err, sizeof err, (const char *const[]){"--space", "s", "--no-auth", "--check-config", NULL}),
+                CONFIG_EXIT_OK);
         config_fini(&c);
         ck_assert_int_eq(load(&c, err, sizeof err, (const char *const[]){"--no-auth", "--check-config", NULL}),
                          CONFIG_USAGE);
@@ -135,9 +133,9 @@ START_TEST(check_config_exits_0_or_2)
         config_fini(&c);
         /* An unreadable file is a runtime failure at start, a failed check
          * under --check-config. */
-        ck_assert_int_eq(load(&c, err, sizeof err, (const char *const[]){"--space", "s", "--no-auth", "--config",
-                                                                          "/nonexistent/x.conf", "--check-config",
-                                                                          NULL}),
+        ck_assert_int_eq(load(&c, err, sizeof err,
+                              (const char *const[]){"--space", "s", "--no-auth", "--config", "/nonexistent/x.conf",
+                                                    "--check-config", NULL}),
                          CONFIG_USAGE);
         config_fini(&c);
 }

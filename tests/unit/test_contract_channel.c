@@ -15,8 +15,8 @@
 /* ---- assertValidChannel ------------------------------------------------- */
 
 static const char *const valid_channels[] = {
-        "review", "team.backend", "a-b_c.D9", "general", "a.b.c.d.e",
-        "*", ">", "team.>", "team.*", "*.x", "*.*.>", "-", "_",
+        "review", "team.backend", "a-b_c.D9", "general", "a.b.c.d.e", "*", ">",
+        "team.>", "team.*",       "*.x",      "*.*.>",   "-",         "_",
 };
 
 START_TEST(test_valid_channels)
@@ -35,31 +35,31 @@ typedef struct check_case {
 } check_case;
 
 static const check_case invalid_channels[] = {
-        { "", CHANNEL_EMPTY, NULL },
-        { ".", CHANNEL_EMPTY_SEGMENT, NULL },
-        { ".a", CHANNEL_EMPTY_SEGMENT, NULL },
-        { "a.", CHANNEL_EMPTY_SEGMENT, NULL },
-        { "a..b", CHANNEL_EMPTY_SEGMENT, NULL },
-        { ">.a", CHANNEL_GT_NOT_LAST, NULL },
-        { "a.>.b", CHANNEL_GT_NOT_LAST, NULL },
-        { ">.>", CHANNEL_GT_NOT_LAST, NULL },
-        { "a b", CHANNEL_BAD_SEGMENT, "a b" },
-        { " a", CHANNEL_BAD_SEGMENT, " a" },         /* segments are not trimmed */
-        { "a.b ", CHANNEL_BAD_SEGMENT, "b " },
-        { "a.b c.d", CHANNEL_BAD_SEGMENT, "b c" },
-        { "caf\xc3\xa9", CHANNEL_BAD_SEGMENT, "caf\xc3\xa9" },
-        { "a*", CHANNEL_BAD_SEGMENT, "a*" },
-        { "a.>>", CHANNEL_BAD_SEGMENT, ">>" },
-        { "a.**", CHANNEL_BAD_SEGMENT, "**" },
-        { "a/b", CHANNEL_BAD_SEGMENT, "a/b" },
-        { "x.\t", CHANNEL_BAD_SEGMENT, "\t" },
+        {"", CHANNEL_EMPTY, NULL},
+        {".", CHANNEL_EMPTY_SEGMENT, NULL},
+        {".a", CHANNEL_EMPTY_SEGMENT, NULL},
+        {"a.", CHANNEL_EMPTY_SEGMENT, NULL},
+        {"a..b", CHANNEL_EMPTY_SEGMENT, NULL},
+        {">.a", CHANNEL_GT_NOT_LAST, NULL},
+        {"a.>.b", CHANNEL_GT_NOT_LAST, NULL},
+        {">.>", CHANNEL_GT_NOT_LAST, NULL},
+        {"a b", CHANNEL_BAD_SEGMENT, "a b"},
+        {" a", CHANNEL_BAD_SEGMENT, " a"}, /* segments are not trimmed */
+        {"a.b ", CHANNEL_BAD_SEGMENT, "b "},
+        {"a.b c.d", CHANNEL_BAD_SEGMENT, "b c"},
+        {"caf\xc3\xa9", CHANNEL_BAD_SEGMENT, "caf\xc3\xa9"},
+        {"a*", CHANNEL_BAD_SEGMENT, "a*"},
+        {"a.>>", CHANNEL_BAD_SEGMENT, ">>"},
+        {"a.**", CHANNEL_BAD_SEGMENT, "**"},
+        {"a/b", CHANNEL_BAD_SEGMENT, "a/b"},
+        {"x.\t", CHANNEL_BAD_SEGMENT, "\t"},
         /* left to right, first failure wins */
-        { "a b..c", CHANNEL_BAD_SEGMENT, "a b" },
-        { "a..b c", CHANNEL_EMPTY_SEGMENT, NULL },
-        { "x.>.a b", CHANNEL_GT_NOT_LAST, NULL },
-        { "a b.>.c", CHANNEL_BAD_SEGMENT, "a b" },
-        { ">..", CHANNEL_GT_NOT_LAST, NULL },
-        { "a..>", CHANNEL_EMPTY_SEGMENT, NULL },
+        {"a b..c", CHANNEL_BAD_SEGMENT, "a b"},
+        {"a..b c", CHANNEL_EMPTY_SEGMENT, NULL},
+        {"x.>.a b", CHANNEL_GT_NOT_LAST, NULL},
+        {"a b.>.c", CHANNEL_BAD_SEGMENT, "a b"},
+        {">..", CHANNEL_GT_NOT_LAST, NULL},
+        {"a..>", CHANNEL_EMPTY_SEGMENT, NULL},
 };
 
 START_TEST(test_invalid_channels)
@@ -117,47 +117,47 @@ typedef struct match_case {
 
 static const match_case match_cases[] = {
         /* PROTOCOL §1.3 examples */
-        { "team.>", "team.backend", true },
-        { "team.>", "team.a.b", true },
-        { "team.>", "team", false },
-        { "*", "general", true },
-        { "*", "a.b", false },
-        { ">", "a", true },
-        { ">", "a.b.c", true },
-        { ">", "team.backend", true },
+        {"team.>", "team.backend", true},
+        {"team.>", "team.a.b", true},
+        {"team.>", "team", false},
+        {"*", "general", true},
+        {"*", "a.b", false},
+        {">", "a", true},
+        {">", "a.b.c", true},
+        {">", "team.backend", true},
         /* exact tokens, byte-equal and case-sensitive */
-        { "a.b", "a.b", true },
-        { "a.b", "a.c", false },
-        { "a.b", "a", false },
-        { "a", "a.b", false },
-        { "A", "a", false },
-        { " a", "a", false },
-        { "general", "general", true },
+        {"a.b", "a.b", true},
+        {"a.b", "a.c", false},
+        {"a.b", "a", false},
+        {"a", "a.b", false},
+        {"A", "a", false},
+        {" a", "a", false},
+        {"general", "general", true},
         /* '*' is one token */
-        { "*.b", "a.b", true },
-        { "a.*.c", "a.x.c", true },
-        { "a.*.c", "a.x", false },
-        { "a.*", "a.x.y", false },
-        { "*.*", "a.b", true },
+        {"*.b", "a.b", true},
+        {"a.*.c", "a.x.c", true},
+        {"a.*.c", "a.x", false},
+        {"a.*", "a.x.y", false},
+        {"*.*", "a.b", true},
         /* '>' decides as soon as it is reached */
-        { "a.>", "a", false },
-        { "a.>", "b.c", false },
-        { "a.>.c", "a.b", true },
+        {"a.>", "a", false},
+        {"a.>", "b.c", false},
+        {"a.>.c", "a.b", true},
         /* split(".") semantics: "" is one empty token */
-        { ">", "", true },
-        { "*", "", true },
-        { "", "", true },
-        { "", "a", false },
-        { "a..b", "a..b", true },
-        { "a.*.b", "a..b", true },
+        {">", "", true},
+        {"*", "", true},
+        {"", "", true},
+        {"", "a", false},
+        {"a..b", "a..b", true},
+        {"a.*.b", "a..b", true},
 };
 
 START_TEST(test_subject_matches)
 {
         const match_case *c = &match_cases[_i];
 
-        ck_assert_msg(contract_subject_matches(c->pattern, c->name) == c->want,
-                      "subjectMatches(\"%s\", \"%s\") != %d", c->pattern, c->name, c->want);
+        ck_assert_msg(contract_subject_matches(c->pattern, c->name) == c->want, "subjectMatches(\"%s\", \"%s\") != %d",
+                      c->pattern, c->name, c->want);
 }
 END_TEST
 
@@ -170,9 +170,9 @@ END_TEST
 
 START_TEST(test_channel_in_allow)
 {
-        const char *const acl[] = { "general", "team.>" };
-        const char *const with_null[] = { NULL, "review", NULL };
-        const char *const everything[] = { ">" };
+        const char *const acl[] = {"general", "team.>"};
+        const char *const with_null[] = {NULL, "review", NULL};
+        const char *const everything[] = {">"};
 
         ck_assert(contract_channel_in_allow(acl, 2, "general"));
         ck_assert(contract_channel_in_allow(acl, 2, "team.backend"));
@@ -180,7 +180,7 @@ START_TEST(test_channel_in_allow)
         ck_assert(!contract_channel_in_allow(acl, 2, "team"));
         ck_assert(!contract_channel_in_allow(acl, 2, "random"));
         ck_assert(!contract_channel_in_allow(acl, 1, "team.backend")); /* n is honoured */
-        ck_assert(!contract_channel_in_allow(acl, 0, "general"));       /* [] reads nothing */
+        ck_assert(!contract_channel_in_allow(acl, 0, "general"));      /* [] reads nothing */
         ck_assert(!contract_channel_in_allow(NULL, 0, "general"));
         ck_assert(contract_channel_in_allow(with_null, 3, "review"));
         ck_assert(!contract_channel_in_allow(with_null, 3, "general"));
@@ -197,29 +197,31 @@ typedef struct path_case {
 } path_case;
 
 static const path_case path_cases[] = {
-        { "review", 0, "review" },
-        { "team.backend", 0, "team.backend" },
-        { " team . backend ", 0, "team.backend" },
-        { "a..b", 0, "a.b" },
-        { ".a.", 0, "a" },
-        { "", 0, "_" },
-        { "...", 0, "_" },
-        { " . \t", 0, "_" },
-        { "a.*", 0, "a.*" },
-        { "*", 0, "*" },
-        { "a.>", 0, "a.>" },
-        { ">", 0, ">" },
-        { "a. > ", 0, "a.>" },
-        { "a.>.", 0, "a.>" },          /* empty segments are dropped first */
-        { "a.>.b", -EINVAL, NULL },
-        { ">.a", -EINVAL, NULL },
-        { "My Space.x/y", 0, "My_Space.x_y" },
-        { "caf\xc3\xa9.\xf0\x9f\x98\x80", 0, "caf_.__" },
-        { "x*>", 0, "x__" },           /* not a wildcard segment: token() */
-        { "**.>>", 0, "__.__" },
-        { "\xc2\xa0" "a\xe3\x80\x80.b", 0, "a.b" },
-        { "a.\xff", -EILSEQ, NULL },
-        { "\xed\xa0\x80", -EILSEQ, NULL },
+        {"review", 0, "review"},
+        {"team.backend", 0, "team.backend"},
+        {" team . backend ", 0, "team.backend"},
+        {"a..b", 0, "a.b"},
+        {".a.", 0, "a"},
+        {"", 0, "_"},
+        {"...", 0, "_"},
+        {" . \t", 0, "_"},
+        {"a.*", 0, "a.*"},
+        {"*", 0, "*"},
+        {"a.>", 0, "a.>"},
+        {">", 0, ">"},
+        {"a. > ", 0, "a.>"},
+        {"a.>.", 0, "a.>"}, /* empty segments are dropped first */
+        {"a.>.b", -EINVAL, NULL},
+        {">.a", -EINVAL, NULL},
+        {"My Space.x/y", 0, "My_Space.x_y"},
+        {"caf\xc3\xa9.\xf0\x9f\x98\x80", 0, "caf_.__"},
+        {"x*>", 0, "x__"}, /* not a wildcard segment: token() */
+        {"**.>>", 0, "__.__"},
+        {"\xc2\xa0"
+         "a\xe3\x80\x80.b",
+         0, "a.b"},
+        {"a.\xff", -EILSEQ, NULL},
+        {"\xed\xa0\x80", -EILSEQ, NULL},
 };
 
 START_TEST(test_channel_path)
@@ -270,8 +272,7 @@ START_TEST(test_kv_key_valid)
 {
         ck_assert(contract_kv_key_valid("lease.0"));
         ck_assert(contract_kv_key_valid("=defaults"));
-        ck_assert(contract_kv_key_valid(
-                "team.backend/UDI36ZKVNUM5WMO4QQ6HDQU7F4OH2RCXOJRX6GAIOS5SKVNNSKCDNLJA"));
+        ck_assert(contract_kv_key_valid("team.backend/UDI36ZKVNUM5WMO4QQ6HDQU7F4OH2RCXOJRX6GAIOS5SKVNNSKCDNLJA"));
         ck_assert(contract_kv_key_valid("a-b_c"));
         ck_assert(contract_kv_key_valid("a..b")); /* the regex allows inner double dots */
         ck_assert(contract_kv_key_valid("/"));
@@ -357,8 +358,7 @@ static Suite *channel_suite(void)
         tcase_add_test(match, test_subject_matches_null);
         tcase_add_test(match, test_channel_in_allow);
         tcase_add_loop_test(path, test_channel_path, 0, N(path_cases));
-        tcase_add_loop_test(path, test_channel_path_is_identity_on_valid_channels, 0,
-                            N(valid_channels));
+        tcase_add_loop_test(path, test_channel_path_is_identity_on_valid_channels, 0, N(valid_channels));
         tcase_add_test(path, test_channel_path_long_segment);
         tcase_add_test(keys, test_kv_key_valid);
         tcase_add_test(keys, test_member_key_parse);

@@ -20,27 +20,26 @@
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* PROTOCOL §5.1 example. */
-#define CHAT_JSON                                                                              \
-        "{\"id\":\"018f1d0a-0000-7000-9000-000000000001\",\"ts\":1710000000000,"              \
-        "\"space\":\"main\",\"from\":{\"id\":\"" ALICE "\",\"name\":\"alice\","               \
-        "\"role\":\"planner\"},\"channel\":\"team.backend\",\"mentions\":[\"bob\"],"          \
-        "\"parts\":[{\"kind\":\"text\",\"text\":\"Can you review this?\"}],"                  \
+#define CHAT_JSON                                                                                                      \
+        "{\"id\":\"018f1d0a-0000-7000-9000-000000000001\",\"ts\":1710000000000,"                                       \
+        "\"space\":\"main\",\"from\":{\"id\":\"" ALICE "\",\"name\":\"alice\","                                        \
+        "\"role\":\"planner\"},\"channel\":\"team.backend\",\"mentions\":[\"bob\"],"                                   \
+        "\"parts\":[{\"kind\":\"text\",\"text\":\"Can you review this?\"}],"                                           \
         "\"contextId\":\"ctx-1\"}"
 /* PROTOCOL §5.2 example: Bob's copy at seq 4711, generation 3. */
-#define ENTRY_JSON                                                                             \
-        "{\"msg\":" CHAT_JSON ",\"channel\":\"team.backend\",\"seq\":4711,"                   \
+#define ENTRY_JSON                                                                                                     \
+        "{\"msg\":" CHAT_JSON ",\"channel\":\"team.backend\",\"seq\":4711,"                                            \
         "\"reason\":\"durable-channel\",\"generation\":3}"
 /* PROTOCOL §4.3 example. */
-#define ACL_JSON                                                                               \
-        "{\"allowSubscribe\":[\"general\",\"team.>\"],\"revision\":1,\"updatedAt\":1710000000000}"
+#define ACL_JSON "{\"allowSubscribe\":[\"general\",\"team.>\"],\"revision\":1,\"updatedAt\":1710000000000}"
 /* PROTOCOL §4.4 examples (<D> = DAEMON), in the encoder's field order. */
-#define MEMBER1_JSON                                                                           \
-        "{\"channel\":\"team.backend\",\"owner\":\"" BOB "\",\"state\":\"durable-active\","   \
-        "\"joinCursor\":4700,\"generation\":3,\"activated\":true,"                            \
+#define MEMBER1_JSON                                                                                                   \
+        "{\"channel\":\"team.backend\",\"owner\":\"" BOB "\",\"state\":\"durable-active\","                            \
+        "\"joinCursor\":4700,\"generation\":3,\"activated\":true,"                                                     \
         "\"writerIdentity\":\"" DAEMON "\",\"updatedAt\":1710000000123}"
-#define MEMBER2_JSON                                                                           \
-        "{\"channel\":\"team.backend\",\"owner\":\"" BOB "\",\"state\":\"live-confirmed\","   \
-        "\"joinCursor\":4700,\"generation\":3,\"activated\":true,"                            \
+#define MEMBER2_JSON                                                                                                   \
+        "{\"channel\":\"team.backend\",\"owner\":\"" BOB "\",\"state\":\"live-confirmed\","                            \
+        "\"joinCursor\":4700,\"generation\":3,\"activated\":true,"                                                     \
         "\"writerIdentity\":\"" DAEMON "\",\"updatedAt\":1710000099000,\"leaveCursor\":4812}"
 /* PROTOCOL §4.5 example. */
 #define LEASE_JSON "{\"holder\":\"" DAEMON "\",\"since\":1710000000000,\"ready\":true}"
@@ -65,8 +64,7 @@ static rec_status dec_chat(const char *d, size_t l, rec_error *e)
         rec_status s = contract_chat_decode(d, l, &c, e);
 
         if (s != REC_OK)
-                ck_assert(c.root == NULL && c.id == NULL && c.from_id == NULL &&
-                          c.mentions == NULL);
+                ck_assert(c.root == NULL && c.id == NULL && c.from_id == NULL && c.mentions == NULL);
         contract_chat_fini(&c);
         return s;
 }
@@ -77,8 +75,7 @@ static rec_status dec_entry(const char *d, size_t l, rec_error *e)
         rec_status s = contract_entry_decode(d, l, &x, e);
 
         if (s != REC_OK)
-                ck_assert(x.root == NULL && x.msg == NULL && x.msg_id == NULL &&
-                          x.channel == NULL);
+                ck_assert(x.root == NULL && x.msg == NULL && x.msg_id == NULL && x.channel == NULL);
         contract_entry_fini(&x);
         return s;
 }
@@ -100,8 +97,7 @@ static rec_status dec_member(const char *d, size_t l, rec_error *e)
         rec_status s = contract_member_decode(d, l, &m, e);
 
         if (s != REC_OK)
-                ck_assert(m.channel == NULL && m.owner == NULL && m.state_raw == NULL &&
-                          m.writer_identity == NULL);
+                ck_assert(m.channel == NULL && m.owner == NULL && m.state_raw == NULL && m.writer_identity == NULL);
         contract_member_fini(&m);
         return s;
 }
@@ -149,15 +145,21 @@ static char *variant_of(const char *base, const char *path, const char *value)
 
 typedef struct variant {
         decode_fn fn;
-        const char *base;  /* a valid document, or the whole input when path is NULL */
+        const char *base; /* a valid document, or the whole input when path is NULL */
         const char *path;
         const char *value; /* JSON text; NULL deletes the field */
         rec_status want;
         const char *field; /* expected err.field */
 } variant;
 
-#define V(fn, base, path, value, want, field) { fn, base, path, value, want, field }
-#define RAW(fn, doc, want) { fn, doc, NULL, NULL, want, "" }
+#define V(fn, base, path, value, want, field)                                                                          \
+        {                                                                                                              \
+                fn, base, path, value, want, field                                                                     \
+        }
+#define RAW(fn, doc, want)                                                                                             \
+        {                                                                                                              \
+                fn, doc, NULL, NULL, want, ""                                                                          \
+        }
 
 static const variant variants[] = {
         /* ---- chat (§5.1, §6.1) ---- */
@@ -179,8 +181,8 @@ static const variant variants[] = {
         V(dec_chat, CHAT_JSON, "from.id", "{}", REC_E_TYPE, "from.id"),
         V(dec_chat, CHAT_JSON, "mentions", NULL, REC_OK, ""),
         V(dec_chat, CHAT_JSON, "mentions", "5", REC_OK, ""),
-        V(dec_chat, CHAT_JSON, "channel", NULL, REC_OK, ""),   /* ignored */
-        V(dec_chat, CHAT_JSON, "ts", "1.5", REC_OK, ""),       /* passed through */
+        V(dec_chat, CHAT_JSON, "channel", NULL, REC_OK, ""), /* ignored */
+        V(dec_chat, CHAT_JSON, "ts", "1.5", REC_OK, ""),     /* passed through */
         RAW(dec_chat, "", REC_E_NOT_JSON),
         RAW(dec_chat, "{", REC_E_NOT_JSON),
         RAW(dec_chat, "{\"id\":\"a\",\"from\":{\"id\":\"U\"}} x", REC_E_NOT_JSON),
@@ -197,8 +199,7 @@ static const variant variants[] = {
         /* §5.1: integers beyond int64 do not make a message malformed */
         RAW(dec_chat, "{\"id\":\"a\",\"from\":{\"id\":\"U\"},\"n\":" HUGE_INT "}", REC_OK),
         RAW(dec_chat, "{\"id\":\"a\",\"from\":{\"id\":\"U\"},\"n\":-" HUGE_INT "}", REC_OK),
-        RAW(dec_chat, "{\"id\":\"a\",\"from\":{\"id\":\"U\"},\"n\":" HUGE_INT "} x",
-            REC_E_NOT_JSON),
+        RAW(dec_chat, "{\"id\":\"a\",\"from\":{\"id\":\"U\"},\"n\":" HUGE_INT "} x", REC_E_NOT_JSON),
         /* a real beyond double range is still not JSON for jansson */
         RAW(dec_chat, "{\"id\":\"a\",\"from\":{\"id\":\"U\"},\"n\":1e999}", REC_E_NOT_JSON),
 
@@ -237,8 +238,8 @@ static const variant variants[] = {
         RAW(dec_entry, "[" ENTRY_JSON "]", REC_E_NOT_OBJECT),
         RAW(dec_entry, "null", REC_E_NOT_OBJECT),
         /* seq itself too big: the INT_AS_REAL retry turns it into a range error */
-        { dec_entry, "{\"msg\":{\"id\":\"a\"},\"channel\":\"c\",\"seq\":" HUGE_INT
-                     ",\"generation\":1}", NULL, NULL, REC_E_RANGE, "seq" },
+        {dec_entry, "{\"msg\":{\"id\":\"a\"},\"channel\":\"c\",\"seq\":" HUGE_INT ",\"generation\":1}", NULL, NULL,
+         REC_E_RANGE, "seq"},
 
         /* ---- ACL record (§4.3) ---- */
         RAW(dec_acl, ACL_JSON, REC_OK),
@@ -270,7 +271,7 @@ static const variant variants[] = {
         V(dec_member, MEMBER2_JSON, "joinCursor", NULL, REC_E_MISSING, "joinCursor"),
         V(dec_member, MEMBER2_JSON, "generation", NULL, REC_E_MISSING, "generation"),
         V(dec_member, MEMBER2_JSON, "writerIdentity", NULL, REC_OK, ""), /* optional when reading */
-        V(dec_member, MEMBER2_JSON, "updatedAt", NULL, REC_OK, ""), /* optional when reading */
+        V(dec_member, MEMBER2_JSON, "updatedAt", NULL, REC_OK, ""),      /* optional when reading */
         V(dec_member, MEMBER2_JSON, "owner", "null", REC_E_MISSING, "owner"),
         V(dec_member, MEMBER2_JSON, "joinCursor", "null", REC_E_MISSING, "joinCursor"),
         V(dec_member, MEMBER2_JSON, "leaveCursor", NULL, REC_OK, ""),
@@ -291,12 +292,10 @@ static const variant variants[] = {
         V(dec_member, MEMBER2_JSON, "activated", "1", REC_E_TYPE, "activated"),
         V(dec_member, MEMBER2_JSON, "generation", "0", REC_E_RANGE, "generation"),
         V(dec_member, MEMBER2_JSON, "generation", "-1", REC_E_RANGE, "generation"),
-        V(dec_member, MEMBER2_JSON, "generation", "9007199254740992", REC_E_RANGE,
-          "generation"),
+        V(dec_member, MEMBER2_JSON, "generation", "9007199254740992", REC_E_RANGE, "generation"),
         V(dec_member, MEMBER2_JSON, "joinCursor", "-1", REC_E_RANGE, "joinCursor"),
         V(dec_member, MEMBER2_JSON, "joinCursor", "0", REC_OK, ""),
-        V(dec_member, MEMBER2_JSON, "leaveCursor", "9007199254740992", REC_E_RANGE,
-          "leaveCursor"),
+        V(dec_member, MEMBER2_JSON, "leaveCursor", "9007199254740992", REC_E_RANGE, "leaveCursor"),
         V(dec_member, MEMBER2_JSON, "updatedAt", "-1", REC_E_RANGE, "updatedAt"),
         V(dec_member, MEMBER2_JSON, "owner", "\"U\\r\"", REC_E_VALUE, "owner"),
         V(dec_member, MEMBER2_JSON, "owner", "\"U\\nX\"", REC_E_VALUE, "owner"),
@@ -333,9 +332,8 @@ START_TEST(test_decoder_variants)
         ck_assert_ptr_nonnull(doc);
         memset(&err, 0x55, sizeof(err));
         st = v->fn(doc, strlen(doc), &err);
-        ck_assert_msg(st == v->want, "variant %d (%s): got %s (%s), want %s", _i, doc,
-                      rec_status_name(st), rec_error_str(&err, msg, sizeof(msg)),
-                      rec_status_name(v->want));
+        ck_assert_msg(st == v->want, "variant %d (%s): got %s (%s), want %s", _i, doc, rec_status_name(st),
+                      rec_error_str(&err, msg, sizeof(msg)), rec_status_name(v->want));
         ck_assert_int_eq(err.status, v->want);
         ck_assert_str_eq(err.field, v->field);
         if (st == REC_E_NOT_JSON)
@@ -352,8 +350,7 @@ END_TEST
  * "allowSubscribe":[],"pad":"aaa…"}. */
 static char *padded_doc(size_t len)
 {
-        static const char head[] =
-                "{\"id\":\"x\",\"from\":{\"id\":\"U\"},\"allowSubscribe\":[],\"pad\":\"";
+        static const char head[] = "{\"id\":\"x\",\"from\":{\"id\":\"U\"},\"allowSubscribe\":[],\"pad\":\"";
         char *d = malloc(len + 1);
 
         ck_assert_ptr_nonnull(d);
@@ -381,8 +378,7 @@ START_TEST(test_size_limits)
         ck_assert_int_eq(dec_member(rec_over, strlen(rec_over), &err), REC_E_TOO_LARGE);
         ck_assert_int_eq(dec_lease(rec_over, strlen(rec_over), &err), REC_E_TOO_LARGE);
         /* the size check comes before parsing: garbage that is too long */
-        ck_assert_int_eq(dec_lease("xxxx", CONTRACT_MAX_RECORD_BYTES + 1, &err) == REC_E_TOO_LARGE,
-                         1);
+        ck_assert_int_eq(dec_lease("xxxx", CONTRACT_MAX_RECORD_BYTES + 1, &err) == REC_E_TOO_LARGE, 1);
         /* an entry may carry a maximal chat body plus its envelope */
         {
                 size_t n = strlen(at) + 200;
@@ -392,8 +388,7 @@ START_TEST(test_size_limits)
                 snprintf(entry, n, "{\"msg\":%s,\"channel\":\"c\",\"seq\":1,\"generation\":1}", at);
                 ck_assert_int_eq(dec_entry(entry, strlen(entry), &err), REC_OK);
                 free(entry);
-                ck_assert_int_eq(dec_entry(over, 2 * (size_t)CONTRACT_MAX_MSG_BYTES, &err),
-                                 REC_E_TOO_LARGE);
+                ck_assert_int_eq(dec_entry(over, 2 * (size_t)CONTRACT_MAX_MSG_BYTES, &err), REC_E_TOO_LARGE);
         }
         free(at);
         free(over);
@@ -414,14 +409,12 @@ START_TEST(test_error_strings)
         ck_assert_str_eq(rec_status_name(REC_E_MISSING), "missing field");
         ck_assert_int_eq(dec_chat(no_from_id, strlen(no_from_id), &err), REC_E_MISSING);
         ck_assert_str_eq(err.field, "from.id");
-        ck_assert_str_eq(rec_error_str(&err, buf, sizeof(buf)),
-                         "missing field from.id: required string");
+        ck_assert_str_eq(rec_error_str(&err, buf, sizeof(buf)), "missing field from.id: required string");
         ck_assert_int_eq(dec_chat("{", 1, &err), REC_E_NOT_JSON);
-        ck_assert_str_eq(rec_error_str(&err, buf, sizeof(buf)) , buf);
+        ck_assert_str_eq(rec_error_str(&err, buf, sizeof(buf)), buf);
         ck_assert(strncmp(buf, "not JSON: ", 10) == 0);
         ck_assert_int_eq(dec_entry(neg_seq, strlen(neg_seq), &err), REC_E_RANGE);
-        ck_assert_str_eq(rec_error_str(&err, buf, sizeof(buf)),
-                         "out of range seq: -1 not in 0..2^53-1");
+        ck_assert_str_eq(rec_error_str(&err, buf, sizeof(buf)), "out of range seq: -1 not in 0..2^53-1");
         ck_assert_str_eq(rec_error_str(NULL, buf, sizeof(buf)), "ok");
         /* truncation never overflows */
         ck_assert_str_eq(rec_error_str(&err, buf, 4), "out");
@@ -466,8 +459,7 @@ START_TEST(test_chat_details)
         ck_assert(json_real_value(json_object_get(c.root, "n")) > 1e29);
         contract_chat_fini(&c);
         /* len bounds the input */
-        ck_assert_int_eq(contract_chat_decode(CHAT_JSON "garbage", strlen(CHAT_JSON), &c, NULL),
-                         REC_OK);
+        ck_assert_int_eq(contract_chat_decode(CHAT_JSON "garbage", strlen(CHAT_JSON), &c, NULL), REC_OK);
         contract_chat_fini(&c);
         ck_assert_int_eq(contract_chat_decode(NULL, 0, &c, NULL), REC_E_NOT_JSON);
         contract_chat_fini(&c);
@@ -515,14 +507,14 @@ START_TEST(test_entry_reasons)
                 const char *reason;
                 contract_reason want;
         } cases[] = {
-                { "\"durable-channel\"", REASON_DURABLE_CHANNEL },
-                { "\"live-mention\"", REASON_LIVE_MENTION },
-                { "\"Durable-channel\"", REASON_OTHER },
-                { "\"durable-channel \"", REASON_OTHER },
-                { "\"\"", REASON_OTHER },
-                { "5", REASON_OTHER },
-                { "null", REASON_OTHER },
-                { NULL, REASON_OTHER },
+                {"\"durable-channel\"", REASON_DURABLE_CHANNEL},
+                {"\"live-mention\"", REASON_LIVE_MENTION},
+                {"\"Durable-channel\"", REASON_OTHER},
+                {"\"durable-channel \"", REASON_OTHER},
+                {"\"\"", REASON_OTHER},
+                {"5", REASON_OTHER},
+                {"null", REASON_OTHER},
+                {NULL, REASON_OTHER},
         };
 
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -566,23 +558,24 @@ START_TEST(test_entry_encode_bytes)
         char *out = NULL;
         size_t len = 0;
 
-        ck_assert_int_eq(contract_entry_encode("{\"id\":\"m1\"}", 11, "team.backend", 4711,
-                                               REASON_DURABLE_CHANNEL, 3, &out, &len), 0);
+        ck_assert_int_eq(contract_entry_encode("{\"id\":\"m1\"}", 11, "team.backend", 4711, REASON_DURABLE_CHANNEL, 3,
+                                               &out, &len),
+                         0);
         ck_assert_str_eq(out, "{\"msg\":{\"id\":\"m1\"},\"channel\":\"team.backend\",\"seq\":4711,"
                               "\"reason\":\"durable-channel\",\"generation\":3}");
         ck_assert_uint_eq(len, strlen(out));
         free(out);
         /* live-mention copies carry generation 0 (§5.2) */
-        ck_assert_int_eq(contract_entry_encode("{\"id\":\"m1\"}", 11, "general", 1,
-                                               REASON_LIVE_MENTION, 0, &out, NULL), 0);
+        ck_assert_int_eq(contract_entry_encode("{\"id\":\"m1\"}", 11, "general", 1, REASON_LIVE_MENTION, 0, &out, NULL),
+                         0);
         ck_assert_str_eq(out, "{\"msg\":{\"id\":\"m1\"},\"channel\":\"general\",\"seq\":1,"
                               "\"reason\":\"live-mention\",\"generation\":0}");
         free(out);
         /* msg bytes are verbatim (whitespace kept); channel is JSON-escaped */
-        ck_assert_int_eq(contract_entry_encode("{ \"id\" : \"m\" }xyz", 14,
-                                               "a\"b\\c\n\x01/\xc3\xa9",
-                                               9007199254740991ULL, REASON_DURABLE_CHANNEL,
-                                               9007199254740991ULL, &out, &len), 0);
+        ck_assert_int_eq(contract_entry_encode("{ \"id\" : \"m\" }xyz", 14, "a\"b\\c\n\x01/\xc3\xa9",
+                                               9007199254740991ULL, REASON_DURABLE_CHANNEL, 9007199254740991ULL, &out,
+                                               &len),
+                         0);
         ck_assert_str_eq(out, "{\"msg\":{ \"id\" : \"m\" },"
                               "\"channel\":\"a\\\"b\\\\c\\n\\u0001/\xc3\xa9\","
                               "\"seq\":9007199254740991,\"reason\":\"durable-channel\","
@@ -595,19 +588,16 @@ START_TEST(test_entry_encode_errors)
 {
         char *out = (char *)"sentinel";
 
-        ck_assert_int_eq(contract_entry_encode("{}", 2, "c", 1, REASON_OTHER, 1, &out, NULL),
-                         -EINVAL);
+        ck_assert_int_eq(contract_entry_encode("{}", 2, "c", 1, REASON_OTHER, 1, &out, NULL), -EINVAL);
         ck_assert_ptr_null(out);
-        ck_assert_int_eq(contract_entry_encode(NULL, 0, "c", 1, REASON_LIVE_MENTION, 0, &out,
-                                               NULL), -EINVAL);
-        ck_assert_int_eq(contract_entry_encode("{}", 2, NULL, 1, REASON_LIVE_MENTION, 0, &out,
-                                               NULL), -EINVAL);
-        ck_assert_int_eq(contract_entry_encode("{}", 2, "bad\xff", 1, REASON_LIVE_MENTION, 0,
-                                               &out, NULL), -EINVAL);
-        ck_assert_int_eq(contract_entry_encode("{}", 2, "c", 9007199254740992ULL,
-                                               REASON_LIVE_MENTION, 0, &out, NULL), -EINVAL);
-        ck_assert_int_eq(contract_entry_encode("{}", 2, "c", 1, REASON_DURABLE_CHANNEL,
-                                               9007199254740992ULL, &out, NULL), -EINVAL);
+        ck_assert_int_eq(contract_entry_encode(NULL, 0, "c", 1, REASON_LIVE_MENTION, 0, &out, NULL), -EINVAL);
+        ck_assert_int_eq(contract_entry_encode("{}", 2, NULL, 1, REASON_LIVE_MENTION, 0, &out, NULL), -EINVAL);
+        ck_assert_int_eq(contract_entry_encode("{}", 2, "bad\xff", 1, REASON_LIVE_MENTION, 0, &out, NULL), -EINVAL);
+        ck_assert_int_eq(contract_entry_encode("{}", 2, "c", 9007199254740992ULL, REASON_LIVE_MENTION, 0, &out, NULL),
+                         -EINVAL);
+        ck_assert_int_eq(
+                contract_entry_encode("{}", 2, "c", 1, REASON_DURABLE_CHANNEL, 9007199254740992ULL, &out, NULL),
+                -EINVAL);
         ck_assert_ptr_null(out);
 }
 END_TEST
@@ -622,7 +612,8 @@ START_TEST(test_entry_round_trip)
 
         ck_assert_int_eq(contract_chat_decode(CHAT_JSON, strlen(CHAT_JSON), &c, NULL), REC_OK);
         ck_assert_int_eq(contract_entry_encode(CHAT_JSON, strlen(CHAT_JSON), "team.backend", 4711,
-                                               REASON_DURABLE_CHANNEL, 3, &wire, &len), 0);
+                                               REASON_DURABLE_CHANNEL, 3, &wire, &len),
+                         0);
         /* the §5.2 example, byte for byte */
         ck_assert_str_eq(wire, ENTRY_JSON);
         ck_assert_int_eq(contract_entry_decode(wire, len, &e, NULL), REC_OK);
@@ -694,10 +685,14 @@ END_TEST
 
 START_TEST(test_acl_encode)
 {
-        char *allow[] = { (char *)"general", NULL, (char *)"team.>" };
-        contract_acl a = { .allow = allow, .n_allow = 3, .has_revision = true, .revision = 1,
-                           .has_updated_at = true, .updated_at = 1710000000000LL };
-        contract_acl none = { 0 }, back;
+        char *allow[] = {(char *)"general", NULL, (char *)"team.>"};
+        contract_acl a = {.allow = allow,
+                          .n_allow = 3,
+                          .has_revision = true,
+                          .revision = 1,
+                          .has_updated_at = true,
+                          .updated_at = 1710000000000LL};
+        contract_acl none = {0}, back;
         char *out = NULL;
 
         ck_assert_int_eq(contract_acl_encode(&a, &out), 0);
@@ -727,8 +722,7 @@ START_TEST(test_member_examples)
 {
         contract_member m;
 
-        ck_assert_int_eq(contract_member_decode(MEMBER1_JSON, strlen(MEMBER1_JSON), &m, NULL),
-                         REC_OK);
+        ck_assert_int_eq(contract_member_decode(MEMBER1_JSON, strlen(MEMBER1_JSON), &m, NULL), REC_OK);
         ck_assert_str_eq(m.channel, "team.backend");
         ck_assert_str_eq(m.owner, BOB);
         ck_assert_int_eq(m.state, MEMBER_STATE_DURABLE_ACTIVE);
@@ -741,8 +735,7 @@ START_TEST(test_member_examples)
         ck_assert_int_eq(m.updated_at, 1710000000123LL);
         contract_member_fini(&m);
 
-        ck_assert_int_eq(contract_member_decode(MEMBER2_JSON, strlen(MEMBER2_JSON), &m, NULL),
-                         REC_OK);
+        ck_assert_int_eq(contract_member_decode(MEMBER2_JSON, strlen(MEMBER2_JSON), &m, NULL), REC_OK);
         ck_assert_int_eq(m.state, MEMBER_STATE_LIVE_CONFIRMED);
         ck_assert(m.has_leave_cursor);
         ck_assert_uint_eq(m.leave_cursor, 4812);
@@ -780,10 +773,15 @@ END_TEST
 START_TEST(test_member_encode)
 {
         contract_member m = {
-                .channel = (char *)"team.backend", .owner = (char *)BOB,
-                .state = MEMBER_STATE_DURABLE_ACTIVE, .state_raw = (char *)"ignored",
-                .join_cursor = 4700, .generation = 3, .activated = MEMBER_ACTIVATED_TRUE,
-                .writer_identity = (char *)DAEMON, .updated_at = 1710000000123LL,
+                .channel = (char *)"team.backend",
+                .owner = (char *)BOB,
+                .state = MEMBER_STATE_DURABLE_ACTIVE,
+                .state_raw = (char *)"ignored",
+                .join_cursor = 4700,
+                .generation = 3,
+                .activated = MEMBER_ACTIVATED_TRUE,
+                .writer_identity = (char *)DAEMON,
+                .updated_at = 1710000000123LL,
         };
         char *out = NULL;
 
@@ -815,8 +813,12 @@ END_TEST
 START_TEST(test_member_encode_errors)
 {
         contract_member good = {
-                .channel = (char *)"c", .owner = (char *)"U", .state = MEMBER_STATE_DURABLE_ACTIVE,
-                .join_cursor = 1, .generation = 1, .writer_identity = (char *)"D",
+                .channel = (char *)"c",
+                .owner = (char *)"U",
+                .state = MEMBER_STATE_DURABLE_ACTIVE,
+                .join_cursor = 1,
+                .generation = 1,
+                .writer_identity = (char *)"D",
         };
         contract_member m;
         char *out = NULL;
@@ -860,8 +862,7 @@ START_TEST(test_member_round_trip)
         contract_member m, back;
         char *out = NULL;
 
-        ck_assert_int_eq(contract_member_decode(MEMBER2_JSON, strlen(MEMBER2_JSON), &m, NULL),
-                         REC_OK);
+        ck_assert_int_eq(contract_member_decode(MEMBER2_JSON, strlen(MEMBER2_JSON), &m, NULL), REC_OK);
         ck_assert_int_eq(contract_member_encode(&m, &out), 0);
         ck_assert_str_eq(out, MEMBER2_JSON);
         ck_assert_int_eq(contract_member_decode(out, strlen(out), &back, NULL), REC_OK);
@@ -876,7 +877,7 @@ END_TEST
 
 START_TEST(test_member_eligible)
 {
-        contract_member m = { .join_cursor = 10, .generation = 1 };
+        contract_member m = {.join_cursor = 10, .generation = 1};
 
         /* §4.4: seq > joinCursor AND (no leaveCursor OR seq <= leaveCursor) */
         ck_assert(!contract_member_eligible(&m, 9));
@@ -941,31 +942,32 @@ START_TEST(test_class_of)
                 const char *value;
                 contract_class want;
         } cases[] = {
-                { "{\"deliveryClass\":\"durable\"}", CLASS_DURABLE },
-                { "{\"deliveryClass\":\"live\"}", CLASS_OTHER },
-                { "{\"deliveryClass\":\"Durable\"}", CLASS_OTHER },
-                { "{\"deliveryClass\":\"durable \"}", CLASS_OTHER },
-                { "{\"deliveryClass\":\"\"}", CLASS_OTHER },
-                { "{\"deliveryClass\":5}", CLASS_OTHER },
-                { "{\"deliveryClass\":false}", CLASS_OTHER },
-                { "{\"deliveryClass\":{}}", CLASS_OTHER },
-                { "{\"deliveryClass\":null}", CLASS_UNSET },
-                { "{\"replay\":true}", CLASS_UNSET },
-                { "{}", CLASS_UNSET },
-                { "[\"durable\"]", CLASS_UNSET },
-                { "\"durable\"", CLASS_UNSET },
-                { "null", CLASS_UNSET },
-                { "not json", CLASS_UNSET },
-                { "{\"deliveryClass\":\"durable\"", CLASS_UNSET },
-                { "", CLASS_UNSET },
-                { "{\"deliveryClass\":\"durable\",\"x\":" HUGE_INT "}", CLASS_DURABLE },
-                { "{\"replay\":true,\"replayWindow\":\"2h\",\"deliveryClass\":\"durable\","
-                  "\"description\":\"d\"}", CLASS_DURABLE },
+                {"{\"deliveryClass\":\"durable\"}", CLASS_DURABLE},
+                {"{\"deliveryClass\":\"live\"}", CLASS_OTHER},
+                {"{\"deliveryClass\":\"Durable\"}", CLASS_OTHER},
+                {"{\"deliveryClass\":\"durable \"}", CLASS_OTHER},
+                {"{\"deliveryClass\":\"\"}", CLASS_OTHER},
+                {"{\"deliveryClass\":5}", CLASS_OTHER},
+                {"{\"deliveryClass\":false}", CLASS_OTHER},
+                {"{\"deliveryClass\":{}}", CLASS_OTHER},
+                {"{\"deliveryClass\":null}", CLASS_UNSET},
+                {"{\"replay\":true}", CLASS_UNSET},
+                {"{}", CLASS_UNSET},
+                {"[\"durable\"]", CLASS_UNSET},
+                {"\"durable\"", CLASS_UNSET},
+                {"null", CLASS_UNSET},
+                {"not json", CLASS_UNSET},
+                {"{\"deliveryClass\":\"durable\"", CLASS_UNSET},
+                {"", CLASS_UNSET},
+                {"{\"deliveryClass\":\"durable\",\"x\":" HUGE_INT "}", CLASS_DURABLE},
+                {"{\"replay\":true,\"replayWindow\":\"2h\",\"deliveryClass\":\"durable\","
+                 "\"description\":\"d\"}",
+                 CLASS_DURABLE},
         };
 
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-                ck_assert_msg(contract_class_of(cases[i].value, strlen(cases[i].value)) ==
-                                      cases[i].want, "class_of(%s)", cases[i].value);
+                ck_assert_msg(contract_class_of(cases[i].value, strlen(cases[i].value)) == cases[i].want,
+                              "class_of(%s)", cases[i].value);
         ck_assert_int_eq(contract_class_of(NULL, 0), CLASS_UNSET);
 }
 END_TEST
@@ -986,8 +988,8 @@ END_TEST
 
 /* ---- control request (§8.2) ---------------------------------------------- */
 
-#define JOIN_REQ                                                                               \
-        "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"team.backend\"},"                   \
+#define JOIN_REQ                                                                                                       \
+        "{\"op\":\"durableJoin\",\"args\":{\"channel\":\"team.backend\"},"                                             \
         "\"from\":{\"id\":\"" ALICE "\",\"name\":\"alice\"}}"
 
 static ctl_req_status ctl(const char *body, const char *caller, contract_ctl_request *r)
@@ -1016,19 +1018,16 @@ START_TEST(test_ctl_request_args)
         contract_ctl_request r;
 
         /* absent and null args read as {} */
-        ck_assert_int_eq(ctl("{\"op\":\"listMemberships\",\"from\":{\"id\":\"UA\"}}", "UA", &r),
-                         CTL_REQ_OK);
+        ck_assert_int_eq(ctl("{\"op\":\"listMemberships\",\"from\":{\"id\":\"UA\"}}", "UA", &r), CTL_REQ_OK);
         ck_assert(json_is_object(r.args));
         ck_assert_uint_eq(json_object_size(r.args), 0);
         contract_ctl_request_fini(&r);
-        ck_assert_int_eq(ctl("{\"op\":\"x\",\"args\":null,\"from\":{\"id\":\"UA\"}}", "UA", &r),
-                         CTL_REQ_OK);
+        ck_assert_int_eq(ctl("{\"op\":\"x\",\"args\":null,\"from\":{\"id\":\"UA\"}}", "UA", &r), CTL_REQ_OK);
         ck_assert(json_is_object(r.args));
         ck_assert_uint_eq(json_object_size(r.args), 0);
         contract_ctl_request_fini(&r);
         /* non-object args are passed on and have no fields */
-        ck_assert_int_eq(ctl("{\"op\":\"x\",\"args\":\"team\",\"from\":{\"id\":\"UA\"}}", "UA",
-                             &r), CTL_REQ_OK);
+        ck_assert_int_eq(ctl("{\"op\":\"x\",\"args\":\"team\",\"from\":{\"id\":\"UA\"}}", "UA", &r), CTL_REQ_OK);
         ck_assert(json_is_string(r.args));
         ck_assert_ptr_null(json_object_get(r.args, "channel"));
         contract_ctl_request_fini(&r);
@@ -1038,7 +1037,8 @@ START_TEST(test_ctl_request_args)
         contract_ctl_request_fini(&r);
         /* a generation beyond int64 is still a (finite) number */
         ck_assert_int_eq(ctl("{\"op\":\"durableLeave\",\"args\":{\"channel\":\"c\","
-                             "\"generation\":" HUGE_INT "},\"from\":{\"id\":\"UA\"}}", "UA", &r),
+                             "\"generation\":" HUGE_INT "},\"from\":{\"id\":\"UA\"}}",
+                             "UA", &r),
                          CTL_REQ_OK);
         ck_assert(json_is_number(json_object_get(r.args, "generation")));
         contract_ctl_request_fini(&r);
@@ -1048,7 +1048,13 @@ END_TEST
 START_TEST(test_ctl_request_not_json)
 {
         static const char *const bodies[] = {
-                "", "{", "{\"op\":", "{} x", "{\"op\":\"a\\u0000\"}", "{\"op\":\"\xff\"}", "op",
+                "",
+                "{",
+                "{\"op\":",
+                "{} x",
+                "{\"op\":\"a\\u0000\"}",
+                "{\"op\":\"\xff\"}",
+                "op",
                 /* jansson quotes a partial UTF-8 character in this error */
                 "{\"op\":\"ab\\u1\xc4\x80\"}",
         };
@@ -1089,16 +1095,16 @@ START_TEST(test_ctl_request_sender_mismatch)
                 const char *body;
                 const char *from_id; /* expected borrowed from_id */
         } cases[] = {
-                { "{\"op\":\"durableJoin\"}", NULL },
-                { "{\"op\":\"durableJoin\",\"from\":null}", NULL },
-                { "{\"op\":\"durableJoin\",\"from\":\"UA\"}", NULL },
-                { "{\"op\":\"durableJoin\",\"from\":{}}", NULL },
-                { "{\"op\":\"durableJoin\",\"from\":{\"id\":5}}", NULL },
-                { "{\"op\":\"durableJoin\",\"from\":{\"id\":[\"UA\"]}}", NULL },
-                { "{\"op\":\"durableJoin\",\"from\":{\"id\":\"UB\"}}", "UB" },
-                { "{\"op\":\"durableJoin\",\"from\":{\"id\":\"ua\"}}", "ua" },
-                { "{\"op\":\"durableJoin\",\"from\":{\"id\":\"UA \"}}", "UA " },
-                { "{\"op\":\"durableJoin\",\"from\":{\"id\":\"U\"}}", "U" },
+                {"{\"op\":\"durableJoin\"}", NULL},
+                {"{\"op\":\"durableJoin\",\"from\":null}", NULL},
+                {"{\"op\":\"durableJoin\",\"from\":\"UA\"}", NULL},
+                {"{\"op\":\"durableJoin\",\"from\":{}}", NULL},
+                {"{\"op\":\"durableJoin\",\"from\":{\"id\":5}}", NULL},
+                {"{\"op\":\"durableJoin\",\"from\":{\"id\":[\"UA\"]}}", NULL},
+                {"{\"op\":\"durableJoin\",\"from\":{\"id\":\"UB\"}}", "UB"},
+                {"{\"op\":\"durableJoin\",\"from\":{\"id\":\"ua\"}}", "ua"},
+                {"{\"op\":\"durableJoin\",\"from\":{\"id\":\"UA \"}}", "UA "},
+                {"{\"op\":\"durableJoin\",\"from\":{\"id\":\"U\"}}", "U"},
         };
         contract_ctl_request r;
 
@@ -1128,13 +1134,12 @@ START_TEST(test_ctl_request_too_large)
         memset(body, ' ', CONTRACT_MAX_REQUEST_BYTES + 1);
         memcpy(body, JOIN_REQ, strlen(JOIN_REQ));
         body[CONTRACT_MAX_REQUEST_BYTES + 1] = '\0';
-        ck_assert_int_eq(contract_ctl_request_decode(body, CONTRACT_MAX_REQUEST_BYTES + 1, ALICE,
-                                                     &r), CTL_REQ_TOO_LARGE);
+        ck_assert_int_eq(contract_ctl_request_decode(body, CONTRACT_MAX_REQUEST_BYTES + 1, ALICE, &r),
+                         CTL_REQ_TOO_LARGE);
         ck_assert_ptr_null(r.root);
         contract_ctl_request_fini(&r);
         /* trailing whitespace is fine at exactly the limit */
-        ck_assert_int_eq(contract_ctl_request_decode(body, CONTRACT_MAX_REQUEST_BYTES, ALICE, &r),
-                         CTL_REQ_OK);
+        ck_assert_int_eq(contract_ctl_request_decode(body, CONTRACT_MAX_REQUEST_BYTES, ALICE, &r), CTL_REQ_OK);
         contract_ctl_request_fini(&r);
         free(body);
 }
@@ -1181,33 +1186,33 @@ typedef struct real_case {
 } real_case;
 
 static const real_case real_cases[] = {
-        { 1.5, "1.5" },
-        { 2.0, "2" },
-        { 100.0, "100" },
-        { 1e21, "1e+21" },
-        { 1e20, "100000000000000000000" },
-        { 123456789012345680000.0, "123456789012345680000" },
-        { 1e-7, "1e-7" },
-        { 1.5e-7, "1.5e-7" },
-        { 1e-6, "0.000001" },
-        { 1.25e-6, "0.00000125" },
-        { 0.1, "0.1" },
-        { 0.1 + 0.2, "0.30000000000000004" },
-        { 1.0 / 3.0, "0.3333333333333333" },
-        { 123.456, "123.456" },
-        { 4.35, "4.35" },
-        { -0.0, "0" },
-        { -1.5e-10, "-1.5e-10" },
-        { -2.5, "-2.5" },
-        { 5e-324, "5e-324" },
-        { 1.7976931348623157e308, "1.7976931348623157e+308" },
-        { 1e300, "1e+300" },
-        { 1.2345e25, "1.2345e+25" },
-        { 9007199254740992.0, "9007199254740992" },
-        { 3.0, "3" },
+        {1.5, "1.5"},
+        {2.0, "2"},
+        {100.0, "100"},
+        {1e21, "1e+21"},
+        {1e20, "100000000000000000000"},
+        {123456789012345680000.0, "123456789012345680000"},
+        {1e-7, "1e-7"},
+        {1.5e-7, "1.5e-7"},
+        {1e-6, "0.000001"},
+        {1.25e-6, "0.00000125"},
+        {0.1, "0.1"},
+        {0.1 + 0.2, "0.30000000000000004"},
+        {1.0 / 3.0, "0.3333333333333333"},
+        {123.456, "123.456"},
+        {4.35, "4.35"},
+        {-0.0, "0"},
+        {-1.5e-10, "-1.5e-10"},
+        {-2.5, "-2.5"},
+        {5e-324, "5e-324"},
+        {1.7976931348623157e308, "1.7976931348623157e+308"},
+        {1e300, "1e+300"},
+        {1.2345e25, "1.2345e+25"},
+        {9007199254740992.0, "9007199254740992"},
+        {3.0, "3"},
         /* powers of two, where the nearest 16-digit candidate misses */
-        { 0x1p-1017, "7.120236347223045e-307" },
-        { 0x1p-957, "8.209073602596753e-289" },
+        {0x1p-1017, "7.120236347223045e-307"},
+        {0x1p-957, "8.209073602596753e-289"},
 };
 
 START_TEST(test_js_string_reals)
@@ -1238,8 +1243,7 @@ START_TEST(test_replies)
         json_t *left = json_pack("{s:s,s:b}", "channel", "team.backend", "alreadyLeft", 1);
 
         ck_assert_ptr_nonnull(data);
-        expect_str(contract_ctl_reply_ok(data),
-                   "{\"ok\":true,\"data\":{\"durable\":true,\"generation\":3}}");
+        expect_str(contract_ctl_reply_ok(data), "{\"ok\":true,\"data\":{\"durable\":true,\"generation\":3}}");
         /* data is borrowed: still ours */
         ck_assert_int_eq(data->refcount, 1);
         json_decref(data);
@@ -1259,49 +1263,39 @@ END_TEST
 
 START_TEST(test_error_texts)
 {
-        char *allow[] = { (char *)"general", (char *)"team.>" };
-        char *with_null[] = { NULL, (char *)"general", NULL, (char *)"x.*" };
-        contract_acl acl = { .allow = allow, .n_allow = 2 };
-        contract_acl holes = { .allow = with_null, .n_allow = 4 };
-        contract_acl empty = { 0 };
+        char *allow[] = {(char *)"general", (char *)"team.>"};
+        char *with_null[] = {NULL, (char *)"general", NULL, (char *)"x.*"};
+        contract_acl acl = {.allow = allow, .n_allow = 2};
+        contract_acl holes = {.allow = with_null, .n_allow = 4};
+        contract_acl empty = {0};
         json_t *v;
 
-        ck_assert_str_eq(CONTRACT_ERR_SENDER_MISMATCH,
-                         "sender mismatch " EM_DASH " request rejected");
+        ck_assert_str_eq(CONTRACT_ERR_SENDER_MISMATCH, "sender mismatch " EM_DASH " request rejected");
         ck_assert_uint_eq(strlen(CONTRACT_ERR_SENDER_MISMATCH), 36);
-        ck_assert_mem_eq(CONTRACT_ERR_SENDER_MISMATCH,
-                         "sender mismatch \xe2\x80\x94 request rejected", 37);
-        ck_assert_str_eq(CONTRACT_ERR_LEAVE_GENERATION,
-                         "durableLeave: a finite generation is required "
-                         "(fail-closed stale-leave guard)");
+        ck_assert_mem_eq(CONTRACT_ERR_SENDER_MISMATCH, "sender mismatch \xe2\x80\x94 request rejected", 37);
+        ck_assert_str_eq(CONTRACT_ERR_LEAVE_GENERATION, "durableLeave: a finite generation is required "
+                                                        "(fail-closed stale-leave guard)");
 
         v = json_string("subscribe");
-        expect_str(contract_err_unknown_op(v),
-                   "op \"subscribe\" not supported on the delivery control service");
+        expect_str(contract_err_unknown_op(v), "op \"subscribe\" not supported on the delivery control service");
         json_decref(v);
-        expect_str(contract_err_unknown_op(NULL),
-                   "op \"undefined\" not supported on the delivery control service");
+        expect_str(contract_err_unknown_op(NULL), "op \"undefined\" not supported on the delivery control service");
         v = json_null();
-        expect_str(contract_err_unknown_op(v),
-                   "op \"null\" not supported on the delivery control service");
+        expect_str(contract_err_unknown_op(v), "op \"null\" not supported on the delivery control service");
         v = json_integer(5);
-        expect_str(contract_err_unknown_op(v),
-                   "op \"5\" not supported on the delivery control service");
+        expect_str(contract_err_unknown_op(v), "op \"5\" not supported on the delivery control service");
         json_decref(v);
         v = json_loads("[\"a\",null,2.50]", 0, NULL);
-        expect_str(contract_err_unknown_op(v),
-                   "op \"a,,2.5\" not supported on the delivery control service");
+        expect_str(contract_err_unknown_op(v), "op \"a,,2.5\" not supported on the delivery control service");
         json_decref(v);
 
-        expect_str(contract_err_blank_channel("durableJoin"),
-                   "durableJoin: channel must be a non-blank string");
-        expect_str(contract_err_blank_channel("durableLeave"),
-                   "durableLeave: channel must be a non-blank string");
+        expect_str(contract_err_blank_channel("durableJoin"), "durableJoin: channel must be a non-blank string");
+        expect_str(contract_err_blank_channel("durableLeave"), "durableLeave: channel must be a non-blank string");
         expect_str(contract_err_empty_segment("a..b"),
                    "invalid channel \"a..b\": empty segment (no leading/trailing/double dots)");
         expect_str(contract_err_gt_not_last("a.>.b"),
                    "invalid channel \"a.>.b\": '>' is only valid as the last segment");
-        expect_str(contract_err_bad_segment("a.b c.d", "b c.d" , 3),
+        expect_str(contract_err_bad_segment("a.b c.d", "b c.d", 3),
                    "invalid channel \"a.b c.d\": segment \"b c\" must be a NATS-safe token "
                    "([A-Za-z0-9_-]), '*', or '>' " EM_DASH " policy channel names can't contain "
                    "characters the wire layer would rewrite");
@@ -1309,14 +1303,12 @@ START_TEST(test_error_texts)
                    "durableJoin: \"team.*\" must be a concrete channel (durable membership is "
                    "per-concrete-channel, not wildcard)");
         expect_str(contract_err_no_acl(ALICE),
-                   "durableJoin: no read ACL on record for " ALICE
-                   " (not provisioned for durable delivery)");
+                   "durableJoin: no read ACL on record for " ALICE " (not provisioned for durable delivery)");
         expect_str(contract_err_outside_acl("random", &acl),
                    "channel \"random\" is not within your read ACL [general, team.>]");
         expect_str(contract_err_outside_acl("random", &holes),
                    "channel \"random\" is not within your read ACL [general, x.*]");
-        expect_str(contract_err_outside_acl("random", &empty),
-                   "channel \"random\" is not within your read ACL []");
+        expect_str(contract_err_outside_acl("random", &empty), "channel \"random\" is not within your read ACL []");
         expect_str(contract_err_stale("team.backend", ALICE, "2", 3),
                    "stale membership write for team.backend/" ALICE ": generation 2 < current 3");
         expect_str(contract_err_stale("c", "U", "7.5", 3),
@@ -1335,57 +1327,52 @@ typedef struct arg_case {
         const char *want; /* channel on success, error text on failure */
 } arg_case;
 
-#define BAD_SEG(ch, seg)                                                                       \
-        "invalid channel \"" ch "\": segment \"" seg "\" must be a NATS-safe token "           \
-        "([A-Za-z0-9_-]), '*', or '>' " EM_DASH " policy channel names can't contain "         \
+#define BAD_SEG(ch, seg)                                                                                               \
+        "invalid channel \"" ch "\": segment \"" seg "\" must be a NATS-safe token "                                   \
+        "([A-Za-z0-9_-]), '*', or '>' " EM_DASH " policy channel names can't contain "                                 \
         "characters the wire layer would rewrite"
 
 static const arg_case arg_cases[] = {
-        { "durableJoin", "{\"channel\":\"team.backend\"}", 0, "team.backend" },
-        { "durableJoin", "{\"channel\":\"  team.backend\\t\"}", 0, "team.backend" },
-        { "durableJoin", "{\"channel\":\"\\u3000review\\u00a0\\ufeff\"}", 0, "review" },
-        { "durableLeave", "{\"channel\":\"general\",\"generation\":1}", 0, "general" },
+        {"durableJoin", "{\"channel\":\"team.backend\"}", 0, "team.backend"},
+        {"durableJoin", "{\"channel\":\"  team.backend\\t\"}", 0, "team.backend"},
+        {"durableJoin", "{\"channel\":\"\\u3000review\\u00a0\\ufeff\"}", 0, "review"},
+        {"durableLeave", "{\"channel\":\"general\",\"generation\":1}", 0, "general"},
         /* blank */
-        { "durableJoin", "{}", -EINVAL, "durableJoin: channel must be a non-blank string" },
-        { "durableJoin", "{\"channel\":null}", -EINVAL,
-          "durableJoin: channel must be a non-blank string" },
-        { "durableJoin", "{\"channel\":5}", -EINVAL,
-          "durableJoin: channel must be a non-blank string" },
-        { "durableJoin", "{\"channel\":[\"a\"]}", -EINVAL,
-          "durableJoin: channel must be a non-blank string" },
-        { "durableLeave", "{\"channel\":\"\"}", -EINVAL,
-          "durableLeave: channel must be a non-blank string" },
-        { "durableLeave", "{\"channel\":\" \\t\\n\\u2003 \"}", -EINVAL,
-          "durableLeave: channel must be a non-blank string" },
-        { "durableJoin", "\"team\"", -EINVAL, "durableJoin: channel must be a non-blank string" },
-        { "durableJoin", NULL, -EINVAL, "durableJoin: channel must be a non-blank string" },
+        {"durableJoin", "{}", -EINVAL, "durableJoin: channel must be a non-blank string"},
+        {"durableJoin", "{\"channel\":null}", -EINVAL, "durableJoin: channel must be a non-blank string"},
+        {"durableJoin", "{\"channel\":5}", -EINVAL, "durableJoin: channel must be a non-blank string"},
+        {"durableJoin", "{\"channel\":[\"a\"]}", -EINVAL, "durableJoin: channel must be a non-blank string"},
+        {"durableLeave", "{\"channel\":\"\"}", -EINVAL, "durableLeave: channel must be a non-blank string"},
+        {"durableLeave", "{\"channel\":\" \\t\\n\\u2003 \"}", -EINVAL,
+         "durableLeave: channel must be a non-blank string"},
+        {"durableJoin", "\"team\"", -EINVAL, "durableJoin: channel must be a non-blank string"},
+        {"durableJoin", NULL, -EINVAL, "durableJoin: channel must be a non-blank string"},
         /* assertValidChannel on the trimmed value */
-        { "durableJoin", "{\"channel\":\"a..b\"}", -EINVAL,
-          "invalid channel \"a..b\": empty segment (no leading/trailing/double dots)" },
-        { "durableJoin", "{\"channel\":\" .a \"}", -EINVAL,
-          "invalid channel \".a\": empty segment (no leading/trailing/double dots)" },
-        { "durableJoin", "{\"channel\":\"a.\"}", -EINVAL,
-          "invalid channel \"a.\": empty segment (no leading/trailing/double dots)" },
-        { "durableJoin", "{\"channel\":\"a.>.b\"}", -EINVAL,
-          "invalid channel \"a.>.b\": '>' is only valid as the last segment" },
-        { "durableJoin", "{\"channel\":\"a.b c\"}", -EINVAL, BAD_SEG("a.b c", "b c") },
-        { "durableJoin", "{\"channel\":\"a. b\"}", -EINVAL, BAD_SEG("a. b", " b") },
-        { "durableJoin", "{\"channel\":\"caf\\u00e9\"}", -EINVAL,
-          BAD_SEG("caf\xc3\xa9", "caf\xc3\xa9") },
-        { "durableJoin", "{\"channel\":\"team/x\"}", -EINVAL, BAD_SEG("team/x", "team/x") },
+        {"durableJoin", "{\"channel\":\"a..b\"}", -EINVAL,
+         "invalid channel \"a..b\": empty segment (no leading/trailing/double dots)"},
+        {"durableJoin", "{\"channel\":\" .a \"}", -EINVAL,
+         "invalid channel \".a\": empty segment (no leading/trailing/double dots)"},
+        {"durableJoin", "{\"channel\":\"a.\"}", -EINVAL,
+         "invalid channel \"a.\": empty segment (no leading/trailing/double dots)"},
+        {"durableJoin", "{\"channel\":\"a.>.b\"}", -EINVAL,
+         "invalid channel \"a.>.b\": '>' is only valid as the last segment"},
+        {"durableJoin", "{\"channel\":\"a.b c\"}", -EINVAL, BAD_SEG("a.b c", "b c")},
+        {"durableJoin", "{\"channel\":\"a. b\"}", -EINVAL, BAD_SEG("a. b", " b")},
+        {"durableJoin", "{\"channel\":\"caf\\u00e9\"}", -EINVAL, BAD_SEG("caf\xc3\xa9", "caf\xc3\xa9")},
+        {"durableJoin", "{\"channel\":\"team/x\"}", -EINVAL, BAD_SEG("team/x", "team/x")},
         /* valid pattern, but not concrete */
-        { "durableJoin", "{\"channel\":\"team.*\"}", -EINVAL,
-          "durableJoin: \"team.*\" must be a concrete channel (durable membership is "
-          "per-concrete-channel, not wildcard)" },
-        { "durableJoin", "{\"channel\":\"a.>\"}", -EINVAL,
-          "durableJoin: \"a.>\" must be a concrete channel (durable membership is "
-          "per-concrete-channel, not wildcard)" },
-        { "durableLeave", "{\"channel\":\" > \"}", -EINVAL,
-          "durableLeave: \">\" must be a concrete channel (durable membership is "
-          "per-concrete-channel, not wildcard)" },
-        { "durableLeave", "{\"channel\":\"*\"}", -EINVAL,
-          "durableLeave: \"*\" must be a concrete channel (durable membership is "
-          "per-concrete-channel, not wildcard)" },
+        {"durableJoin", "{\"channel\":\"team.*\"}", -EINVAL,
+         "durableJoin: \"team.*\" must be a concrete channel (durable membership is "
+         "per-concrete-channel, not wildcard)"},
+        {"durableJoin", "{\"channel\":\"a.>\"}", -EINVAL,
+         "durableJoin: \"a.>\" must be a concrete channel (durable membership is "
+         "per-concrete-channel, not wildcard)"},
+        {"durableLeave", "{\"channel\":\" > \"}", -EINVAL,
+         "durableLeave: \">\" must be a concrete channel (durable membership is "
+         "per-concrete-channel, not wildcard)"},
+        {"durableLeave", "{\"channel\":\"*\"}", -EINVAL,
+         "durableLeave: \"*\" must be a concrete channel (durable membership is "
+         "per-concrete-channel, not wildcard)"},
 };
 
 START_TEST(test_channel_arg)
@@ -1411,29 +1398,29 @@ END_TEST
 /* ---- contract_js_number: String(n) (PROTOCOL §10.2, §10.3) ------------- */
 
 static const real_case number_cases[] = {
-        { NAN, "NaN" },
-        { -NAN, "NaN" },
-        { 0.0, "0" },
-        { -0.0, "0" },
-        { 2.0, "2" },
-        { 1.0, "1" },
-        { 15.0, "15" },
-        { 15000.0, "15000" },
-        { 1.5, "1.5" },
-        { -2.5, "-2.5" },
-        { 2500 / 1000.0, "2.5" },  /* broker-gone ms / 1000 */
-        { 1e21, "1e+21" },
-        { -1e21, "-1e+21" },
-        { 1e20, "100000000000000000000" },
-        { 123456789012345680000.0, "123456789012345680000" },
-        { 1e-7, "1e-7" },
-        { 0.000001, "0.000001" },
-        { 0.1, "0.1" },
-        { 1.0 / 3.0, "0.3333333333333333" },
-        { 9007199254740991.0, "9007199254740991" },
-        { 4294967295.0, "4294967295" },
-        { INFINITY, "Infinity" },
-        { -INFINITY, "-Infinity" },
+        {NAN, "NaN"},
+        {-NAN, "NaN"},
+        {0.0, "0"},
+        {-0.0, "0"},
+        {2.0, "2"},
+        {1.0, "1"},
+        {15.0, "15"},
+        {15000.0, "15000"},
+        {1.5, "1.5"},
+        {-2.5, "-2.5"},
+        {2500 / 1000.0, "2.5"}, /* broker-gone ms / 1000 */
+        {1e21, "1e+21"},
+        {-1e21, "-1e+21"},
+        {1e20, "100000000000000000000"},
+        {123456789012345680000.0, "123456789012345680000"},
+        {1e-7, "1e-7"},
+        {0.000001, "0.000001"},
+        {0.1, "0.1"},
+        {1.0 / 3.0, "0.3333333333333333"},
+        {9007199254740991.0, "9007199254740991"},
+        {4294967295.0, "4294967295"},
+        {INFINITY, "Infinity"},
+        {-INFINITY, "-Infinity"},
 };
 
 START_TEST(test_js_number)

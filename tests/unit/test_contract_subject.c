@@ -62,8 +62,7 @@ START_TEST(test_names_my_space)
         expect_str(contract_bucket_stream(n.members_bucket), "KV_cotal_members_My_Space");
         expect_str(contract_bucket_stream(n.acl_bucket), "KV_cotal_acl_My_Space");
         expect_str(contract_bucket_stream(n.delivery_bucket), "KV_cotal_delivery_My_Space");
-        expect_str(contract_kv_subject(n.delivery_bucket, CONTRACT_LEASE_KEY),
-                   "$KV.cotal_delivery_My_Space.lease.0");
+        expect_str(contract_kv_subject(n.delivery_bucket, CONTRACT_LEASE_KEY), "$KV.cotal_delivery_My_Space.lease.0");
         expect_str(contract_kv_subject(n.channels_bucket, CONTRACT_DEFAULTS_KEY),
                    "$KV.cotal_channels_My_Space.=defaults");
         expect_str(contract_kv_subject(n.members_bucket, "team.backend/" BOB),
@@ -139,8 +138,7 @@ START_TEST(test_subject_builders)
 
         ck_assert_int_eq(contract_names_init(&n, "main", 4), 0);
         /* §5.1 example subject */
-        expect_str(contract_chat_subject(&n, ALICE, "team.backend"),
-                   "cotal.main.chat." ALICE ".team.backend");
+        expect_str(contract_chat_subject(&n, ALICE, "team.backend"), "cotal.main.chat." ALICE ".team.backend");
         expect_str(contract_chat_subject(&n, "*", "general"), "cotal.main.chat.*.general");
         expect_str(contract_chat_subject(&n, "a b", " team . x "), "cotal.main.chat.a_b.team.x");
         expect_str(contract_chat_subject(&n, ALICE, ""), "cotal.main.chat." ALICE "._");
@@ -177,7 +175,9 @@ START_TEST(test_consumer_names)
         expect_str(contract_dm_durable(BOB), "dm_" BOB);
         expect_str(contract_dm_durable("*"), "dm__");
         expect_str(contract_svc_durable("reviewer"), "svc_reviewer");
-        expect_str(contract_svc_durable("\xc3\xbc" "ber"), "svc__ber");
+        expect_str(contract_svc_durable("\xc3\xbc"
+                                        "ber"),
+                   "svc__ber");
         expect_str(contract_catchup_consumer(BOB, 3), "cu_" BOB "_3");
         expect_str(contract_catchup_consumer("a b", UINT64_MAX), "cu_a_b_18446744073709551615");
         expect_str(contract_catchup_consumer(BOB, 0), "cu_" BOB "_0");
@@ -211,32 +211,31 @@ typedef struct chat_case {
 } chat_case;
 
 static const chat_case chat_cases[] = {
-        { "cotal.main.chat." ALICE ".team.backend", true, ALICE, "team.backend" },
-        { "cotal.x.chat.S.c", true, "S", "c" },
-        { "cotal.x.chat.S.a.b.c", true, "S", "a.b.c" },
-        { "cotal.x.chat.S.", true, "S", "" },      /* empty channel remainder */
-        { "cotal.x.chat.S..", true, "S", "." },
-        { "cotal.x.chat..c", true, "", "c" },
-        { "cotal..chat.S.c", true, "S", "c" },     /* space token not compared */
-        { "cotal.other.chat.S.c", true, "S", "c" },
-        { "cotal.x.chat.S", false, NULL, NULL },   /* 4 tokens */
-        { "cotal.x.chat", false, NULL, NULL },
-        { "cotal", false, NULL, NULL },
-        { "", false, NULL, NULL },
-        { "cotl.x.chat.S.c", false, NULL, NULL },
-        { "Cotal.x.chat.S.c", false, NULL, NULL },
-        { "cotal.x.chats.S.c", false, NULL, NULL },
-        { "cotal.x.inst.S.c", false, NULL, NULL },
-        { "x.cotal.chat.S.c", false, NULL, NULL },
+        {"cotal.main.chat." ALICE ".team.backend", true, ALICE, "team.backend"},
+        {"cotal.x.chat.S.c", true, "S", "c"},
+        {"cotal.x.chat.S.a.b.c", true, "S", "a.b.c"},
+        {"cotal.x.chat.S.", true, "S", ""}, /* empty channel remainder */
+        {"cotal.x.chat.S..", true, "S", "."},
+        {"cotal.x.chat..c", true, "", "c"},
+        {"cotal..chat.S.c", true, "S", "c"}, /* space token not compared */
+        {"cotal.other.chat.S.c", true, "S", "c"},
+        {"cotal.x.chat.S", false, NULL, NULL}, /* 4 tokens */
+        {"cotal.x.chat", false, NULL, NULL},
+        {"cotal", false, NULL, NULL},
+        {"", false, NULL, NULL},
+        {"cotl.x.chat.S.c", false, NULL, NULL},
+        {"Cotal.x.chat.S.c", false, NULL, NULL},
+        {"cotal.x.chats.S.c", false, NULL, NULL},
+        {"cotal.x.inst.S.c", false, NULL, NULL},
+        {"x.cotal.chat.S.c", false, NULL, NULL},
 };
 
 START_TEST(test_chat_parse)
 {
         const chat_case *c = &chat_cases[_i];
-        contract_span sender = { 0 }, channel = { 0 };
+        contract_span sender = {0}, channel = {0};
 
-        ck_assert_msg(contract_chat_subject_parse(c->subject, &sender, &channel) == c->ok,
-                      "parse(\"%s\")", c->subject);
+        ck_assert_msg(contract_chat_subject_parse(c->subject, &sender, &channel) == c->ok, "parse(\"%s\")", c->subject);
         if (c->ok) {
                 span_eq(sender, c->sender);
                 span_eq(channel, c->channel);
@@ -270,7 +269,7 @@ END_TEST
 
 START_TEST(test_ctl_parse)
 {
-        contract_span service = { 0 }, sender = { 0 };
+        contract_span service = {0}, sender = {0};
 
         ck_assert(contract_ctl_subject_parse("cotal.main.ctl.delivery." ALICE, &service, &sender));
         span_eq(service, "delivery");
@@ -283,10 +282,8 @@ START_TEST(test_ctl_parse)
         ck_assert(contract_ctl_subject_parse("cotal.x.ctl.delivery.U", NULL, NULL));
         /* exactly 5 tokens */
         ck_assert(!contract_ctl_subject_parse("cotal.main.ctl.delivery", &service, &sender));
-        ck_assert(!contract_ctl_subject_parse("cotal.main.ctl.delivery.U.reply", &service,
-                                              &sender));
-        ck_assert(!contract_ctl_subject_parse("cotal.main.ctl.delivery.U.reply.x", &service,
-                                              &sender));
+        ck_assert(!contract_ctl_subject_parse("cotal.main.ctl.delivery.U.reply", &service, &sender));
+        ck_assert(!contract_ctl_subject_parse("cotal.main.ctl.delivery.U.reply.x", &service, &sender));
         /* literal tokens */
         ck_assert(!contract_ctl_subject_parse("cotal.main.ctrl.delivery.U", &service, &sender));
         ck_assert(!contract_ctl_subject_parse("xotal.main.ctl.delivery.U", &service, &sender));
@@ -314,7 +311,7 @@ END_TEST
 
 START_TEST(test_dinbox_parse)
 {
-        contract_span owner = { 0 };
+        contract_span owner = {0};
 
         ck_assert(contract_dinbox_subject_parse("cotal.main.dinbox." BOB, &owner));
         span_eq(owner, BOB);
@@ -368,8 +365,7 @@ START_TEST(test_reply_guard)
         ck_assert(!contract_reply_is_bound(subject, "cotal.main.ctl.delivery." ALICE ".replyx.a"));
         ck_assert(!contract_reply_is_bound(subject, "cotal.main.ctl.delivery." ALICE ".x.reply.a"));
         /* a sender id that merely starts with the caller's */
-        ck_assert(!contract_reply_is_bound("cotal.main.ctl.delivery.UA",
-                                           "cotal.main.ctl.delivery.UAB.reply.x"));
+        ck_assert(!contract_reply_is_bound("cotal.main.ctl.delivery.UA", "cotal.main.ctl.delivery.UAB.reply.x"));
         /* classic inbox, empty, none */
         ck_assert(!contract_reply_is_bound(subject, "_INBOX.abc.def"));
         ck_assert(!contract_reply_is_bound(subject, ""));

@@ -21,27 +21,41 @@ typedef struct token_case {
 /* PROTOCOL §1.1 worked examples, input as UTF-8 bytes. String literals are
  * split where a hex escape would swallow the next character. */
 static const token_case worked_examples[] = {
-        { "main", 0, "main" },
-        { "My Space", 0, "My_Space" },
-        { "  dev  ", 0, "dev" },
-        { "team.backend", 0, "team_backend" },
-        { "a/b", 0, "a_b" },
-        { "x*>", 0, "x__" },
-        { "caf\xc3\xa9", 0, "caf_" },                  /* precomposed U+00E9 */
-        { "cafe\xcc\x81", 0, "cafe_" },                /* e + U+0301 */
-        { "\xc3\xbc" "ber-team", 0, "_ber-team" },
-        { "\xce\xa9" "mega_1", 0, "_mega_1" },
-        { "\xe6\x97\xa5\xe6\x9c\xac", 0, "__" },       /* two BMP code points */
-        { "\xf0\x9f\x98\x80", 0, "__" },               /* U+1F600 */
-        { "a\xf0\x9f\x98\x80" "b", 0, "a__b" },
-        { "\xc2\xa0" "x\xe3\x80\x80", 0, "x" },        /* NBSP, U+3000 */
-        { "\xef\xbb\xbf" "x\xef\xbb\xbf", 0, "x" },    /* BOM */
-        { "\xe2\x80\x8b" "x", 0, "_x" },               /* ZWSP not trimmed */
-        { "\xc2\x85" "x", 0, "_x" },                   /* NEL not trimmed */
-        { "tab\there", 0, "tab_here" },
-        { "-_-", 0, "-_-" },
-        { "", 0, "_" },
-        { "   ", 0, "_" },
+        {"main", 0, "main"},
+        {"My Space", 0, "My_Space"},
+        {"  dev  ", 0, "dev"},
+        {"team.backend", 0, "team_backend"},
+        {"a/b", 0, "a_b"},
+        {"x*>", 0, "x__"},
+        {"caf\xc3\xa9", 0, "caf_"},   /* precomposed U+00E9 */
+        {"cafe\xcc\x81", 0, "cafe_"}, /* e + U+0301 */
+        {"\xc3\xbc"
+         "ber-team",
+         0, "_ber-team"},
+        {"\xce\xa9"
+         "mega_1",
+         0, "_mega_1"},
+        {"\xe6\x97\xa5\xe6\x9c\xac", 0, "__"}, /* two BMP code points */
+        {"\xf0\x9f\x98\x80", 0, "__"},         /* U+1F600 */
+        {"a\xf0\x9f\x98\x80"
+         "b",
+         0, "a__b"},
+        {"\xc2\xa0"
+         "x\xe3\x80\x80",
+         0, "x"}, /* NBSP, U+3000 */
+        {"\xef\xbb\xbf"
+         "x\xef\xbb\xbf",
+         0, "x"}, /* BOM */
+        {"\xe2\x80\x8b"
+         "x",
+         0, "_x"}, /* ZWSP not trimmed */
+        {"\xc2\x85"
+         "x",
+         0, "_x"}, /* NEL not trimmed */
+        {"tab\there", 0, "tab_here"},
+        {"-_-", 0, "-_-"},
+        {"", 0, "_"},
+        {"   ", 0, "_"},
 };
 
 START_TEST(test_worked_examples)
@@ -58,18 +72,17 @@ END_TEST
 
 /* Every code point ECMAScript trim() removes, as UTF-8, around "x". */
 static const char *const js_spaces[] = {
-        "\t", "\n", "\v", "\f", "\r", " ",
+        "\t",           "\n",           "\v",           "\f",           "\r",           " ",
         "\xc2\xa0",     /* U+00A0 */
         "\xe1\x9a\x80", /* U+1680 */
-        "\xe2\x80\x80", "\xe2\x80\x81", "\xe2\x80\x82", "\xe2\x80\x83", "\xe2\x80\x84",
-        "\xe2\x80\x85", "\xe2\x80\x86", "\xe2\x80\x87", "\xe2\x80\x88", "\xe2\x80\x89",
-        "\xe2\x80\x8a", /* U+2000..U+200A */
-        "\xe2\x80\xa8", /* U+2028 */
-        "\xe2\x80\xa9", /* U+2029 */
-        "\xe2\x80\xaf", /* U+202F */
-        "\xe2\x81\x9f", /* U+205F */
-        "\xe3\x80\x80", /* U+3000 */
-        "\xef\xbb\xbf", /* U+FEFF */
+        "\xe2\x80\x80", "\xe2\x80\x81", "\xe2\x80\x82", "\xe2\x80\x83", "\xe2\x80\x84", "\xe2\x80\x85",
+        "\xe2\x80\x86", "\xe2\x80\x87", "\xe2\x80\x88", "\xe2\x80\x89", "\xe2\x80\x8a", /* U+2000..U+200A */
+        "\xe2\x80\xa8",                                                                 /* U+2028 */
+        "\xe2\x80\xa9",                                                                 /* U+2029 */
+        "\xe2\x80\xaf",                                                                 /* U+202F */
+        "\xe2\x81\x9f",                                                                 /* U+205F */
+        "\xe3\x80\x80",                                                                 /* U+3000 */
+        "\xef\xbb\xbf",                                                                 /* U+FEFF */
 };
 
 START_TEST(test_every_js_space_is_trimmed)
@@ -124,20 +137,22 @@ START_TEST(test_non_spaces_are_kept_and_replaced)
 END_TEST
 
 static const token_case code_unit_cases[] = {
-        { "\xc2\x80", 0, "_" },             /* U+0080, first 2-byte */
-        { "\xdf\xbf", 0, "_" },             /* U+07FF */
-        { "\xe0\xa0\x80", 0, "_" },         /* U+0800, first 3-byte */
-        { "\xed\x9f\xbf", 0, "_" },         /* U+D7FF, below surrogates */
-        { "\xee\x80\x80", 0, "_" },         /* U+E000, above surrogates */
-        { "\xef\xbf\xbf", 0, "_" },         /* U+FFFF, last BMP */
-        { "\xf0\x90\x80\x80", 0, "__" },    /* U+10000, first astral */
-        { "\xf4\x8f\xbf\xbf", 0, "__" },    /* U+10FFFF, last code point */
-        { "a\0b", 3, "a_b" },               /* NUL is a code unit too */
-        { "x\xf0\x9f\x98\x80", 0, "x__" },  /* astral at the end survives trim */
-        { "A-Z_a-z_0-9", 0, "A-Z_a-z_0-9" },
-        { "!\"#$%&'()*+,./:;<=>?@[\\]^`{|}~", 0, "______________________________" },
-        { "  a b  ", 0, "a_b" },
-        { "\xe2\x80\x83" "\xe2\x80\x8b", 0, "_" }, /* trimmed space then ZWSP */
+        {"\xc2\x80", 0, "_"},            /* U+0080, first 2-byte */
+        {"\xdf\xbf", 0, "_"},            /* U+07FF */
+        {"\xe0\xa0\x80", 0, "_"},        /* U+0800, first 3-byte */
+        {"\xed\x9f\xbf", 0, "_"},        /* U+D7FF, below surrogates */
+        {"\xee\x80\x80", 0, "_"},        /* U+E000, above surrogates */
+        {"\xef\xbf\xbf", 0, "_"},        /* U+FFFF, last BMP */
+        {"\xf0\x90\x80\x80", 0, "__"},   /* U+10000, first astral */
+        {"\xf4\x8f\xbf\xbf", 0, "__"},   /* U+10FFFF, last code point */
+        {"a\0b", 3, "a_b"},              /* NUL is a code unit too */
+        {"x\xf0\x9f\x98\x80", 0, "x__"}, /* astral at the end survives trim */
+        {"A-Z_a-z_0-9", 0, "A-Z_a-z_0-9"},
+        {"!\"#$%&'()*+,./:;<=>?@[\\]^`{|}~", 0, "______________________________"},
+        {"  a b  ", 0, "a_b"},
+        {"\xe2\x80\x83"
+         "\xe2\x80\x8b",
+         0, "_"}, /* trimmed space then ZWSP */
 };
 
 START_TEST(test_code_units)
@@ -158,28 +173,28 @@ typedef struct bad_utf8 {
 } bad_utf8;
 
 static const bad_utf8 invalid_utf8[] = {
-        { "\x80", 1 },                  /* lone continuation byte */
-        { "ab\xbf", 3 },                /* continuation after ASCII */
-        { "\xc0\x80", 2 },              /* overlong NUL */
-        { "\xc1\xbf", 2 },              /* overlong 2-byte */
-        { "\xe0\x80\x80", 3 },          /* overlong 3-byte */
-        { "\xe0\x9f\xbf", 3 },          /* overlong U+07FF */
-        { "\xf0\x80\x80\x80", 4 },      /* overlong 4-byte */
-        { "\xf0\x8f\xbf\xbf", 4 },      /* overlong U+FFFF */
-        { "\xed\xa0\x80", 3 },          /* U+D800 high surrogate */
-        { "\xed\xbf\xbf", 3 },          /* U+DFFF low surrogate */
-        { "\xed\xa0\xbd\xed\xb8\x80", 6 }, /* CESU-8 surrogate pair */
-        { "\xf4\x90\x80\x80", 4 },      /* U+110000 */
-        { "\xf5\x80\x80\x80", 4 },      /* F5 lead byte */
-        { "\xf8\x88\x80\x80\x80", 5 },  /* 5-byte form */
-        { "\xff", 1 },
-        { "\xfe", 1 },
-        { "\xe6\x97", 2 },              /* truncated 3-byte */
-        { "x\xc3", 2 },                 /* truncated at the end */
-        { "\xf0\x9f\x98", 3 },          /* truncated 4-byte */
-        { "\xc3\x28", 2 },              /* bad continuation */
-        { "\xe6\x28\xa5", 3 },          /* bad second byte */
-        { " \xc3\xa9\x80 ", 5 },        /* stray continuation inside */
+        {"\x80", 1},                     /* lone continuation byte */
+        {"ab\xbf", 3},                   /* continuation after ASCII */
+        {"\xc0\x80", 2},                 /* overlong NUL */
+        {"\xc1\xbf", 2},                 /* overlong 2-byte */
+        {"\xe0\x80\x80", 3},             /* overlong 3-byte */
+        {"\xe0\x9f\xbf", 3},             /* overlong U+07FF */
+        {"\xf0\x80\x80\x80", 4},         /* overlong 4-byte */
+        {"\xf0\x8f\xbf\xbf", 4},         /* overlong U+FFFF */
+        {"\xed\xa0\x80", 3},             /* U+D800 high surrogate */
+        {"\xed\xbf\xbf", 3},             /* U+DFFF low surrogate */
+        {"\xed\xa0\xbd\xed\xb8\x80", 6}, /* CESU-8 surrogate pair */
+        {"\xf4\x90\x80\x80", 4},         /* U+110000 */
+        {"\xf5\x80\x80\x80", 4},         /* F5 lead byte */
+        {"\xf8\x88\x80\x80\x80", 5},     /* 5-byte form */
+        {"\xff", 1},
+        {"\xfe", 1},
+        {"\xe6\x97", 2},       /* truncated 3-byte */
+        {"x\xc3", 2},          /* truncated at the end */
+        {"\xf0\x9f\x98", 3},   /* truncated 4-byte */
+        {"\xc3\x28", 2},       /* bad continuation */
+        {"\xe6\x28\xa5", 3},   /* bad second byte */
+        {" \xc3\xa9\x80 ", 5}, /* stray continuation inside */
 };
 
 START_TEST(test_invalid_utf8_is_eilseq)
@@ -226,8 +241,7 @@ START_TEST(test_js_trim_spans)
         ck_assert_int_eq(contract_js_trim("", 0, &start, &tlen), 0);
         ck_assert_uint_eq(tlen, 0);
         /* multi-byte content and multi-byte spaces */
-        ck_assert_int_eq(contract_js_trim("\xe3\x80\x80\xc3\xa9\xe3\x80\x80", 8, &start, &tlen),
-                         0);
+        ck_assert_int_eq(contract_js_trim("\xe3\x80\x80\xc3\xa9\xe3\x80\x80", 8, &start, &tlen), 0);
         ck_assert_uint_eq(start, 3);
         ck_assert_uint_eq(tlen, 2);
 }
@@ -263,15 +277,15 @@ END_TEST
 START_TEST(test_route_token)
 {
         static const token_case cases[] = {
-                { "*", 0, "*" },
-                { " * ", 0, "_" },  /* only the exact string "*" */
-                { "**", 0, "__" },
-                { "x*", 0, "x_" },
-                { ">", 0, "_" },
-                { "UAQGWOEVJKMIO4WXSYOTLARXYOZTCXFK67JASEH6AFFFYK6FOPSKQCAD", 0,
-                  "UAQGWOEVJKMIO4WXSYOTLARXYOZTCXFK67JASEH6AFFFYK6FOPSKQCAD" },
-                { "My Space", 0, "My_Space" },
-                { "", 0, "_" },
+                {"*", 0, "*"},
+                {" * ", 0, "_"}, /* only the exact string "*" */
+                {"**", 0, "__"},
+                {"x*", 0, "x_"},
+                {">", 0, "_"},
+                {"UAQGWOEVJKMIO4WXSYOTLARXYOZTCXFK67JASEH6AFFFYK6FOPSKQCAD", 0,
+                 "UAQGWOEVJKMIO4WXSYOTLARXYOZTCXFK67JASEH6AFFFYK6FOPSKQCAD"},
+                {"My Space", 0, "My_Space"},
+                {"", 0, "_"},
         };
 
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -305,8 +319,7 @@ START_TEST(test_token_is_idempotent)
         for (size_t i = 0; i < sizeof(worked_examples) / sizeof(worked_examples[0]); i++) {
                 char *once = NULL, *twice = NULL;
 
-                ck_assert_int_eq(contract_token(worked_examples[i].in,
-                                                strlen(worked_examples[i].in), &once), 0);
+                ck_assert_int_eq(contract_token(worked_examples[i].in, strlen(worked_examples[i].in), &once), 0);
                 ck_assert(contract_is_token(once));
                 ck_assert_int_eq(contract_token(once, strlen(once), &twice), 0);
                 ck_assert_str_eq(once, twice);
@@ -324,63 +337,69 @@ typedef struct number_case {
 } number_case;
 
 static const number_case number_cases[] = {
-        { "0x200000000000011", 144115188075855904.0 },
+        {"0x200000000000011", 144115188075855904.0},
         /* 2^60 + 17: rounds once to 2^60 (not twice) */
-        { "0b1000000000000000000000000000000000000000000000000000000010001", 1152921504606846976.0 },
-        { "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000", 0.0 },
+        {"0b1000000000000000000000000000000000000000000000000000000010001", 1152921504606846976.0},
+        {"0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "00000000000000000000000",
+         0.0},
 
         /* empty or blank: 0 */
-        { "", 0.0 },
-        { "   ", 0.0 },
-        { "\t\n\r", 0.0 },
-        { " 0 ", 0.0 },
+        {"", 0.0},
+        {"   ", 0.0},
+        {"\t\n\r", 0.0},
+        {" 0 ", 0.0},
         /* decimal */
-        { "0", 0.0 },
-        { "-0", -0.0 },
-        { " -0 ", -0.0 },
-        { "+0", 0.0 },
-        { "00", 0.0 },
-        { "0.0", 0.0 },
-        { "1", 1.0 },
-        { "2", 2.0 },
-        { "007", 7.0 },
-        { "1.5", 1.5 },
-        { "-1.5", -1.5 },
-        { "0.1", 0.1 },
-        { "1e0", 1.0 },
-        { "1E+2", 100.0 },
-        { "1e-3", 0.001 },
-        { "-1.5e2", -150.0 },
-        { ".5", 0.5 },
-        { "-.5", -0.5 },
-        { "5.", 5.0 },
-        { "5.e1", 50.0 },
-        { "+3", 3.0 },
-        { "15000", 15000.0 },
-        { "9007199254740993", 9007199254740992.0 }, /* nearest double */
-        { "1e400", INFINITY },
-        { "-1e400", -INFINITY },
-        { "1e-400", 0.0 },
-        { "-1e-400", -0.0 },
+        {"0", 0.0},
+        {"-0", -0.0},
+        {" -0 ", -0.0},
+        {"+0", 0.0},
+        {"00", 0.0},
+        {"0.0", 0.0},
+        {"1", 1.0},
+        {"2", 2.0},
+        {"007", 7.0},
+        {"1.5", 1.5},
+        {"-1.5", -1.5},
+        {"0.1", 0.1},
+        {"1e0", 1.0},
+        {"1E+2", 100.0},
+        {"1e-3", 0.001},
+        {"-1.5e2", -150.0},
+        {".5", 0.5},
+        {"-.5", -0.5},
+        {"5.", 5.0},
+        {"5.e1", 50.0},
+        {"+3", 3.0},
+        {"15000", 15000.0},
+        {"9007199254740993", 9007199254740992.0}, /* nearest double */
+        {"1e400", INFINITY},
+        {"-1e400", -INFINITY},
+        {"1e-400", 0.0},
+        {"-1e-400", -0.0},
         /* 0x / 0o / 0b integers, either letter case */
-        { "0x0", 0.0 },
-        { "0x1F", 31.0 },
-        { "0X1f", 31.0 },
-        { "0xffffffff", 4294967295.0 },
-        { "0o17", 15.0 },
-        { "0O17", 15.0 },
-        { "0b101", 5.0 },
-        { "0B11", 3.0 },
-        { " 0x10 ", 16.0 },
+        {"0x0", 0.0},
+        {"0x1F", 31.0},
+        {"0X1f", 31.0},
+        {"0xffffffff", 4294967295.0},
+        {"0o17", 15.0},
+        {"0O17", 15.0},
+        {"0b101", 5.0},
+        {"0B11", 3.0},
+        {" 0x10 ", 16.0},
         /* Infinity, signed or not */
-        { "Infinity", INFINITY },
-        { "-Infinity", -INFINITY },
-        { "+Infinity", INFINITY },
-        { " Infinity\n", INFINITY },
+        {"Infinity", INFINITY},
+        {"-Infinity", -INFINITY},
+        {"+Infinity", INFINITY},
+        {" Infinity\n", INFINITY},
         /* JS trim: NBSP and U+3000, BOM, U+2028 */
-        { "\xc2\xa0 7 \xe3\x80\x80", 7.0 },
-        { "\xef\xbb\xbf" "3", 3.0 },
-        { "\xe2\x80\xa8" "-2\xe2\x80\xa9", -2.0 },
+        {"\xc2\xa0 7 \xe3\x80\x80", 7.0},
+        {"\xef\xbb\xbf"
+         "3",
+         3.0},
+        {"\xe2\x80\xa8"
+         "-2\xe2\x80\xa9",
+         -2.0},
 };
 
 START_TEST(test_js_to_number)
@@ -389,8 +408,7 @@ START_TEST(test_js_to_number)
         double v = contract_js_to_number(c->in);
 
         ck_assert_msg(v == c->want, "Number(\"%s\") = %.17g, want %.17g", c->in, v, c->want);
-        ck_assert_msg(!signbit(v) == !signbit(c->want), "Number(\"%s\"): sign of %.17g", c->in,
-                      v);
+        ck_assert_msg(!signbit(v) == !signbit(c->want), "Number(\"%s\"): sign of %.17g", c->in, v);
 }
 END_TEST
 
@@ -405,12 +423,12 @@ static const char *const nan_cases[] = {
         "0xG",
         "0b102",
         "0o8",
-        "-0x1",          /* no sign with a radix prefix */
+        "-0x1", /* no sign with a radix prefix */
         "+0x1",
         "0x-1",
         "0x 1",
         "00x1",
-        "0x1p3",         /* no hex floats */
+        "0x1p3", /* no hex floats */
         "0x1.8",
         "1e",
         "1e+",
@@ -436,13 +454,13 @@ static const char *const nan_cases[] = {
         "NaN",
         "null",
         "true",
-        "1\xc2\x85",      /* NEL is not trimmed */
+        "1\xc2\x85",        /* NEL is not trimmed */
         "\xe2\x80\x8b\x31", /* nor is ZWSP ("1" after it) */
-        "\xef\xbc\x91",    /* U+FF11 FULLWIDTH DIGIT ONE */
-        "\xff",            /* invalid UTF-8 */
+        "\xef\xbc\x91",     /* U+FF11 FULLWIDTH DIGIT ONE */
+        "\xff",             /* invalid UTF-8 */
         " 1\xff",
-        "\xc3",            /* truncated UTF-8 */
-        "\xc0\xb1",        /* overlong '1' */
+        "\xc3",     /* truncated UTF-8 */
+        "\xc0\xb1", /* overlong '1' */
 };
 
 START_TEST(test_js_to_number_nan)

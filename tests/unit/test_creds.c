@@ -105,8 +105,8 @@ START_TEST(seed_decoding_checks_prefix_and_crc)
 {
         unsigned char raw[32];
         ck_assert_int_eq(creds_decode_user_seed(SEED, raw), 0);
-        ck_assert_int_eq(creds_decode_user_seed("SUACSSL3", raw), -EINVAL);   /* short */
-        ck_assert_int_eq(creds_decode_user_seed(PUB, raw), -EINVAL);          /* a public key */
+        ck_assert_int_eq(creds_decode_user_seed("SUACSSL3", raw), -EINVAL); /* short */
+        ck_assert_int_eq(creds_decode_user_seed(PUB, raw), -EINVAL);        /* a public key */
         ck_assert_int_eq(creds_decode_user_seed("sUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY", raw),
                          -EINVAL); /* not base32 */
 }

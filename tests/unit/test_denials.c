@@ -133,13 +133,13 @@ START_TEST(retry_delay_doubles_within_bounds_and_reports_keep_the_text)
         ck_assert_str_eq(subject, "something else");
         ck_assert_int_eq(denials_report(&d, NULL, 2, &op, subject, sizeof subject), DENIAL_FIRST);
         ck_assert_str_eq(subject, "(no text)");
-        ck_assert_int_eq(denials_report(&d, "Permissions Violation for Publish to \"a.b\"", 3, &op, subject,
-                                        sizeof subject),
-                         DENIAL_FIRST);
+        ck_assert_int_eq(
+                denials_report(&d, "Permissions Violation for Publish to \"a.b\"", 3, &op, subject, sizeof subject),
+                DENIAL_FIRST);
         ck_assert_int_eq(op, DENIAL_PUBLISH);
-        ck_assert_int_eq(denials_report(&d, "Permissions Violation for Publish to \"a.b\"", 4, &op, subject,
-                                        sizeof subject),
-                         DENIAL_REPEAT);
+        ck_assert_int_eq(
+                denials_report(&d, "Permissions Violation for Publish to \"a.b\"", 4, &op, subject, sizeof subject),
+                DENIAL_REPEAT);
         denials_fini(&d);
 }
 END_TEST

@@ -26,31 +26,26 @@ typedef struct ack_case {
  * value so a swapped token shows. */
 static const ack_case good_cases[] = {
         /* v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> */
-        { "$JS.ACK.CHAT_main.fanout.3.4711.12.1710000000000000000.5",
-          3, 4711, 12, 1710000000000000000LL, 5 },
-        { "$JS.ACK.INBOX_main.reader.1.1.1.1710000000123456789.0",
-          1, 1, 1, 1710000000123456789LL, 0 },
-        { "$JS.ACK.DLV_My_Space.reader.2.98765.4321.1712345678901234567.17",
-          2, 98765, 4321, 1712345678901234567LL, 17 },
+        {"$JS.ACK.CHAT_main.fanout.3.4711.12.1710000000000000000.5", 3, 4711, 12, 1710000000000000000LL, 5},
+        {"$JS.ACK.INBOX_main.reader.1.1.1.1710000000123456789.0", 1, 1, 1, 1710000000123456789LL, 0},
+        {"$JS.ACK.DLV_My_Space.reader.2.98765.4321.1712345678901234567.17", 2, 98765, 4321, 1712345678901234567LL, 17},
         /* v2: $JS.ACK.<domain>.<acchash>.<stream>.<consumer>.<delivered>.
          * <sseq>.<cseq>.<ts>.<pending>.<random> (12 tokens) */
-        { "$JS.ACK._.ABDUCDOAJ4ZM5GVW6GWZIGRWIDQ2E4IJ6NEONZYBRQQ4OTBVZWDGMQSX."
-          "CHAT_main.fanout.3.4711.12.1710000000000000000.5.Xk3F9qLm",
-          3, 4711, 12, 1710000000000000000LL, 5 },
-        { "$JS.ACK.hub.AA5IH7F5TBPQEQWNHPDS5UWOWNKT3OOM6LTNZNRQJ6Q4A3OOWRTSHGK3."
-          "INBOX_main.reader.1.2.3.1710000000000000004.6.0h6pQYy2R7eYu8",
-          1, 2, 3, 1710000000000000004LL, 6 },
+        {"$JS.ACK._.ABDUCDOAJ4ZM5GVW6GWZIGRWIDQ2E4IJ6NEONZYBRQQ4OTBVZWDGMQSX."
+         "CHAT_main.fanout.3.4711.12.1710000000000000000.5.Xk3F9qLm",
+         3, 4711, 12, 1710000000000000000LL, 5},
+        {"$JS.ACK.hub.AA5IH7F5TBPQEQWNHPDS5UWOWNKT3OOM6LTNZNRQJ6Q4A3OOWRTSHGK3."
+         "INBOX_main.reader.1.2.3.1710000000000000004.6.0h6pQYy2R7eYu8",
+         1, 2, 3, 1710000000000000004LL, 6},
         /* v2 without the random token (11 tokens): accepted as well */
-        { "$JS.ACK.hub.ACCHASH.CHAT_main.fanout.7.8.9.1710000000000000010.11",
-          7, 8, 9, 1710000000000000010LL, 11 },
+        {"$JS.ACK.hub.ACCHASH.CHAT_main.fanout.7.8.9.1710000000000000010.11", 7, 8, 9, 1710000000000000010LL, 11},
         /* v2 with further trailing tokens, up to 16 after "$JS.ACK." */
-        { "$JS.ACK.hub.ACCHASH.CHAT_main.fanout.7.8.9.10.11.r1.r2.r3.r4.r5.r6.r7",
-          7, 8, 9, 10, 11 },
+        {"$JS.ACK.hub.ACCHASH.CHAT_main.fanout.7.8.9.10.11.r1.r2.r3.r4.r5.r6.r7", 7, 8, 9, 10, 11},
         /* limits: 0 and UINT64_MAX; the timestamp up to INT64_MAX */
-        { "$JS.ACK.S.C.0.0.0.0.0", 0, 0, 0, 0, 0 },
-        { "$JS.ACK.S.C.18446744073709551615.18446744073709551615.18446744073709551615."
-          "9223372036854775807.18446744073709551615",
-          UINT64_MAX, UINT64_MAX, UINT64_MAX, INT64_MAX, UINT64_MAX },
+        {"$JS.ACK.S.C.0.0.0.0.0", 0, 0, 0, 0, 0},
+        {"$JS.ACK.S.C.18446744073709551615.18446744073709551615.18446744073709551615."
+         "9223372036854775807.18446744073709551615",
+         UINT64_MAX, UINT64_MAX, UINT64_MAX, INT64_MAX, UINT64_MAX},
 };
 
 START_TEST(test_parse_fields)
@@ -130,12 +125,12 @@ static const char *const bad_numbers[] = {
         "1e3",
         "0x1F",
         "1_000",
-        "\xef\xbc\x91",            /* U+FF11 FULLWIDTH DIGIT ONE */
-        "18446744073709551616",    /* UINT64_MAX + 1 */
+        "\xef\xbc\x91",         /* U+FF11 FULLWIDTH DIGIT ONE */
+        "18446744073709551616", /* UINT64_MAX + 1 */
         "18446744073709551619",
-        "99999999999999999999",    /* 20 digits, > UINT64_MAX */
-        "100000000000000000000",   /* 21 digits */
-        "000000000000000000001",   /* 21 digits, small value */
+        "99999999999999999999",  /* 20 digits, > UINT64_MAX */
+        "100000000000000000000", /* 21 digits */
+        "000000000000000000001", /* 21 digits, small value */
         "340282366920938463463374607431768211456",
 };
 
@@ -143,12 +138,11 @@ static const char *const bad_numbers[] = {
  * subject. */
 static void subject_with(char *buf, size_t size, bool v2, int pos, const char *bad)
 {
-        const char *num[5] = { "3", "4711", "12", "1710000000000000000", "5" };
+        const char *num[5] = {"3", "4711", "12", "1710000000000000000", "5"};
 
         num[pos] = bad;
-        snprintf(buf, size, "$JS.ACK.%sCHAT_main.fanout.%s.%s.%s.%s.%s%s",
-                 v2 ? "hub.ACCHASH." : "", num[0], num[1], num[2], num[3], num[4],
-                 v2 ? ".Xk3F9qLm" : "");
+        snprintf(buf, size, "$JS.ACK.%sCHAT_main.fanout.%s.%s.%s.%s.%s%s", v2 ? "hub.ACCHASH." : "", num[0], num[1],
+                 num[2], num[3], num[4], v2 ? ".Xk3F9qLm" : "");
 }
 
 START_TEST(test_reject_number)

@@ -14,7 +14,8 @@
 
 static ledger_reader_state rs_at(uint64_t floor, uint64_t delivered, uint64_t pending, uint64_t ack_pending)
 {
-        ledger_reader_state rs = {.floor = floor, .delivered = delivered, .pending = pending, .ack_pending = ack_pending};
+        ledger_reader_state rs = {
+                .floor = floor, .delivered = delivered, .pending = pending, .ack_pending = ack_pending};
         return rs;
 }
 
