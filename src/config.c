@@ -6,6 +6,7 @@
 #include "build_config.h"
 
 #include "contract_constants.h"
+#include "contract_js.h"
 #include "contract_record.h"
 #include "contract_token.h"
 #include "log.h"

@@ -3,6 +3,7 @@
  * split is done on byte spans of the caller's string, never on a copy. */
 #include "contract_channel.h"
 
+#include "contract_js.h"
 #include "contract_token.h"
 
 #include <errno.h>

@@ -5,6 +5,9 @@
 #include "contract_record.h"
 
 #include "contract_channel.h"
+#include "contract_js.h"
+#include "contract_json.h"
+#include "contract_strbuf.h"
 #include "contract_token.h"
 
 #include <errno.h>
@@ -15,108 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* PROTOCOL §8.4 (U+2014 EM DASH is spelled out in UTF-8). */
-const char CONTRACT_ERR_SENDER_MISMATCH[] = "sender mismatch \xe2\x80\x94 request rejected";
-const char CONTRACT_ERR_LEAVE_GENERATION[] =
-        "durableLeave: a finite generation is required (fail-closed stale-leave guard)";
-
 /* A dinbox entry is a chat body (at most CONTRACT_MAX_MSG_BYTES) plus the
  * envelope of §5.2; the channel comes from a subject, so this is ample. */
 #define ENTRY_ENVELOPE_MAX_BYTES (64 * 1024)
 #define ENTRY_MAX_BYTES (CONTRACT_MAX_MSG_BYTES + ENTRY_ENVELOPE_MAX_BYTES)
 
-/* Nesting bound for JS string conversion of hand-built values (parsed ones
- * are already bounded by jansson's JSON_PARSER_MAX_DEPTH). */
-#define JS_STRING_MAX_DEPTH 2048
-
 /* ---- small helpers ------------------------------------------------------ */
-
-__attribute__((format(printf, 1, 2))) static char *str_printf(const char *fmt, ...)
-{
-        va_list ap;
-        char *buf;
-        int n;
-
-        va_start(ap, fmt);
-        n = vsnprintf(NULL, 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-                return NULL;
-        buf = malloc((size_t)n + 1);
-        if (buf == NULL)
-                return NULL;
-        va_start(ap, fmt);
-        vsnprintf(buf, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-        return buf;
-}
-
-/* A growing string; after the first allocation failure every append is a
- * no-op and sb_finish() reports it, so callers check once. */
-typedef struct strbuf {
-        char *p;
-        size_t len;
-        size_t cap;
-        bool failed;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *s, size_t n)
-{
-        if (b->failed)
-                return;
-        if (b->len + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 64;
-                char *p;
-
-                while (cap < b->len + n + 1)
-                        cap *= 2;
-                p = realloc(b->p, cap);
-                if (p == NULL) {
-                        b->failed = true;
-                        return;
-                }
-                b->p = p;
-                b->cap = cap;
-        }
-        if (n > 0)
-                memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-}
-
-static void sb_str(strbuf *b, const char *s)
-{
-        sb_add(b, s, strlen(s));
-}
-
-/* Hands the string to *out (owned by the caller). 0 or -ENOMEM. */
-static int sb_finish(strbuf *b, char **out)
-{
-        if (!b->failed && b->p == NULL)
-                sb_add(b, "", 0);
-        if (b->failed) {
-                free(b->p);
-                *out = NULL;
-                return -ENOMEM;
-        }
-        *out = b->p;
-        return 0;
-}
-
-static const char *type_name(const json_t *v)
-{
-        switch (json_typeof(v)) {
-        case JSON_OBJECT: return "object";
-        case JSON_ARRAY: return "array";
-        case JSON_STRING: return "string";
-        case JSON_INTEGER: return "integer";
-        case JSON_REAL: return "real";
-        case JSON_TRUE: return "true";
-        case JSON_FALSE: return "false";
-        case JSON_NULL: return "null";
-        }
-        return "unknown";
-}
 
 /* Strings that end up in NATS headers (dedup ids) must not be able to
  * break the header block. */
@@ -141,31 +48,6 @@ static bool plain_json_string(const char *s)
                 if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e || *s == '"' || *s == '\\')
                         return false;
         return true;
-}
-
-/* Serialises v compactly into a malloc'd NUL-terminated buffer (owned by
- * the caller). 0, -EINVAL (jansson refused, e.g. invalid UTF-8) or -ENOMEM. */
-static int dump_compact(const json_t *v, char **out, size_t *out_len)
-{
-        size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-        size_t n = json_dumpb(v, NULL, 0, flags);
-        char *buf;
-
-        *out = NULL;
-        if (n == 0)
-                return -EINVAL;
-        buf = malloc(n + 1);
-        if (buf == NULL)
-                return -ENOMEM;
-        if (json_dumpb(v, buf, n, flags) != n) {
-                free(buf);
-                return -EINVAL;
-        }
-        buf[n] = '\0';
-        *out = buf;
-        if (out_len)
-                *out_len = n;
-        return 0;
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -231,43 +113,6 @@ __attribute__((format(printf, 4, 5))) static rec_status set_err(rec_error *err, 
 
 /* ---- decoding helpers --------------------------------------------------- */
 
-/* Parses any JSON value (flags never include JSON_ALLOW_NUL, so \u0000 and
- * invalid UTF-8 are "not JSON"; trailing bytes are rejected). With
- * int_fallback, an integer too big for jansson is retried with
- * JSON_DECODE_INT_AS_REAL (PROTOCOL §5.1) and *as_real says so. */
-static json_t *load_json(const char *data, size_t len, bool int_fallback, bool *as_real, json_error_t *jerr)
-{
-        json_t *v;
-
-        if (as_real)
-                *as_real = false;
-        if (data == NULL) {
-                data = "";
-                len = 0;
-        }
-        /* A raw NUL is never JSON (not white space, and not allowed unescaped
-         * in a string), but jansson 2.14 drops one that directly follows a
-         * number or a literal ({"n":1<NUL>} loads as {"n":1}), and a body
-         * embedded verbatim (§5.2) would carry it on. Found by fuzz_chat. */
-        {
-                const char *nul = memchr(data, '\0', len);
-
-                if (nul != NULL) {
-                        memset(jerr, 0, sizeof(*jerr));
-                        snprintf(jerr->text, sizeof(jerr->text), "NUL byte at position %zu", (size_t)(nul - data));
-                        jerr->position = (int)(nul - data);
-                        return NULL;
-                }
-        }
-        v = json_loadb(data, len, JSON_DECODE_ANY, jerr);
-        if (v == NULL && int_fallback && json_error_code(jerr) == json_error_numeric_overflow) {
-                v = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, jerr);
-                if (v && as_real)
-                        *as_real = true;
-        }
-        return v;
-}
-
 /* Size check, parse, top-level object check: the common first steps of
  * every record decoder. *root is owned by the caller on success. */
 static rec_status parse_object(const char *data, size_t len, size_t max, bool int_fallback, json_t **root,
@@ -279,14 +124,14 @@ static rec_status parse_object(const char *data, size_t len, size_t max, bool in
         *root = NULL;
         if (len > max)
                 return set_err(err, REC_E_TOO_LARGE, "", "%zu bytes, limit %zu", len, max);
-        v = load_json(data, len, int_fallback, as_real, &jerr);
+        v = contract_json_load(data, len, int_fallback, as_real, &jerr);
         if (v == NULL) {
                 if (json_error_code(&jerr) == json_error_out_of_memory)
                         return set_err(err, REC_E_NOMEM, "", "%s", jerr.text);
                 return set_err(err, REC_E_NOT_JSON, "", "%s", jerr.text);
         }
         if (!json_is_object(v)) {
-                rec_status st = set_err(err, REC_E_NOT_OBJECT, "", "top level is %s", type_name(v));
+                rec_status st = set_err(err, REC_E_NOT_OBJECT, "", "top level is %s", contract_json_type_name(v));
 
                 json_decref(v);
                 return st;
@@ -310,7 +155,7 @@ static rec_status need_object(const json_t *obj, const char *name, const char *p
         if (v == NULL)
                 return set_err(err, REC_E_MISSING, path, "required object");
         if (!json_is_object(v))
-                return set_err(err, REC_E_TYPE, path, "expected an object, got %s", type_name(v));
+                return set_err(err, REC_E_TYPE, path, "expected an object, got %s", contract_json_type_name(v));
         *out = v;
         return REC_OK;
 }
@@ -323,7 +168,7 @@ static rec_status need_string(const json_t *obj, const char *name, const char *p
         if (v == NULL)
                 return set_err(err, REC_E_MISSING, path, "required string");
         if (!json_is_string(v))
-                return set_err(err, REC_E_TYPE, path, "expected a string, got %s", type_name(v));
+                return set_err(err, REC_E_TYPE, path, "expected a string, got %s", contract_json_type_name(v));
         if (for_header && !header_safe(v))
                 return set_err(err, REC_E_VALUE, path, "contains CR, LF or NUL");
         *out = v;
@@ -358,7 +203,7 @@ static rec_status get_uint(const json_t *obj, const char *name, const char *path
                         return set_err(err, REC_E_TYPE, path, "expected an integer, got %g", d);
                 *out = (uint64_t)d;
         } else {
-                return set_err(err, REC_E_TYPE, path, "expected an integer, got %s", type_name(v));
+                return set_err(err, REC_E_TYPE, path, "expected an integer, got %s", contract_json_type_name(v));
         }
         if (present)
                 *present = true;
@@ -375,7 +220,7 @@ static rec_status get_bool(const json_t *obj, const char *name, const char *path
         if (v == NULL)
                 return required ? set_err(err, REC_E_MISSING, path, "required boolean") : REC_OK;
         if (!json_is_boolean(v))
-                return set_err(err, REC_E_TYPE, path, "expected a boolean, got %s", type_name(v));
+                return set_err(err, REC_E_TYPE, path, "expected a boolean, got %s", contract_json_type_name(v));
         *out = json_is_true(v);
         if (present)
                 *present = true;
@@ -399,35 +244,13 @@ static bool json_str_is(const json_t *v, const char *lit)
 
 /* ---- encoding helpers --------------------------------------------------- */
 
-static int set_new(json_t *obj, const char *key, json_t *v)
-{
-        if (v == NULL)
-                return -ENOMEM;
-        return json_object_set_new(obj, key, v) == 0 ? 0 : -ENOMEM;
-}
-
-static int set_str(json_t *obj, const char *key, const char *s)
-{
-        if (s == NULL || !contract_utf8_valid(s, strlen(s)))
-                return -EINVAL;
-        return set_new(obj, key, json_string(s));
-}
-
 /* Integers are written as JSON integers in 0..2^53-1 (§4.2): anything else
  * would not survive a JavaScript reader, nor our own decoder. */
 static int set_uint(json_t *obj, const char *key, int64_t v)
 {
         if (v < 0 || v > CONTRACT_MAX_SAFE_INTEGER)
                 return -EINVAL;
-        return set_new(obj, key, json_integer((json_int_t)v));
-}
-
-static int finish_object(json_t *obj, int r, char **out)
-{
-        if (r == 0)
-                r = dump_compact(obj, out, NULL);
-        json_decref(obj);
-        return r;
+        return contract_json_set_new(obj, key, json_integer((json_int_t)v));
 }
 
 /* ---- chat message (§5.1, §6.1) ----------------------------------------- */
@@ -526,7 +349,7 @@ int contract_entry_encode(const char *msg_json, size_t msg_len, const char *chan
         json_t *jch;
         char *ch_json = NULL;
         size_t ch_len;
-        strbuf b = {0};
+        contract_strbuf b = {0};
         char num[64];
         int r;
 
@@ -552,29 +375,29 @@ int contract_entry_encode(const char *msg_json, size_t msg_len, const char *chan
                 jch = json_string(channel);
                 if (jch == NULL)
                         return -ENOMEM;
-                r = dump_compact(jch, &ch_json, &ch_len);
+                r = contract_json_dump(jch, &ch_json, &ch_len);
                 json_decref(jch);
                 if (r < 0)
                         return r;
         }
         /* §5.2: msg is embedded verbatim (semantic preservation for free). */
-        sb_str(&b, "{\"msg\":");
-        sb_add(&b, msg_json, msg_len);
-        sb_str(&b, ",\"channel\":");
+        contract_sb_str(&b, "{\"msg\":");
+        contract_sb_add(&b, msg_json, msg_len);
+        contract_sb_str(&b, ",\"channel\":");
         if (ch_json) {
-                sb_add(&b, ch_json, ch_len);
+                contract_sb_add(&b, ch_json, ch_len);
         } else {
-                sb_add(&b, "\"", 1);
-                sb_add(&b, channel, ch_len);
-                sb_add(&b, "\"", 1);
+                contract_sb_add(&b, "\"", 1);
+                contract_sb_add(&b, channel, ch_len);
+                contract_sb_add(&b, "\"", 1);
         }
         snprintf(num, sizeof(num), ",\"seq\":%" PRIu64 ",\"reason\":\"", seq);
-        sb_str(&b, num);
-        sb_str(&b, reason_str);
+        contract_sb_str(&b, num);
+        contract_sb_str(&b, reason_str);
         snprintf(num, sizeof(num), "\",\"generation\":%" PRIu64 "}", generation);
-        sb_str(&b, num);
+        contract_sb_str(&b, num);
         free(ch_json);
-        r = sb_finish(&b, out);
+        r = contract_sb_finish(&b, out);
         if (r == 0 && out_len)
                 *out_len = b.len;
         return r;
@@ -588,7 +411,7 @@ int contract_deliver_body(const contract_entry *e, char **out, size_t *out_len)
         if (e == NULL || !json_is_object(e->msg))
                 return -EINVAL;
         /* §5.3: the msg object alone, no envelope. */
-        return dump_compact(e->msg, out, out_len);
+        return contract_json_dump(e->msg, out, out_len);
 }
 
 /* ---- ACL record (§4.3) -------------------------------------------------- */
@@ -622,7 +445,8 @@ rec_status contract_acl_decode(const char *data, size_t len, contract_acl *out, 
                 goto fail;
         }
         if (!json_is_array(allow)) {
-                st = set_err(err, REC_E_TYPE, "allowSubscribe", "expected an array, got %s", type_name(allow));
+                st = set_err(err, REC_E_TYPE, "allowSubscribe", "expected an array, got %s",
+                             contract_json_type_name(allow));
                 goto fail;
         }
         if ((st = get_uint(root, "revision", "revision", false, false, 0, &out->has_revision, &v, err)) != REC_OK)
@@ -678,7 +502,7 @@ int contract_acl_encode(const contract_acl *a, char **out)
         if (obj == NULL)
                 return -ENOMEM;
         arr = json_array();
-        r = set_new(obj, "allowSubscribe", arr);
+        r = contract_json_set_new(obj, "allowSubscribe", arr);
         for (size_t i = 0; r == 0 && i < a->n_allow; i++) {
                 if (a->allow[i] == NULL)
                         continue;
@@ -691,7 +515,7 @@ int contract_acl_encode(const contract_acl *a, char **out)
                 r = set_uint(obj, "revision", a->revision);
         if (r == 0 && a->has_updated_at)
                 r = set_uint(obj, "updatedAt", a->updated_at);
-        return finish_object(obj, r, out);
+        return contract_json_finish(obj, r, out);
 }
 
 /* ---- membership record (§4.4) ------------------------------------------ */
@@ -798,24 +622,24 @@ int contract_member_encode(const contract_member *m, char **out)
          * and writerIdentity; a record read without them keeps them absent
          * (§4.2: omit, never null). */
         if (m->channel)
-                r = set_str(obj, "channel", m->channel);
+                r = contract_json_set_str(obj, "channel", m->channel);
         if (r == 0)
-                r = set_str(obj, "owner", m->owner);
+                r = contract_json_set_str(obj, "owner", m->owner);
         if (r == 0)
-                r = set_str(obj, "state", state);
+                r = contract_json_set_str(obj, "state", state);
         if (r == 0)
                 r = set_uint(obj, "joinCursor", (int64_t)m->join_cursor);
         if (r == 0)
                 r = set_uint(obj, "generation", (int64_t)m->generation);
         if (r == 0 && m->activated != MEMBER_ACTIVATED_ABSENT)
-                r = set_new(obj, "activated", json_boolean(m->activated == MEMBER_ACTIVATED_TRUE));
+                r = contract_json_set_new(obj, "activated", json_boolean(m->activated == MEMBER_ACTIVATED_TRUE));
         if (r == 0 && m->writer_identity)
-                r = set_str(obj, "writerIdentity", m->writer_identity);
+                r = contract_json_set_str(obj, "writerIdentity", m->writer_identity);
         if (r == 0)
                 r = set_uint(obj, "updatedAt", m->updated_at);
         if (r == 0 && m->has_leave_cursor)
                 r = set_uint(obj, "leaveCursor", (int64_t)m->leave_cursor);
-        return finish_object(obj, r, out);
+        return contract_json_finish(obj, r, out);
 }
 
 bool contract_member_eligible(const contract_member *m, uint64_t seq)
@@ -869,12 +693,12 @@ int contract_lease_encode(const char *holder, int64_t since_ms, bool ready, char
         obj = json_object();
         if (obj == NULL)
                 return -ENOMEM;
-        r = set_str(obj, "holder", holder);
+        r = contract_json_set_str(obj, "holder", holder);
         if (r == 0)
                 r = set_uint(obj, "since", since_ms);
         if (r == 0)
-                r = set_new(obj, "ready", json_boolean(ready));
-        return finish_object(obj, r, out);
+                r = contract_json_set_new(obj, "ready", json_boolean(ready));
+        return contract_json_finish(obj, r, out);
 }
 
 /* ---- channel registry (§4.6) -------------------------------------------- */
@@ -889,7 +713,7 @@ contract_class contract_class_of(const char *value, size_t len)
                 return CLASS_UNSET;
         /* Only deliveryClass is read, so a huge integer elsewhere must not
          * make the config unreadable. */
-        root = load_json(value, len, true, NULL, &jerr);
+        root = contract_json_load(value, len, true, NULL, &jerr);
         if (root == NULL)
                 return CLASS_UNSET;
         cls = json_is_object(root) ? field_get(root, "deliveryClass") : NULL;
@@ -908,443 +732,3 @@ bool contract_class_is_durable(contract_class cfg, contract_class dflt)
 }
 
 /* ---- control request / reply (§5.4, §8.2) ------------------------------- */
-
-/* Copies src into dst (size > 0), each byte that does not begin a valid
- * UTF-8 sequence replaced by '?', cut at a character boundary. */
-static void utf8_sanitize(char *dst, size_t size, const char *src)
-{
-        size_t n = strlen(src), o = 0;
-
-        for (size_t i = 0; i < n;) {
-                unsigned char c = (unsigned char)src[i];
-                size_t len = c < 0x80             ? 1
-                             : (c & 0xE0) == 0xC0 ? 2
-                             : (c & 0xF0) == 0xE0 ? 3
-                             : (c & 0xF8) == 0xF0 ? 4
-                                                  : 0;
-
-                if (len == 0 || i + len > n || !contract_utf8_valid(src + i, len)) {
-                        len = 1;
-                        if (o + 1 >= size)
-                                break;
-                        dst[o++] = '?';
-                } else {
-                        if (o + len >= size)
-                                break;
-                        memcpy(dst + o, src + i, len);
-                        o += len;
-                }
-                i += len;
-        }
-        dst[o] = '\0';
-}
-
-ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller, contract_ctl_request *out)
-{
-        json_error_t jerr;
-        json_t *root, *from, *id, *args;
-
-        memset(out, 0, sizeof(*out));
-        if (len > CONTRACT_MAX_REQUEST_BYTES) {
-                snprintf(out->error, sizeof(out->error), "control request too large (%zu bytes, limit %d)", len,
-                         CONTRACT_MAX_REQUEST_BYTES);
-                return CTL_REQ_TOO_LARGE;
-        }
-        /* §8.2 step 2. Numbers are JavaScript numbers upstream, so a huge
-         * integer is not a parse error (callers test "is a number"). */
-        root = load_json(data, len, true, NULL, &jerr);
-        if (root == NULL) {
-                /* The text goes into the reply (§8.2 step 2), which must be
-                 * valid UTF-8, but jansson quotes raw input bytes ("invalid
-                 * escape near '\"\\u1<lead byte>'"). */
-                utf8_sanitize(out->error, sizeof(out->error), jerr.text);
-                return json_error_code(&jerr) == json_error_out_of_memory ? CTL_REQ_NOMEM : CTL_REQ_NOT_JSON;
-        }
-        if (!json_is_object(root)) {
-                snprintf(out->error, sizeof(out->error), "control request must be a JSON object, got %s",
-                         type_name(root));
-                json_decref(root);
-                return CTL_REQ_NOT_OBJECT;
-        }
-        out->root = root;
-        out->op = json_object_get(root, "op");
-        /* §8.2 step 3: from.id must be a string exactly equal to caller. */
-        from = json_object_get(root, "from");
-        id = json_is_object(from) ? json_object_get(from, "id") : NULL;
-        if (json_is_string(id))
-                out->from_id = json_string_value(id);
-        if (out->from_id == NULL || caller == NULL || json_string_length(id) != strlen(caller) ||
-            strcmp(out->from_id, caller) != 0) {
-                snprintf(out->error, sizeof(out->error), "%s", CONTRACT_ERR_SENDER_MISMATCH);
-                return CTL_REQ_SENDER_MISMATCH;
-        }
-        /* §8.2 step 5: absent or null args read as {}. The empty object is
-         * stored in root so contract_ctl_request_fini frees it. */
-        args = json_object_get(root, "args");
-        if (args == NULL || json_is_null(args)) {
-                args = json_object();
-                if (args == NULL || json_object_set_new(root, "args", args) != 0) {
-                        snprintf(out->error, sizeof(out->error), "out of memory");
-                        return CTL_REQ_NOMEM;
-                }
-        }
-        out->args = args;
-        return CTL_REQ_OK;
-}
-
-void contract_ctl_request_fini(contract_ctl_request *r)
-{
-        if (r == NULL)
-                return;
-        json_decref(r->root);
-        memset(r, 0, sizeof(*r));
-}
-
-static bool reads_back(unsigned long long mantissa, int exp10, double d)
-{
-        char tmp[48];
-
-        snprintf(tmp, sizeof(tmp), "%llue%d", mantissa, exp10);
-        return strtod(tmp, NULL) == d;
-}
-
-/* Shortest decimal digits that read back as d (d finite, > 0): digits in
- * buf (no trailing zeros), *k their count, *n the decimal exponent such
- * that d = 0.digits x 10^n, as in ECMAScript Number::toString. */
-static void shortest_digits(double d, char *buf, size_t size, int *k, int *n)
-{
-        unsigned long long m = 0;
-        int exp10 = 0, len;
-
-        for (int prec = 1; prec <= 17; prec++) {
-                char tmp[48];
-                const char *p;
-
-                snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, d);
-                m = 0;
-                for (p = tmp; *p && *p != 'e'; p++)
-                        if (*p >= '0' && *p <= '9')
-                                m = m * 10 + (unsigned long long)(*p - '0');
-                exp10 = (*p == 'e' ? atoi(p + 1) : 0) - (prec - 1);
-                if (prec == 17 || strtod(tmp, NULL) == d)
-                        break;
-                /* Just above a power of two the gap below d is half the gap
-                 * above, so the nearest candidate can miss while the next
-                 * one up still reads back as d. */
-                if (reads_back(m + 1, exp10, d)) {
-                        m++;
-                        break;
-                }
-        }
-        len = snprintf(buf, size, "%llu", m);
-        *n = len + exp10;
-        while (len > 1 && buf[len - 1] == '0')
-                len--;
-        buf[len] = '\0';
-        *k = len;
-}
-
-/* ECMAScript Number::toString(10). */
-static void js_number(strbuf *b, double d)
-{
-        char digits[32], num[16];
-        int k, n;
-
-        if (d != d) {
-                sb_str(b, "NaN");
-                return;
-        }
-        if (d == 0) {
-                sb_str(b, "0"); /* also -0 */
-                return;
-        }
-        if (d < 0) {
-                sb_str(b, "-");
-                d = -d;
-        }
-        if (d > DBL_MAX) {
-                sb_str(b, "Infinity");
-                return;
-        }
-        shortest_digits(d, digits, sizeof(digits), &k, &n);
-        if (k <= n && n <= 21) {
-                sb_add(b, digits, (size_t)k);
-                for (int i = 0; i < n - k; i++)
-                        sb_str(b, "0");
-        } else if (0 < n && n <= 21) {
-                sb_add(b, digits, (size_t)n);
-                sb_str(b, ".");
-                sb_str(b, digits + n);
-        } else if (-6 < n && n <= 0) {
-                sb_str(b, "0.");
-                for (int i = 0; i < -n; i++)
-                        sb_str(b, "0");
-                sb_str(b, digits);
-        } else {
-                sb_add(b, digits, 1);
-                if (k > 1) {
-                        sb_str(b, ".");
-                        sb_str(b, digits + 1);
-                }
-                snprintf(num, sizeof(num), "e%c%d", n - 1 < 0 ? '-' : '+', n - 1 < 0 ? 1 - n : n - 1);
-                sb_str(b, num);
-        }
-}
-
-int contract_js_number(double d, char *buf, size_t size)
-{
-        strbuf b = {0};
-        char *out = NULL;
-
-        js_number(&b, d);
-        if (sb_finish(&b, &out) < 0)
-                return -ENOMEM;
-        int n = snprintf(buf, size, "%s", out);
-        free(out);
-        return n < 0 || (size_t)n >= size ? -ENOSPC : 0;
-}
-
-static void js_value(strbuf *b, const json_t *v, int depth);
-
-/* Array.prototype.join(","): null elements render as "". */
-static void js_join(strbuf *b, const json_t *arr, int depth)
-{
-        size_t i;
-        json_t *el;
-
-        if (depth > JS_STRING_MAX_DEPTH)
-                return;
-        json_array_foreach (arr, i, el) {
-                if (i > 0)
-                        sb_str(b, ",");
-                if (!json_is_null(el))
-                        js_value(b, el, depth + 1);
-        }
-}
-
-static void js_value(strbuf *b, const json_t *v, int depth)
-{
-        switch (json_typeof(v)) {
-        case JSON_OBJECT: sb_str(b, "[object Object]"); break;
-        case JSON_ARRAY: js_join(b, v, depth); break;
-        case JSON_STRING: sb_add(b, json_string_value(v), strnlen(json_string_value(v), json_string_length(v))); break;
-        case JSON_INTEGER: {
-                json_int_t i = json_integer_value(v);
-
-                /* Beyond 2^53 JavaScript holds the nearest double. */
-                if (i > (json_int_t)1 << 53 || i < -((json_int_t)1 << 53)) {
-                        js_number(b, (double)i);
-                } else {
-                        char num[32];
-
-                        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, i);
-                        sb_str(b, num);
-                }
-                break;
-        }
-        case JSON_REAL: js_number(b, json_real_value(v)); break;
-        case JSON_TRUE: sb_str(b, "true"); break;
-        case JSON_FALSE: sb_str(b, "false"); break;
-        case JSON_NULL: sb_str(b, "null"); break;
-        }
-}
-
-int contract_js_string(const json_t *v, char **out)
-{
-        strbuf b = {0};
-
-        if (v == NULL)
-                sb_str(&b, "undefined");
-        else
-                js_value(&b, v, 0);
-        return sb_finish(&b, out);
-}
-
-char *contract_ctl_reply_ok(json_t *data)
-{
-        json_t *obj = json_object();
-        char *s = NULL;
-        int r;
-
-        if (obj == NULL)
-                return NULL;
-        /* §5.4: data only with ok:true, omitted rather than null. */
-        r = set_new(obj, "ok", json_true());
-        if (r == 0 && data != NULL && json_object_set(obj, "data", data) != 0)
-                r = -ENOMEM;
-        if (finish_object(obj, r, &s) < 0)
-                return NULL;
-        return s;
-}
-
-char *contract_ctl_reply_error(const char *text)
-{
-        json_t *obj = json_object();
-        char *s = NULL;
-        int r;
-
-        if (obj == NULL)
-                return NULL;
-        r = set_new(obj, "ok", json_false());
-        if (r == 0)
-                r = set_str(obj, "error", text);
-        if (finish_object(obj, r, &s) < 0)
-                return NULL;
-        return s;
-}
-
-/* ---- §8.4 error texts ---------------------------------------------------- */
-
-char *contract_err_unknown_op(const json_t *op)
-{
-        char *text, *s;
-
-        /* <op> in JS string conversion: a missing op reads "undefined". */
-        if (contract_js_string(op, &text) < 0)
-                return NULL;
-        s = str_printf("op \"%s\" not supported on the delivery control service", text);
-        free(text);
-        return s;
-}
-
-char *contract_err_blank_channel(const char *op)
-{
-        return op ? str_printf("%s: channel must be a non-blank string", op) : NULL;
-}
-
-char *contract_err_empty_segment(const char *channel)
-{
-        return channel ? str_printf("invalid channel \"%s\": empty segment (no "
-                                    "leading/trailing/double dots)",
-                                    channel)
-                       : NULL;
-}
-
-char *contract_err_gt_not_last(const char *channel)
-{
-        return channel ? str_printf("invalid channel \"%s\": '>' is only valid as the last "
-                                    "segment",
-                                    channel)
-                       : NULL;
-}
-
-char *contract_err_bad_segment(const char *channel, const char *segment, size_t segment_len)
-{
-        if (channel == NULL || segment == NULL || segment_len > 0x7fffffff)
-                return NULL;
-        return str_printf("invalid channel \"%s\": segment \"%.*s\" must be a NATS-safe token "
-                          "([A-Za-z0-9_-]), '*', or '>' \xe2\x80\x94 policy channel names "
-                          "can't contain characters the wire layer would rewrite",
-                          channel, (int)segment_len, segment);
-}
-
-char *contract_err_wildcard(const char *op, const char *channel)
-{
-        if (op == NULL || channel == NULL)
-                return NULL;
-        return str_printf("%s: \"%s\" must be a concrete channel (durable membership is "
-                          "per-concrete-channel, not wildcard)",
-                          op, channel);
-}
-
-char *contract_err_no_acl(const char *caller)
-{
-        return caller ? str_printf("durableJoin: no read ACL on record for %s (not provisioned "
-                                   "for durable delivery)",
-                                   caller)
-                      : NULL;
-}
-
-char *contract_err_outside_acl(const char *channel, const contract_acl *acl)
-{
-        strbuf b = {0};
-        bool first = true;
-        char *s;
-
-        if (channel == NULL || acl == NULL)
-                return NULL;
-        sb_str(&b, "channel \"");
-        sb_str(&b, channel);
-        sb_str(&b, "\" is not within your read ACL [");
-        for (size_t i = 0; i < acl->n_allow; i++) {
-                if (acl->allow[i] == NULL)
-                        continue;
-                if (!first)
-                        sb_str(&b, ", ");
-                sb_str(&b, acl->allow[i]);
-                first = false;
-        }
-        sb_str(&b, "]");
-        return sb_finish(&b, &s) == 0 ? s : NULL;
-}
-
-char *contract_err_stale(const char *channel, const char *owner, const char *attempted, uint64_t stored)
-{
-        if (channel == NULL || owner == NULL || attempted == NULL)
-                return NULL;
-        /* §8.3: the '<' is literal whatever the comparison. */
-        return str_printf("stale membership write for %s/%s: generation %s < current %" PRIu64, channel, owner,
-                          attempted, stored);
-}
-
-char *contract_err_cas_exhausted(const char *channel, const char *owner)
-{
-        if (channel == NULL || owner == NULL)
-                return NULL;
-        return str_printf("members CAS exhausted retries for %s/%s", channel, owner);
-}
-
-/* ---- §8.5 channel argument ----------------------------------------------- */
-
-int contract_channel_arg(const char *op, const json_t *args, char **channel, char **error)
-{
-        const json_t *v = json_is_object(args) ? json_object_get(args, "channel") : NULL;
-        const char *s, *bad = NULL;
-        size_t len, start, tlen, bad_len = 0;
-        char *ch;
-
-        *channel = NULL;
-        *error = NULL;
-        if (op == NULL)
-                return -EINVAL;
-        if (!json_is_string(v))
-                goto blank;
-        s = json_string_value(v);
-        len = json_string_length(v);
-        if (contract_js_trim(s, len, &start, &tlen) < 0) {
-                /* Unreachable for parsed JSON (jansson checks UTF-8); keep
-                 * the bytes and let assertValidChannel reject them. */
-                start = 0;
-                tlen = len;
-        }
-        if (tlen == 0)
-                goto blank;
-        ch = strndup(s + start, tlen);
-        if (ch == NULL)
-                return -ENOMEM;
-        if (strlen(ch) != tlen) {
-                /* An embedded NUL (only possible in hand-built values) is a
-                 * character outside [A-Za-z0-9_-]. */
-                *error = contract_err_bad_segment(ch, ch, strlen(ch));
-                goto invalid;
-        }
-        switch (contract_channel_check(ch, &bad, &bad_len)) {
-        case CHANNEL_VALID: break;
-        case CHANNEL_EMPTY: free(ch); goto blank;
-        case CHANNEL_EMPTY_SEGMENT: *error = contract_err_empty_segment(ch); goto invalid;
-        case CHANNEL_GT_NOT_LAST: *error = contract_err_gt_not_last(ch); goto invalid;
-        case CHANNEL_BAD_SEGMENT: *error = contract_err_bad_segment(ch, bad, bad_len); goto invalid;
-        }
-        if (!contract_channel_is_concrete(ch)) {
-                *error = contract_err_wildcard(op, ch);
-                goto invalid;
-        }
-        *channel = ch;
-        return 0;
-blank:
-        *error = contract_err_blank_channel(op);
-        return *error ? -EINVAL : -ENOMEM;
-invalid:
-        free(ch);
-        return *error ? -EINVAL : -ENOMEM;
-}

@@ -5,6 +5,7 @@
 #include "contract_subject.h"
 
 #include "contract_channel.h"
+#include "contract_strbuf.h"
 #include "contract_token.h"
 
 #include <errno.h>
@@ -13,27 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* printf into a fresh allocation; NULL on failure. */
-__attribute__((format(printf, 1, 2))) static char *str_printf(const char *fmt, ...)
-{
-        va_list ap;
-        char *buf;
-        int n;
-
-        va_start(ap, fmt);
-        n = vsnprintf(NULL, 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-                return NULL;
-        buf = malloc((size_t)n + 1);
-        if (buf == NULL)
-                return NULL;
-        va_start(ap, fmt);
-        vsnprintf(buf, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-        return buf;
-}
 
 /* token() of a NUL-terminated string; NULL on any error. */
 static char *token_of(const char *s)
@@ -71,19 +51,20 @@ int contract_names_init(contract_names *n, const char *space, size_t len)
                 memcpy(n->space, space, len);
         n->space[len] = '\0';
         /* PROTOCOL §1.2: every name is a fixed decoration of <S>. */
-        if (!(n->prefix = str_printf("cotal.%s", s)) || !(n->chat_stream = str_printf("CHAT_%s", s)) ||
-            !(n->dm_stream = str_printf("DM_%s", s)) || !(n->task_stream = str_printf("TASK_%s", s)) ||
-            !(n->inbox_stream = str_printf("INBOX_%s", s)) || !(n->dlv_stream = str_printf("DLV_%s", s)) ||
-            !(n->chat_filter = str_printf("cotal.%s.chat.>", s)) ||
-            !(n->dm_filter = str_printf("cotal.%s.inst.>", s)) || !(n->task_filter = str_printf("cotal.%s.svc.>", s)) ||
-            !(n->dinbox_filter = str_printf("cotal.%s.dinbox.>", s)) ||
-            !(n->dlv_filter = str_printf("cotal.%s.dlv.>", s)) ||
-            !(n->ctl_delivery_sub = str_printf("cotal.%s.ctl.delivery.*", s)) ||
-            !(n->presence_bucket = str_printf("cotal_presence_%s", s)) ||
-            !(n->channels_bucket = str_printf("cotal_channels_%s", s)) ||
-            !(n->members_bucket = str_printf("cotal_members_%s", s)) ||
-            !(n->acl_bucket = str_printf("cotal_acl_%s", s)) ||
-            !(n->delivery_bucket = str_printf("cotal_delivery_%s", s)))
+        if (!(n->prefix = contract_printf("cotal.%s", s)) || !(n->chat_stream = contract_printf("CHAT_%s", s)) ||
+            !(n->dm_stream = contract_printf("DM_%s", s)) || !(n->task_stream = contract_printf("TASK_%s", s)) ||
+            !(n->inbox_stream = contract_printf("INBOX_%s", s)) || !(n->dlv_stream = contract_printf("DLV_%s", s)) ||
+            !(n->chat_filter = contract_printf("cotal.%s.chat.>", s)) ||
+            !(n->dm_filter = contract_printf("cotal.%s.inst.>", s)) ||
+            !(n->task_filter = contract_printf("cotal.%s.svc.>", s)) ||
+            !(n->dinbox_filter = contract_printf("cotal.%s.dinbox.>", s)) ||
+            !(n->dlv_filter = contract_printf("cotal.%s.dlv.>", s)) ||
+            !(n->ctl_delivery_sub = contract_printf("cotal.%s.ctl.delivery.*", s)) ||
+            !(n->presence_bucket = contract_printf("cotal_presence_%s", s)) ||
+            !(n->channels_bucket = contract_printf("cotal_channels_%s", s)) ||
+            !(n->members_bucket = contract_printf("cotal_members_%s", s)) ||
+            !(n->acl_bucket = contract_printf("cotal_acl_%s", s)) ||
+            !(n->delivery_bucket = contract_printf("cotal_delivery_%s", s)))
                 goto nomem;
         return 0;
 nomem:
@@ -119,12 +100,12 @@ void contract_names_fini(contract_names *n)
 
 char *contract_bucket_stream(const char *bucket)
 {
-        return bucket ? str_printf("KV_%s", bucket) : NULL;
+        return bucket ? contract_printf("KV_%s", bucket) : NULL;
 }
 
 char *contract_kv_subject(const char *bucket, const char *key)
 {
-        return bucket && key ? str_printf("$KV.%s.%s", bucket, key) : NULL;
+        return bucket && key ? contract_printf("$KV.%s.%s", bucket, key) : NULL;
 }
 
 /* "<prefix>.<kind>.<routeToken(id)><suffix>" */
@@ -137,7 +118,7 @@ static char *prefixed_route(const contract_names *n, const char *kind, const cha
         t = route ? route_token_of(id) : token_of(id);
         if (t == NULL)
                 return NULL;
-        s = str_printf("%s.%s.%s%s", n->prefix, kind, t, suffix);
+        s = contract_printf("%s.%s.%s%s", n->prefix, kind, t, suffix);
         free(t);
         return s;
 }
@@ -152,7 +133,7 @@ char *contract_chat_subject(const contract_names *n, const char *sender, const c
         if (t == NULL)
                 return NULL;
         if (contract_channel_path(channel, &path) == 0)
-                s = str_printf("%s.chat.%s.%s", n->prefix, t, path);
+                s = contract_printf("%s.chat.%s.%s", n->prefix, t, path);
         free(path);
         free(t);
         return s;
@@ -177,7 +158,7 @@ char *contract_channel_filter(const contract_names *n, const char *channel)
 {
         if (n == NULL || n->prefix == NULL || channel == NULL)
                 return NULL;
-        return str_printf("%s.chat.*.%s", n->prefix, channel);
+        return contract_printf("%s.chat.*.%s", n->prefix, channel);
 }
 
 char *contract_dlv_filter(const contract_names *n, const char *owner)
@@ -202,7 +183,7 @@ static char *token_name(const char *head, const char *id)
 
         if (t == NULL)
                 return NULL;
-        s = str_printf("%s%s", head, t);
+        s = contract_printf("%s%s", head, t);
         free(t);
         return s;
 }
@@ -228,7 +209,7 @@ char *contract_catchup_consumer(const char *owner, uint64_t generation)
 
         if (t == NULL)
                 return NULL;
-        s = str_printf("cu_%s_%" PRIu64, t, generation);
+        s = contract_printf("cu_%s_%" PRIu64, t, generation);
         free(t);
         return s;
 }
@@ -243,7 +224,7 @@ char *contract_dedup_id(const char *msg_id, const char *owner, uint64_t generati
         if (msg_id == NULL || owner == NULL)
                 return NULL;
         /* PROTOCOL §5.2: the raw owner, not its token. */
-        return str_printf("%s:%s:%" PRIu64, msg_id, owner, generation);
+        return contract_printf("%s:%s:%" PRIu64, msg_id, owner, generation);
 }
 
 /* Splits subject on '.' into at most max spans (JavaScript split semantics:

@@ -3,16 +3,15 @@
  * It never guesses on invalid UTF-8: that is -EILSEQ, never a replacement. */
 #include "contract_token.h"
 
+#include "contract_js.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Decodes one code point at s[*i] (RFC 3629: shortest form only, no
- * surrogates, nothing above U+10FFFF, no truncated sequence). Advances *i.
- * Returns 0 or -EILSEQ. */
-static int utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp)
+int contract_utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp)
 {
         size_t k = *i;
         uint32_t c = s[k];
@@ -57,30 +56,6 @@ static int utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp
         return 0;
 }
 
-/* PROTOCOL §1.1 step 1: exactly the code points ECMAScript trim() removes
- * (WhiteSpace + LineTerminator). U+0085, U+180E and U+200B are not among
- * them. */
-static bool is_js_space(uint32_t cp)
-{
-        switch (cp) {
-        case 0x0009:
-        case 0x000A:
-        case 0x000B:
-        case 0x000C:
-        case 0x000D:
-        case 0x0020:
-        case 0x00A0:
-        case 0x1680:
-        case 0x2028:
-        case 0x2029:
-        case 0x202F:
-        case 0x205F:
-        case 0x3000:
-        case 0xFEFF: return true;
-        default: return cp >= 0x2000 && cp <= 0x200A;
-        }
-}
-
 static bool is_token_byte(unsigned char c)
 {
         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
@@ -95,40 +70,9 @@ bool contract_utf8_valid(const char *s, size_t len)
         if (s == NULL)
                 return len == 0;
         while (i < len)
-                if (utf8_next(u, len, &i, &cp) < 0)
+                if (contract_utf8_next(u, len, &i, &cp) < 0)
                         return false;
         return true;
-}
-
-int contract_js_trim(const char *s, size_t len, size_t *start, size_t *tlen)
-{
-        const unsigned char *u = (const unsigned char *)s;
-        size_t i = 0, first = len, end = 0;
-        uint32_t cp;
-
-        if (s == NULL && len > 0)
-                return -EINVAL;
-        /* One pass validates everything and remembers the span between the
-         * first and the last non-space code point. */
-        while (i < len) {
-                size_t at = i;
-
-                if (utf8_next(u, len, &i, &cp) < 0)
-                        return -EILSEQ;
-                if (!is_js_space(cp)) {
-                        if (first == len)
-                                first = at;
-                        end = i;
-                }
-        }
-        if (first == len) {
-                *start = len;
-                *tlen = 0;
-        } else {
-                *start = first;
-                *tlen = end - first;
-        }
-        return 0;
 }
 
 int contract_token(const char *s, size_t len, char **out)
@@ -153,7 +97,7 @@ int contract_token(const char *s, size_t len, char **out)
         while (i < start + tlen) {
                 uint32_t cp;
 
-                (void)utf8_next(u, start + tlen, &i, &cp); /* validated by trim */
+                (void)contract_utf8_next(u, start + tlen, &i, &cp); /* validated by trim */
                 if (cp < 0x80 && is_token_byte((unsigned char)cp)) {
                         buf[o++] = (char)cp;
                 } else {
@@ -189,123 +133,4 @@ bool contract_is_token(const char *s)
                 if (!is_token_byte((unsigned char)*s))
                         return false;
         return true;
-}
-
-/* Value of a 0x/0o/0b literal's digits, rounded once to the nearest
- * double as JavaScript does: the digits are re-packed into one hexadecimal
- * string and handed to strtod, which rounds correctly. NaN if a digit is
- * outside the radix. */
-static double radix_value(const char *p, size_t n, int radix)
-{
-        static const char hex[] = "0123456789abcdef";
-        int bits = radix == 16 ? 4 : radix == 8 ? 3 : 1;
-        size_t nbits = n * (size_t)bits;
-        size_t nhex = (nbits + 3) / 4;
-        char *buf;
-        double v;
-
-        if (n == 0)
-                return NAN;
-        buf = malloc(nhex + 3);
-        if (buf == NULL)
-                return NAN;
-        memcpy(buf, "0x", 2);
-        memset(buf + 2, '0', nhex);
-        buf[nhex + 2] = '\0';
-        /* Fill the nibbles from the least significant end. */
-        unsigned acc = 0;
-        int accbits = 0;
-        size_t pos = nhex;
-        for (size_t i = n; i-- > 0;) {
-                int c = (unsigned char)p[i], d;
-
-                if (c >= '0' && c <= '9')
-                        d = c - '0';
-                else if (c >= 'a' && c <= 'f')
-                        d = c - 'a' + 10;
-                else if (c >= 'A' && c <= 'F')
-                        d = c - 'A' + 10;
-                else
-                        d = radix;
-                if (d >= radix) {
-                        free(buf);
-                        return NAN;
-                }
-                acc |= (unsigned)d << accbits;
-                accbits += bits;
-                while (accbits >= 4) {
-                        buf[2 + --pos] = hex[acc & 0xF];
-                        acc >>= 4;
-                        accbits -= 4;
-                }
-        }
-        if (accbits > 0)
-                buf[2 + --pos] = hex[acc & 0xF];
-        v = strtod(buf, NULL);
-        free(buf);
-        return v;
-}
-
-/* ECMAScript StrDecimalLiteral: [+-] (Infinity | digits[.digits] | .digits)
- * [e[+-]digits]. Returns true and the value if p[0..n) is exactly one. */
-static bool decimal_value(const char *p, size_t n, double *out)
-{
-        size_t i = 0, digits = 0;
-
-        if (i < n && (p[i] == '+' || p[i] == '-'))
-                i++;
-        if (n - i == 8 && memcmp(p + i, "Infinity", 8) == 0) {
-                *out = p[0] == '-' ? -INFINITY : INFINITY;
-                return true;
-        }
-        while (i < n && p[i] >= '0' && p[i] <= '9')
-                i++, digits++;
-        if (i < n && p[i] == '.') {
-                i++;
-                while (i < n && p[i] >= '0' && p[i] <= '9')
-                        i++, digits++;
-        }
-        if (digits == 0)
-                return false;
-        if (i < n && (p[i] == 'e' || p[i] == 'E')) {
-                size_t exp_digits = 0;
-
-                i++;
-                if (i < n && (p[i] == '+' || p[i] == '-'))
-                        i++;
-                while (i < n && p[i] >= '0' && p[i] <= '9')
-                        i++, exp_digits++;
-                if (exp_digits == 0)
-                        return false;
-        }
-        if (i != n)
-                return false;
-        /* The grammar is a subset of strtod's, which rounds as JS does. */
-        char *buf = strndup(p, n);
-        if (buf == NULL)
-                return false;
-        *out = strtod(buf, NULL);
-        free(buf);
-        return true;
-}
-
-double contract_js_to_number(const char *s)
-{
-        size_t start, len;
-        double v;
-
-        if (s == NULL || contract_js_trim(s, strlen(s), &start, &len) < 0)
-                return NAN;
-        const char *p = s + start;
-        if (len == 0)
-                return 0;
-        if (len > 2 && p[0] == '0') {
-                int radix = p[1] == 'x' || p[1] == 'X'   ? 16
-                            : p[1] == 'o' || p[1] == 'O' ? 8
-                            : p[1] == 'b' || p[1] == 'B' ? 2
-                                                         : 0;
-                if (radix)
-                        return radix_value(p + 2, len - 2, radix);
-        }
-        return decimal_value(p, len, &v) ? v : NAN;
 }

@@ -5,6 +5,8 @@
 #include "catchup.h"
 #include "contract_channel.h"
 #include "contract_config.h"
+#include "contract_control.h"
+#include "contract_js.h"
 #include "contract_record.h"
 #include "contract_token.h"
 #include "ctlqueue.h"

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "contract_config.h"
 #include "contract_constants.h"
+#include "contract_js.h"
 #include "contract_record.h"
 #include "control.h"
 #include "creds.h"

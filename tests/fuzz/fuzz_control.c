@@ -9,6 +9,8 @@
 #include "fuzz.h"
 
 #include "contract_channel.h"
+#include "contract_control.h"
+#include "contract_js.h"
 #include "contract_record.h"
 #include "contract_subject.h"
 #include "contract_token.h"

@@ -5,6 +5,7 @@
  * and the input's first 8 bytes taken as a double. */
 #include "fuzz.h"
 
+#include "contract_js.h"
 #include "contract_record.h"
 #include "contract_token.h"
 

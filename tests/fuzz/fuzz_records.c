@@ -6,6 +6,7 @@
 #include "fuzz.h"
 
 #include "contract_channel.h"
+#include "contract_control.h"
 #include "contract_record.h"
 
 #include <errno.h>

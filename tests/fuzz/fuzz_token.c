@@ -5,6 +5,7 @@
  * routeToken differs only for "*". */
 #include "fuzz.h"
 
+#include "contract_js.h"
 #include "contract_token.h"
 
 #include <errno.h>

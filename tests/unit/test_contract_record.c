@@ -1,6 +1,8 @@
 /* Unit tests for contract_record: every JSON codec of the wire contract
  * (PROTOCOL §4.3-§4.6, §5.1-§5.4, §8.2), JS string conversion, the exact
  * §8.4 error texts and the §8.5 channel argument check. */
+#include "contract_control.h"
+#include "contract_js.h"
 #include "contract_record.h"
 
 #include "unit.h"

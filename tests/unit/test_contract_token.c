@@ -1,6 +1,7 @@
 /* Unit tests for contract_token: token()/routeToken() of PROTOCOL §1.1,
  * the JS trim it relies on, and strict UTF-8 validation. Every worked
  * example of the §1.1 table is a case here. */
+#include "contract_js.h"
 #include "contract_token.h"
 
 #include "unit.h"
