@@ -166,16 +166,16 @@ char *contract_err_blank_channel(const char *op)
 char *contract_err_empty_segment(const char *channel)
 {
         return channel ? contract_printf("invalid channel \"%s\": empty segment (no "
-                                    "leading/trailing/double dots)",
-                                    channel)
+                                         "leading/trailing/double dots)",
+                                         channel)
                        : NULL;
 }
 
 char *contract_err_gt_not_last(const char *channel)
 {
         return channel ? contract_printf("invalid channel \"%s\": '>' is only valid as the last "
-                                    "segment",
-                                    channel)
+                                         "segment",
+                                         channel)
                        : NULL;
 }
 
@@ -184,9 +184,9 @@ char *contract_err_bad_segment(const char *channel, const char *segment, size_t 
         if (channel == NULL || segment == NULL || segment_len > 0x7fffffff)
                 return NULL;
         return contract_printf("invalid channel \"%s\": segment \"%.*s\" must be a NATS-safe token "
-                          "([A-Za-z0-9_-]), '*', or '>' \xe2\x80\x94 policy channel names "
-                          "can't contain characters the wire layer would rewrite",
-                          channel, (int)segment_len, segment);
+                               "([A-Za-z0-9_-]), '*', or '>' \xe2\x80\x94 policy channel names "
+                               "can't contain characters the wire layer would rewrite",
+                               channel, (int)segment_len, segment);
 }
 
 char *contract_err_wildcard(const char *op, const char *channel)
@@ -194,15 +194,15 @@ char *contract_err_wildcard(const char *op, const char *channel)
         if (op == NULL || channel == NULL)
                 return NULL;
         return contract_printf("%s: \"%s\" must be a concrete channel (durable membership is "
-                          "per-concrete-channel, not wildcard)",
-                          op, channel);
+                               "per-concrete-channel, not wildcard)",
+                               op, channel);
 }
 
 char *contract_err_no_acl(const char *caller)
 {
         return caller ? contract_printf("durableJoin: no read ACL on record for %s (not provisioned "
-                                   "for durable delivery)",
-                                   caller)
+                                        "for durable delivery)",
+                                        caller)
                       : NULL;
 }
 
@@ -235,7 +235,7 @@ char *contract_err_stale(const char *channel, const char *owner, const char *att
                 return NULL;
         /* §8.3: the '<' is literal whatever the comparison. */
         return contract_printf("stale membership write for %s/%s: generation %s < current %" PRIu64, channel, owner,
-                          attempted, stored);
+                               attempted, stored);
 }
 
 char *contract_err_cas_exhausted(const char *channel, const char *owner)

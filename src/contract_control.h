@@ -35,7 +35,6 @@ typedef struct contract_ctl_request {
 ctl_req_status contract_ctl_request_decode(const char *data, size_t len, const char *caller, contract_ctl_request *out);
 void contract_ctl_request_fini(contract_ctl_request *r);
 
-
 /* {"ok":true,"data":<data>} — data borrowed (a reference is taken). */
 char *contract_ctl_reply_ok(json_t *data);
 /* {"ok":false,"error":"<text>"} */

@@ -319,7 +319,9 @@ static void js_value(contract_strbuf *b, const json_t *v, int depth)
         switch (json_typeof(v)) {
         case JSON_OBJECT: contract_sb_str(b, "[object Object]"); break;
         case JSON_ARRAY: js_join(b, v, depth); break;
-        case JSON_STRING: contract_sb_add(b, json_string_value(v), strnlen(json_string_value(v), json_string_length(v))); break;
+        case JSON_STRING:
+                contract_sb_add(b, json_string_value(v), strnlen(json_string_value(v), json_string_length(v)));
+                break;
         case JSON_INTEGER: {
                 json_int_t i = json_integer_value(v);
 
