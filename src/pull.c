@@ -28,8 +28,13 @@
  * credit left, absorbs the first delivery of the next one, and the drift
  * moves on from request to request, each sent only at its predecessor's
  * half expiry (seen in the soak against 2.10.27: a fan-out fetching 7
- * messages per 2.5 s for minutes). Silence clears the count at once. */
-#define PULL_HEARTBEAT_MS 500
+ * messages per 2.5 s for minutes). Silence clears the count at once. Naks
+ * with a delay (an unknown owner's entries, §7) make that drift frequent
+ * on the reader: with 500 ms heartbeats every such drift stalled it 1.5 s
+ * (scripts/abuse noacl: the victim's post p99 1,220 ms); at 100 ms the
+ * stall is 0.3 s (p99 96 ms), for about ten heartbeats a second per idle
+ * request. */
+#define PULL_HEARTBEAT_MS 100
 #define PULL_SILENCE_MS (3 * PULL_HEARTBEAT_MS)
 #define PULL_FLUSH_TIMEOUT_MS 1000 /* a pull request is flushed at once */
 #define PULL_CANCEL_INFO_MS 1000
